@@ -1,0 +1,1 @@
+//! Kernel dataplane over netlink: routes, links, addresses, veth, namespaces, sysctls, tunnels, nftables NAT.

@@ -1,0 +1,1 @@
+//! IP address management: pools, blocks, block affinities, handles, reservations, allocation, release, check.

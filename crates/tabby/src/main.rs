@@ -1,0 +1,53 @@
+//! The `tabby` binary: one executable for every role (node agent, CNI and
+//! IPAM plugin, standalone BGP daemon, resource CLI, lab, doctor).
+//!
+//! This crate holds only argument parsing and dispatch; each subcommand's
+//! logic lives in the library crate that owns it. Each command family has a
+//! module of its own here (`cli_*.rs`) so that adding one touches this file
+//! in two places only: the `Command` enum and `main`'s dispatch.
+
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+/// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
+#[derive(Debug, Parser)]
+#[command(name = "tabby", version, about, propagate_version = true)]
+struct Cli {
+    /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tabby_bgp=debug`.
+    #[arg(long, global = true, env = "TABBY_LOG", default_value = "warn")]
+    log: String,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Prints the version and the features this build supports.
+    Version,
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_new(&cli.log)
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let result: anyhow::Result<()> = match cli.command {
+        Command::Version => {
+            println!("tabby {}", env!("CARGO_PKG_VERSION"));
+            Ok(())
+        }
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("tabby: {e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
