@@ -1,1 +1,22 @@
-//! Sans-IO BGP-4: message codec, capabilities, attributes, session FSM, RIBs, decision process, policy, route reflection. No sockets, no clock.
+//! Sans-IO BGP-4: message codec, capabilities, attributes, session FSM,
+//! RIBs, decision process, policy, route reflection. No sockets, no clock:
+//! callers feed bytes and `Instant`s in and take bytes and events out.
+//!
+//! Layers, bottom up:
+//! - [`nlri`], [`capability`], [`attribute`], [`message`], [`error`]: the
+//!   wire codec (RFC 4271, 4760, 6793, 1997, 8092, 4456, 7606, 8203).
+
+pub mod attribute;
+pub mod capability;
+pub mod error;
+pub mod message;
+pub mod nlri;
+
+pub use attribute::{AsPath, Community, LargeCommunity, Origin, PathAttributes};
+pub use capability::Capability;
+pub use error::{AttributeIssue, DecodeError, EncodeError, ErrorAction};
+pub use message::{
+    CodecContext, Message, Notification, Open, RouteRefresh, Update, UpdateBuilder, decode_message,
+    frame_len,
+};
+pub use nlri::{Afi, Family, Ipv4Prefix, Ipv6Prefix, Prefix, Safi};
