@@ -5,16 +5,20 @@
 //! Layers, bottom up:
 //! - [`nlri`], [`capability`], [`attribute`], [`message`], [`error`]: the
 //!   wire codec (RFC 4271, 4760, 6793, 1997, 8092, 4456, 7606, 8203).
+//! - [`fsm`]: one session's state machine (RFC 4271 §8), driven by inputs
+//!   and `Instant`s, producing bytes and events.
 
 pub mod attribute;
 pub mod capability;
 pub mod error;
+pub mod fsm;
 pub mod message;
 pub mod nlri;
 
 pub use attribute::{AsPath, Community, LargeCommunity, Origin, PathAttributes};
 pub use capability::Capability;
 pub use error::{AttributeIssue, DecodeError, EncodeError, ErrorAction};
+pub use fsm::{Direction, Event, Input, Negotiated, Session, SessionConfig, State};
 pub use message::{
     CodecContext, Message, Notification, Open, RouteRefresh, Update, UpdateBuilder, decode_message,
     frame_len,
