@@ -10,6 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cni_mode;
+
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
 #[derive(Debug, Parser)]
 #[command(name = "tabby", version, about, propagate_version = true)]
@@ -29,6 +31,9 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    if let Some(status) = cni_mode::detect_and_run() {
+        return status;
+    }
     let cli = Cli::parse();
     tracing_subscriber::fmt()
         .with_env_filter(
