@@ -1,0 +1,808 @@
+//! The `tabby bgpd` configuration file: its YAML (camelCase) model, defaults
+//! and validation.
+//!
+//! Owns parsing and checking only. A config is refused whole with an error
+//! that names the field path (`peers[1].holdTime`) and what is wrong with it;
+//! unknown fields are refused too, so a typo never silently changes nothing.
+//! Turning the validated config into `tabby-bgp` session and policy settings
+//! is the daemon's job (`crate::daemon`).
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use ipnet::IpNet;
+use serde::{Deserialize, Serialize};
+
+/// Default path of the control socket.
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tabby/bgpd.sock";
+/// Default hold time offered to peers, in seconds (RFC 4271 suggests 90).
+pub const DEFAULT_HOLD_TIME: u16 = 90;
+/// Default connect-retry time, in seconds.
+pub const DEFAULT_CONNECT_RETRY_TIME: u16 = 30;
+/// Longest TCP MD5 key Linux accepts (`TCP_MD5SIG_MAXKEYLEN`).
+pub const MAX_PASSWORD_LEN: usize = 80;
+
+/// Why a configuration was refused.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum ConfigError {
+    /// The file could not be read.
+    #[error("cannot read {file}: {source}")]
+    Read {
+        /// The file.
+        file: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The document is not valid YAML or does not fit the schema (unknown
+    /// field, wrong type, missing required field).
+    #[error("{file}: {field}: {message}")]
+    Parse {
+        /// The file (or `<string>`).
+        file: String,
+        /// Field path where it went wrong (`peers[0].asNumber`), `.` for the root.
+        field: String,
+        /// What the parser said.
+        message: String,
+    },
+    /// The document parsed but a value is not acceptable.
+    #[error("{file}: {field}: {message}")]
+    Invalid {
+        /// The file (or `<string>`).
+        file: String,
+        /// Field path of the offending value.
+        field: String,
+        /// What is wrong and what would be accepted.
+        message: String,
+    },
+}
+
+impl ConfigError {
+    /// The field path the error names.
+    pub fn field(&self) -> Option<&str> {
+        match self {
+            ConfigError::Read { .. } => None,
+            ConfigError::Parse { field, .. } | ConfigError::Invalid { field, .. } => Some(field),
+        }
+    }
+}
+
+/// The whole `tabby bgpd` configuration.
+///
+/// ```yaml
+/// asNumber: 64512
+/// routerId: 10.0.0.1
+/// listen: ["10.0.0.1:179"]
+/// clusterId: 10.0.0.1
+/// fib: true
+/// originate: [10.10.0.0/24]
+/// peers:
+///   - address: 10.0.0.2
+///     asNumber: 64512
+///     routeReflectorClient: true
+///   - address: 10.0.1.1
+///     asNumber: 65000
+///     password: s3cret
+///     import:
+///       - cidr: 10.0.0.0/8
+///         matchOperator: In
+///         action: Accept
+///       - action: Reject
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct BgpdConfig {
+    /// Local AS number (4-octet).
+    pub as_number: u32,
+    /// BGP identifier.
+    pub router_id: Ipv4Addr,
+    /// Addresses to accept sessions on; default `0.0.0.0:179` and `[::]:179`.
+    #[serde(default = "default_listen")]
+    pub listen: Vec<SocketAddr>,
+    /// Neighbours.
+    #[serde(default)]
+    pub peers: Vec<PeerConfig>,
+    /// Prefixes this speaker announces itself.
+    #[serde(default)]
+    pub originate: Vec<IpNet>,
+    /// Program learned best paths into the kernel (ECMP for multipath).
+    #[serde(default)]
+    pub fib: bool,
+    /// Unix socket for `tabby bgp ...`.
+    #[serde(default = "default_control_socket")]
+    pub control_socket: PathBuf,
+    /// Route-reflector cluster id; the router id when unset.
+    #[serde(default)]
+    pub cluster_id: Option<Ipv4Addr>,
+}
+
+fn default_listen() -> Vec<SocketAddr> {
+    vec![
+        SocketAddr::from(([0, 0, 0, 0], 179)),
+        SocketAddr::from(([0u16; 8], 179)),
+    ]
+}
+
+fn default_control_socket() -> PathBuf {
+    PathBuf::from(DEFAULT_CONTROL_SOCKET)
+}
+
+/// One neighbour.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PeerConfig {
+    /// The neighbour's address (the session's remote end).
+    pub address: IpAddr,
+    /// The neighbour's AS; equal to ours means iBGP.
+    pub as_number: u32,
+    /// Remote TCP port (179).
+    #[serde(default)]
+    pub port: Option<u16>,
+    /// Never connect; only accept the neighbour's connection.
+    #[serde(default)]
+    pub passive: bool,
+    /// The neighbour is a route-reflector client of this speaker (iBGP only).
+    #[serde(default)]
+    pub route_reflector_client: bool,
+    /// How the NEXT_HOP of routes sent to this neighbour is set.
+    #[serde(default)]
+    pub next_hop_mode: NextHopMode,
+    /// eBGP multihop: the TTL of packets to this neighbour (1 = directly connected).
+    #[serde(default)]
+    pub multihop: Option<u8>,
+    /// Hold time offered, seconds (0 = no keepalives, or 3..=65535).
+    #[serde(default)]
+    pub hold_time: Option<u16>,
+    /// Keepalive interval, seconds (a third of the hold time by default).
+    #[serde(default)]
+    pub keepalive_time: Option<u16>,
+    /// Connect-retry interval, seconds.
+    #[serde(default)]
+    pub connect_retry_time: Option<u16>,
+    /// TCP MD5 signature key (RFC 2385).
+    #[serde(default)]
+    pub password: Option<String>,
+    /// GTSM (RFC 5082): the neighbour is at most this many hops away; packets
+    /// are sent with TTL 255 and accepted only with TTL >= 256 - hops.
+    #[serde(default)]
+    pub ttl_security: Option<u8>,
+    /// Local address to bind outgoing connections to.
+    #[serde(default)]
+    pub source_address: Option<IpAddr>,
+    /// Import rules, first match wins; no match accepts.
+    #[serde(default)]
+    pub import: Vec<FilterRule>,
+    /// Export rules, first match wins; no match accepts.
+    #[serde(default)]
+    pub export: Vec<FilterRule>,
+}
+
+impl PeerConfig {
+    /// Remote port, 179 unless set.
+    pub fn port(&self) -> u16 {
+        self.port.unwrap_or(179)
+    }
+    /// Hold time offered.
+    pub fn hold_time(&self) -> u16 {
+        self.hold_time.unwrap_or(DEFAULT_HOLD_TIME)
+    }
+    /// Keepalive interval.
+    pub fn keepalive_time(&self) -> u16 {
+        self.keepalive_time.unwrap_or(self.hold_time() / 3)
+    }
+    /// Connect-retry interval.
+    pub fn connect_retry_time(&self) -> u16 {
+        self.connect_retry_time
+            .unwrap_or(DEFAULT_CONNECT_RETRY_TIME)
+    }
+}
+
+/// NEXT_HOP handling toward a neighbour.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum NextHopMode {
+    /// RFC 4271 behaviour: self on eBGP, unchanged on iBGP.
+    #[default]
+    Auto,
+    /// Always this speaker's address.
+    #[serde(rename = "Self")]
+    SelfAddress,
+    /// Never changed (route servers, RR with `next hop keep`).
+    Keep,
+}
+
+/// One import or export rule, with the semantics of Calico's BGPFilter rules
+/// extended by attribute actions. Every match field present must match.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FilterRule {
+    /// Prefix to compare the route with (needs `matchOperator`).
+    #[serde(default)]
+    pub cidr: Option<IpNet>,
+    /// How `cidr` is compared.
+    #[serde(default)]
+    pub match_operator: Option<MatchOperator>,
+    /// Route prefix length range (inclusive).
+    #[serde(default)]
+    pub prefix_length: Option<PrefixLengthRange>,
+    /// Whether the route came from (import) or goes to (export) an iBGP or eBGP peer.
+    #[serde(default)]
+    pub peer_type: Option<PeerType>,
+    /// The route carries all these communities (`65000:100`, `65000:1:2`).
+    #[serde(default)]
+    pub communities: Option<CommunityValues>,
+    /// The AS path begins with these AS numbers.
+    #[serde(default, rename = "asPathPrefix")]
+    pub as_path_prefix: Vec<u32>,
+    /// What to do with a matching route.
+    pub action: RuleAction,
+    /// Add this community to an accepted route.
+    #[serde(default)]
+    pub add_community: Option<CommunityValue>,
+    /// Prepend these AS numbers to the AS path of an accepted route.
+    #[serde(default, rename = "prependASPath")]
+    pub prepend_as_path: Option<AsPathPrepend>,
+    /// Set LOCAL_PREF on an accepted route.
+    #[serde(default)]
+    pub set_local_pref: Option<u32>,
+    /// Set MED on an accepted route.
+    #[serde(default)]
+    pub set_med: Option<u32>,
+}
+
+/// How a rule's `cidr` is compared with a route's prefix.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum MatchOperator {
+    /// The prefix is exactly `cidr`.
+    Equal,
+    /// The prefix is not `cidr`.
+    NotEqual,
+    /// The prefix is inside `cidr` (or equal).
+    In,
+    /// The prefix is not inside `cidr`.
+    NotIn,
+}
+
+/// Inclusive prefix-length bounds.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct PrefixLengthRange {
+    /// Shortest length matched.
+    #[serde(default)]
+    pub min: Option<u8>,
+    /// Longest length matched.
+    #[serde(default)]
+    pub max: Option<u8>,
+}
+
+/// Session type a rule applies to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum PeerType {
+    /// Same AS.
+    #[serde(rename = "iBGP")]
+    Ibgp,
+    /// Different AS.
+    #[serde(rename = "eBGP")]
+    Ebgp,
+}
+
+/// A rule's verdict.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[non_exhaustive]
+pub enum RuleAction {
+    /// Take the route (after the rule's attribute actions).
+    Accept,
+    /// Drop the route.
+    Reject,
+}
+
+/// `communities: {values: [...]}` as Calico writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunityValues {
+    /// Standard (`a:b`) or large (`a:b:c`) communities.
+    pub values: Vec<Community>,
+}
+
+/// `addCommunity: {value: ...}` as Calico writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CommunityValue {
+    /// Standard (`a:b`) or large (`a:b:c`) community.
+    pub value: Community,
+}
+
+/// `prependASPath: {prefix: [...]}` as Calico writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AsPathPrepend {
+    /// AS numbers to put in front of the path.
+    pub prefix: Vec<u32>,
+}
+
+/// A community written as text: `65000:100` (RFC 1997, both halves 16 bits)
+/// or `65000:1:2` (RFC 8092 large community, three 32-bit parts).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum Community {
+    /// RFC 1997 community.
+    Standard(u32),
+    /// RFC 8092 large community.
+    Large(u32, u32, u32),
+}
+
+impl std::str::FromStr for Community {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        let parts: Vec<&str> = s.split(':').collect();
+        let bad = || {
+            format!(
+                "`{s}` is not a community (want `A:B` with 16-bit parts or `A:B:C` with 32-bit parts)"
+            )
+        };
+        match parts.as_slice() {
+            [a, b] => {
+                let a: u16 = a.parse().map_err(|_| bad())?;
+                let b: u16 = b.parse().map_err(|_| bad())?;
+                Ok(Community::Standard((u32::from(a) << 16) | u32::from(b)))
+            }
+            [a, b, c] => Ok(Community::Large(
+                a.parse().map_err(|_| bad())?,
+                b.parse().map_err(|_| bad())?,
+                c.parse().map_err(|_| bad())?,
+            )),
+            _ => Err(bad()),
+        }
+    }
+}
+
+impl fmt::Display for Community {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Community::Standard(v) => write!(f, "{}:{}", v >> 16, v & 0xffff),
+            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
+        }
+    }
+}
+
+impl Serialize for Community {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for Community {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let s = String::deserialize(d)?;
+        s.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+impl BgpdConfig {
+    /// Reads and validates a config file.
+    pub fn load(path: &Path) -> Result<BgpdConfig, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Read {
+            file: path.to_owned(),
+            source,
+        })?;
+        Self::parse(&text, &path.display().to_string())
+    }
+
+    /// Parses and validates a config document; `file` names it in errors.
+    pub fn parse(text: &str, file: &str) -> Result<BgpdConfig, ConfigError> {
+        let mut failed_at: Option<String> = None;
+        let parsed = serde_saphyr::with_deserializer_from_str(text, |de| {
+            serde_path_to_error::deserialize::<_, BgpdConfig>(de).map_err(|e| {
+                failed_at = Some(e.path().to_string());
+                e.into_inner()
+            })
+        });
+        let config = parsed.map_err(|e| ConfigError::Parse {
+            file: file.to_owned(),
+            field: failed_at.unwrap_or_else(|| ".".to_owned()),
+            message: e.to_string(),
+        })?;
+        config
+            .validate()
+            .map_err(|(field, message)| ConfigError::Invalid {
+                file: file.to_owned(),
+                field,
+                message,
+            })?;
+        Ok(config)
+    }
+
+    /// The route-reflector cluster id in force.
+    pub fn cluster_id(&self) -> Ipv4Addr {
+        self.cluster_id.unwrap_or(self.router_id)
+    }
+
+    /// Checks values the schema cannot: returns (field path, message).
+    fn validate(&self) -> Result<(), (String, String)> {
+        let err = |f: &str, m: String| Err((f.to_owned(), m));
+        if self.as_number == 0 {
+            return err("asNumber", "AS 0 is reserved (RFC 7607)".into());
+        }
+        if self.router_id.is_unspecified() || self.router_id.is_broadcast() {
+            return err(
+                "routerId",
+                format!("{} cannot be a BGP identifier", self.router_id),
+            );
+        }
+        if let Some(c) = self.cluster_id
+            && c.is_unspecified()
+        {
+            return err("clusterId", "0.0.0.0 cannot be a cluster id".into());
+        }
+        if self.listen.is_empty() && self.peers.iter().any(|p| p.passive) {
+            return err(
+                "listen",
+                "empty, but some peers are passive and could never connect".into(),
+            );
+        }
+        let mut seen = HashSet::new();
+        for (i, l) in self.listen.iter().enumerate() {
+            if !seen.insert(*l) {
+                return err(&format!("listen[{i}]"), format!("{l} listed twice"));
+            }
+        }
+        for (i, net) in self.originate.iter().enumerate() {
+            if net.trunc() != *net {
+                return err(
+                    &format!("originate[{i}]"),
+                    format!("{net} has host bits set (did you mean {}?)", net.trunc()),
+                );
+            }
+        }
+        let mut addrs = HashSet::new();
+        for (i, p) in self.peers.iter().enumerate() {
+            let at = |f: &str| format!("peers[{i}].{f}");
+            if !addrs.insert(p.address) {
+                return err(&at("address"), format!("{} is configured twice", p.address));
+            }
+            if p.address.is_unspecified() || p.address.is_multicast() {
+                return err(
+                    &at("address"),
+                    format!("{} cannot be a neighbour", p.address),
+                );
+            }
+            if p.as_number == 0 {
+                return err(&at("asNumber"), "AS 0 is reserved (RFC 7607)".into());
+            }
+            if p.port == Some(0) {
+                return err(&at("port"), "port 0 cannot be connected to".into());
+            }
+            let ibgp = p.as_number == self.as_number;
+            if p.route_reflector_client && !ibgp {
+                return err(
+                    &at("routeReflectorClient"),
+                    format!(
+                        "route reflection is for iBGP: peer AS {} differs from ours ({})",
+                        p.as_number, self.as_number
+                    ),
+                );
+            }
+            if let Some(h) = p.hold_time
+                && (h == 1 || h == 2)
+            {
+                return err(
+                    &at("holdTime"),
+                    format!("{h} s: must be 0 or at least 3 (RFC 4271)"),
+                );
+            }
+            if let Some(k) = p.keepalive_time {
+                let h = p.hold_time();
+                if h == 0 && k != 0 {
+                    return err(&at("keepaliveTime"), "must be 0 when holdTime is 0".into());
+                }
+                if h != 0 && (k == 0 || k >= h) {
+                    return err(
+                        &at("keepaliveTime"),
+                        format!("{k} s: must be between 1 and holdTime ({h} s) - 1"),
+                    );
+                }
+            }
+            if p.connect_retry_time == Some(0) {
+                return err(&at("connectRetryTime"), "must be at least 1 s".into());
+            }
+            if p.multihop == Some(0) {
+                return err(
+                    &at("multihop"),
+                    "TTL 0 would never leave the host; use 1..=255".into(),
+                );
+            }
+            if let Some(h) = p.ttl_security {
+                if h == 0 {
+                    return err(&at("ttlSecurity"), "hop count must be 1..=254".into());
+                }
+                if p.multihop.is_some() {
+                    return err(
+                        &at("ttlSecurity"),
+                        "cannot be combined with multihop (GTSM always sends TTL 255)".into(),
+                    );
+                }
+            }
+            if let Some(pw) = &p.password {
+                if pw.is_empty() || pw.len() > MAX_PASSWORD_LEN {
+                    return err(
+                        &at("password"),
+                        format!("must be 1..={MAX_PASSWORD_LEN} bytes (TCP MD5 key)"),
+                    );
+                }
+            }
+            if let Some(src) = p.source_address
+                && src.is_ipv4() != p.address.is_ipv4()
+            {
+                return err(
+                    &at("sourceAddress"),
+                    format!("{src} is not of the same family as {}", p.address),
+                );
+            }
+            for (kind, rules) in [("import", &p.import), ("export", &p.export)] {
+                for (j, r) in rules.iter().enumerate() {
+                    let base = format!("peers[{i}].{kind}[{j}]");
+                    r.validate().map_err(|(f, m)| (format!("{base}.{f}"), m))?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+impl FilterRule {
+    fn validate(&self) -> Result<(), (String, String)> {
+        match (self.cidr, self.match_operator) {
+            (Some(_), None) => {
+                return Err((
+                    "matchOperator".into(),
+                    "required with cidr (Equal, NotEqual, In, NotIn)".into(),
+                ));
+            }
+            (None, Some(_)) => {
+                return Err(("cidr".into(), "required with matchOperator".into()));
+            }
+            (Some(c), Some(_)) if c.trunc() != c => {
+                return Err(("cidr".into(), format!("{c} has host bits set")));
+            }
+            _ => {}
+        }
+        if let Some(r) = self.prefix_length {
+            let max_len = match self.cidr {
+                Some(IpNet::V4(_)) => 32,
+                _ => 128,
+            };
+            for (f, v) in [("min", r.min), ("max", r.max)] {
+                if let Some(v) = v
+                    && v > max_len
+                {
+                    return Err((
+                        format!("prefixLength.{f}"),
+                        format!("{v} is longer than {max_len}"),
+                    ));
+                }
+            }
+            if let (Some(lo), Some(hi)) = (r.min, r.max)
+                && lo > hi
+            {
+                return Err((
+                    "prefixLength".into(),
+                    format!("min {lo} is greater than max {hi}"),
+                ));
+            }
+        }
+        if self.action == RuleAction::Reject
+            && (self.add_community.is_some()
+                || self.prepend_as_path.is_some()
+                || self.set_local_pref.is_some()
+                || self.set_med.is_some())
+        {
+            return Err((
+                "action".into(),
+                "Reject with attribute actions (addCommunity, prependASPath, setLocalPref, setMed) that would never apply".into(),
+            ));
+        }
+        if let Some(p) = &self.prepend_as_path
+            && (p.prefix.is_empty() || p.prefix.contains(&0))
+        {
+            return Err((
+                "prependASPath.prefix".into(),
+                "needs one or more non-zero AS numbers".into(),
+            ));
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(s: &str) -> Result<BgpdConfig, ConfigError> {
+        BgpdConfig::parse(s, "test.yaml")
+    }
+
+    fn field_of(s: &str) -> String {
+        let e = parse(s).expect_err("config should be refused");
+        e.field().expect("names a field").to_owned()
+    }
+
+    const GOOD: &str = r#"
+asNumber: 64512
+routerId: 10.0.0.1
+listen: ["10.0.0.1:179", "[fd00::1]:1179"]
+clusterId: 10.0.0.100
+fib: true
+controlSocket: /tmp/x.sock
+originate: [10.10.0.0/24, "fd00:10::/64"]
+peers:
+  - address: 10.0.0.2
+    asNumber: 64512
+    routeReflectorClient: true
+    holdTime: 9
+    keepaliveTime: 3
+  - address: 10.0.1.1
+    asNumber: 65000
+    port: 1179
+    passive: true
+    nextHopMode: Self
+    password: s3cret
+    ttlSecurity: 1
+    import:
+      - cidr: 10.0.0.0/8
+        matchOperator: In
+        prefixLength: {min: 16, max: 24}
+        communities: {values: ["65000:100", "65000:1:2"]}
+        asPathPrefix: [65000]
+        action: Accept
+        addCommunity: {value: "64512:7"}
+        setLocalPref: 200
+      - action: Reject
+    export:
+      - peerType: eBGP
+        action: Accept
+        prependASPath: {prefix: [64512, 64512]}
+"#;
+
+    #[test]
+    fn full_example_parses_with_defaults() {
+        let c = parse(GOOD).expect("valid");
+        assert_eq!(c.as_number, 64512);
+        assert_eq!(c.cluster_id(), Ipv4Addr::new(10, 0, 0, 100));
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[0].port(), 179);
+        assert_eq!(c.peers[0].keepalive_time(), 3);
+        assert_eq!(c.peers[1].next_hop_mode, NextHopMode::SelfAddress);
+        assert_eq!(c.peers[1].import[0].match_operator, Some(MatchOperator::In));
+        let comms = &c.peers[1].import[0]
+            .communities
+            .as_ref()
+            .expect("set")
+            .values;
+        assert_eq!(comms[0], Community::Standard((65000 << 16) | 100));
+        assert_eq!(comms[1], Community::Large(65000, 1, 2));
+        assert_eq!(c.peers[1].export[0].peer_type, Some(PeerType::Ebgp));
+    }
+
+    #[test]
+    fn minimal_config_gets_defaults() {
+        let c = parse("asNumber: 65001\nrouterId: 1.1.1.1\n").expect("valid");
+        assert_eq!(c.listen, default_listen());
+        assert_eq!(c.control_socket, PathBuf::from(DEFAULT_CONTROL_SOCKET));
+        assert!(!c.fib);
+        assert!(c.peers.is_empty());
+        assert_eq!(c.cluster_id(), Ipv4Addr::new(1, 1, 1, 1));
+    }
+
+    #[test]
+    fn unknown_field_is_refused_with_its_path() {
+        let e = parse("asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: 2\n    holdtime: 9\n")
+            .expect_err("typo refused");
+        let msg = e.to_string();
+        assert!(msg.contains("holdtime"), "{msg}");
+        assert!(e.field().expect("field").starts_with("peers[0]"), "{msg}");
+    }
+
+    #[test]
+    fn wrong_type_names_the_field() {
+        assert_eq!(
+            field_of(
+                "asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: lots\n"
+            ),
+            "peers[0].asNumber"
+        );
+        assert_eq!(field_of("asNumber: 1\nrouterId: nope\n"), "routerId");
+        assert_eq!(
+            field_of(
+                "asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: 2\n    nextHopMode: Sometimes\n"
+            ),
+            "peers[0].nextHopMode"
+        );
+    }
+
+    #[test]
+    fn missing_required_field_is_refused() {
+        let e = parse("routerId: 1.1.1.1\n").expect_err("no AS");
+        assert!(e.to_string().contains("asNumber"), "{e}");
+    }
+
+    #[test]
+    fn semantic_errors_name_the_field() {
+        let base = "asNumber: 64512\nrouterId: 10.0.0.1\n";
+        let cases: &[(&str, &str)] = &[
+            ("asNumber: 0\nrouterId: 1.1.1.1\n", "asNumber"),
+            ("asNumber: 1\nrouterId: 0.0.0.0\n", "routerId"),
+            ("originate: [10.0.0.1/24]\n", "originate[0]"),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, routeReflectorClient: true}]\n",
+                "peers[0].routeReflectorClient",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, holdTime: 2}]\n",
+                "peers[0].holdTime",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, holdTime: 9, keepaliveTime: 9}]\n",
+                "peers[0].keepaliveTime",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1}, {address: 10.0.0.2, asNumber: 2}]\n",
+                "peers[1].address",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, ttlSecurity: 1, multihop: 2}]\n",
+                "peers[0].ttlSecurity",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, password: \"\"}]\n",
+                "peers[0].password",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, sourceAddress: \"fd00::1\"}]\n",
+                "peers[0].sourceAddress",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, import: [{action: Accept}, {cidr: 10.0.0.0/8, action: Reject}]}]\n",
+                "peers[0].import[1].matchOperator",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, export: [{action: Reject, setMed: 5}]}]\n",
+                "peers[0].export[0].action",
+            ),
+            (
+                "peers: [{address: 10.0.0.2, asNumber: 1, export: [{action: Accept, prefixLength: {min: 24, max: 16}}]}]\n",
+                "peers[0].export[0].prefixLength",
+            ),
+        ];
+        for (doc, field) in cases {
+            let text = if doc.starts_with("asNumber") {
+                (*doc).to_owned()
+            } else {
+                format!("{base}{doc}")
+            };
+            let e = parse(&text).expect_err(doc);
+            assert_eq!(e.field(), Some(*field), "{doc} -> {e}");
+        }
+    }
+
+    #[test]
+    fn bad_community_is_refused() {
+        let f = field_of(
+            "asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: 2\n    import:\n      - action: Accept\n        addCommunity: {value: \"70000:1\"}\n",
+        );
+        assert!(f.starts_with("peers[0].import[0].addCommunity"), "{f}");
+    }
+
+    #[test]
+    fn community_text_round_trips() {
+        for s in ["0:0", "65535:65535", "64512:100", "4200000000:1:2"] {
+            let c: Community = s.parse().expect(s);
+            assert_eq!(c.to_string(), s);
+        }
+        assert!("1:2:3:4".parse::<Community>().is_err());
+        assert!("x:1".parse::<Community>().is_err());
+    }
+}
