@@ -1,1 +1,26 @@
-//! Kernel dataplane over netlink: routes, links, addresses, veth, namespaces, sysctls, tunnels, nftables NAT.
+//! Kernel dataplane over netlink: routes, links, addresses, veth, namespaces,
+//! sysctls, tunnels, nftables NAT.
+//!
+//! Everything goes through a [`Netlink`] socket, opened in the caller's
+//! namespace ([`Netlink::open`]) or in another one ([`Netns::netlink`],
+//! which creates the socket on a thread of its own inside that namespace; the
+//! socket then keeps working there from any thread). The API speaks tabby's
+//! own types ([`Route`], [`NextHop`], [`RouteTable`], [`Link`],
+//! [`VethPair`], ...); no rtnetlink type leaks out.
+//!
+//! Operations block; async callers run them on a blocking thread.
+
+mod error;
+mod link;
+mod netlink;
+mod netns;
+mod route;
+
+pub use error::{Error, KernelError, Result};
+pub use link::{IpipTunnel, Link, MacAddr, VethPair, Vxlan};
+pub use netlink::Netlink;
+pub use netns::Netns;
+pub use route::{
+    BatchReport, InstalledRoute, NextHop, ReconcileReport, Route, RouteChange, RouteKey, RouteKind,
+    RouteTable, TABBY_PROTOCOL, is_already_gone,
+};

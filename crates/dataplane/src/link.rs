@@ -1,0 +1,567 @@
+//! Links and addresses: look up, create (veth pairs, VXLAN, IPIP), move into
+//! a namespace, rename, MTU, MAC, up/down, delete; IPv4/IPv6 addresses; and
+//! the neighbour (ARP/NDP) and bridge FDB entries a VXLAN device needs.
+//!
+//! Links are named by their index (`u32`) once they exist; [`Netlink::link`]
+//! resolves a name.
+
+use std::fmt;
+use std::net::{IpAddr, Ipv4Addr};
+use std::str::FromStr;
+
+use ipnet::IpNet;
+use netlink_packet_core::Parseable;
+use netlink_packet_route::AddressFamily;
+use netlink_packet_route::address::{AddressAttribute, AddressMessage};
+use netlink_packet_route::link::{
+    InfoData, InfoIpTunnel, InfoKind, InfoVeth, InfoVxlan, LinkAttribute, LinkFlags, LinkInfo,
+    LinkMessage,
+};
+use netlink_packet_route::neighbour::{
+    NeighbourAddress, NeighbourAttribute, NeighbourFlags, NeighbourMessage, NeighbourState,
+};
+
+use crate::error::{Error, Result};
+use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Netlink};
+use crate::netns::Netns;
+
+const RTM_NEWLINK: u16 = 16;
+const RTM_DELLINK: u16 = 17;
+const RTM_GETLINK: u16 = 18;
+const RTM_NEWADDR: u16 = 20;
+const RTM_DELADDR: u16 = 21;
+const RTM_GETADDR: u16 = 22;
+const RTM_NEWNEIGH: u16 = 28;
+const RTM_DELNEIGH: u16 = 29;
+const IFNAMSIZ: usize = 16;
+
+/// An Ethernet MAC address.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct MacAddr(pub [u8; 6]);
+
+impl fmt::Display for MacAddr {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let b = self.0;
+        write!(
+            f,
+            "{:02x}:{:02x}:{:02x}:{:02x}:{:02x}:{:02x}",
+            b[0], b[1], b[2], b[3], b[4], b[5]
+        )
+    }
+}
+
+impl FromStr for MacAddr {
+    type Err = Error;
+    fn from_str(s: &str) -> Result<MacAddr> {
+        let bad = || Error::Invalid {
+            field: "mac".into(),
+            reason: format!("{s:?} is not a MAC address (aa:bb:cc:dd:ee:ff)"),
+        };
+        let mut out = [0u8; 6];
+        let mut parts = s.split(':');
+        for b in &mut out {
+            let p = parts.next().ok_or_else(bad)?;
+            if p.len() != 2 {
+                return Err(bad());
+            }
+            *b = u8::from_str_radix(p, 16).map_err(|_| bad())?;
+        }
+        if parts.next().is_some() {
+            return Err(bad());
+        }
+        Ok(MacAddr(out))
+    }
+}
+
+/// A network interface as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Link {
+    /// Interface index.
+    pub index: u32,
+    /// Interface name.
+    pub name: String,
+    /// Device kind (`veth`, `vxlan`, `ipip`, ...); `None` for physical ones.
+    pub kind: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Hardware address, for Ethernet-like links.
+    pub mac: Option<MacAddr>,
+    /// Administratively up (`IFF_UP`).
+    pub up: bool,
+}
+
+/// A veth pair to create: `name` stays in the namespace of the socket, `peer`
+/// goes to `peer_netns` (or stays too).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VethPair {
+    /// The near end's name (the host side of a pod: `tby0123456789a`).
+    pub name: String,
+    /// The far end's name (`eth0` in a pod).
+    pub peer: String,
+    /// MTU of both ends; the kernel default if `None`.
+    pub mtu: Option<u32>,
+    /// MAC of the near end; random if `None`.
+    pub mac: Option<MacAddr>,
+    /// MAC of the far end; random if `None`.
+    pub peer_mac: Option<MacAddr>,
+}
+
+/// A VXLAN device to create.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Vxlan {
+    /// Device name (`vxlan.tabby`).
+    pub name: String,
+    /// VXLAN network identifier.
+    pub vni: u32,
+    /// Local (source) underlay address.
+    pub local: Option<IpAddr>,
+    /// Underlay interface index to send through.
+    pub underlay: Option<u32>,
+    /// UDP destination port (4789 is IANA's).
+    pub port: u16,
+    /// Learn remote MACs from received packets; tabby programs FDB entries
+    /// instead, so normally `false`.
+    pub learning: bool,
+    /// MTU; the kernel default (underlay minus 50) if `None`.
+    pub mtu: Option<u32>,
+    /// MAC of the device; random if `None`.
+    pub mac: Option<MacAddr>,
+}
+
+/// An IPIP tunnel device (`tunl0` in Calico's layout).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IpipTunnel {
+    /// Device name; `tunl0` is the kernel's fallback device name.
+    pub name: String,
+    /// Local underlay address; `None` for any.
+    pub local: Option<Ipv4Addr>,
+    /// MTU (underlay minus 20).
+    pub mtu: Option<u32>,
+}
+
+fn check_name(field: &str, name: &str) -> Result<()> {
+    if name.is_empty() || name.len() >= IFNAMSIZ || name.contains(['/', ' ', '\0']) {
+        return Err(Error::Invalid {
+            field: field.into(),
+            reason: format!("{name:?} is not an interface name (1 to 15 bytes, no '/' or spaces)"),
+        });
+    }
+    Ok(())
+}
+
+fn decode_link(m: &LinkMessage) -> Link {
+    let mut l = Link {
+        index: m.header.index,
+        name: String::new(),
+        kind: None,
+        mtu: 0,
+        mac: None,
+        up: m.header.flags.contains(LinkFlags::Up),
+    };
+    for a in &m.attributes {
+        match a {
+            LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Mtu(mtu) => l.mtu = *mtu,
+            LinkAttribute::Address(mac) => {
+                if let Ok(b) = <[u8; 6]>::try_from(mac.as_slice()) {
+                    l.mac = Some(MacAddr(b));
+                }
+            }
+            LinkAttribute::LinkInfo(infos) => {
+                for i in infos {
+                    if let LinkInfo::Kind(k) = i {
+                        l.kind = Some(k.to_string());
+                    }
+                }
+            }
+            _ => {}
+        }
+    }
+    l
+}
+
+fn link_msg(index: u32) -> LinkMessage {
+    let mut m = LinkMessage::default();
+    m.header.index = index;
+    m
+}
+
+impl Netlink {
+    /// The link named `name`, if there is one.
+    pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
+        check_name("link name", name)?;
+        Ok(self.links()?.into_iter().find(|l| l.name == name))
+    }
+
+    /// The link named `name`, or [`Error::NoSuchLink`].
+    pub fn require_link(&mut self, name: &str) -> Result<Link> {
+        self.link(name)?
+            .ok_or_else(|| Error::NoSuchLink(name.to_owned()))
+    }
+
+    /// The index of the link named `name`, or [`Error::NoSuchLink`].
+    pub fn link_index(&mut self, name: &str) -> Result<u32> {
+        Ok(self.require_link(name)?.index)
+    }
+
+    /// Every link in the namespace.
+    pub fn links(&mut self) -> Result<Vec<Link>> {
+        let mut out = Vec::new();
+        self.dump(RTM_GETLINK, &LinkMessage::default(), |p| {
+            let m =
+                LinkMessage::parse(p).map_err(|e| Error::Decode(format!("link message: {e}")))?;
+            out.push(decode_link(&m));
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Creates a veth pair, the peer end moved straight into `peer_netns`
+    /// when given. Returns the near end's index. Both ends are left down.
+    pub fn create_veth(&mut self, pair: &VethPair, peer_netns: Option<&Netns>) -> Result<u32> {
+        check_name("veth.name", &pair.name)?;
+        check_name("veth.peer", &pair.peer)?;
+        let mut peer = LinkMessage::default();
+        peer.attributes
+            .push(LinkAttribute::IfName(pair.peer.clone()));
+        if let Some(mtu) = pair.mtu {
+            peer.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = pair.peer_mac {
+            peer.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        if let Some(ns) = peer_netns {
+            peer.attributes.push(LinkAttribute::NetNsFd(ns.raw_fd()));
+        }
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(pair.name.clone()));
+        if let Some(mtu) = pair.mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = pair.mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Veth),
+            LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
+        ]));
+        self.request_ok(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m, || {
+            format!("create veth {} peer {}", pair.name, pair.peer)
+        })?;
+        self.link_index(&pair.name)
+    }
+
+    /// Creates a VXLAN device; returns its index. Left down.
+    pub fn create_vxlan(&mut self, vx: &Vxlan) -> Result<u32> {
+        check_name("vxlan.name", &vx.name)?;
+        if vx.vni >= 1 << 24 {
+            return Err(Error::Invalid {
+                field: "vxlan.vni".into(),
+                reason: format!("{} does not fit in 24 bits", vx.vni),
+            });
+        }
+        let mut data = vec![
+            InfoVxlan::Id(vx.vni),
+            InfoVxlan::Port(vx.port),
+            InfoVxlan::Learning(vx.learning),
+        ];
+        match vx.local {
+            Some(IpAddr::V4(a)) => data.push(InfoVxlan::Local(a)),
+            Some(IpAddr::V6(a)) => data.push(InfoVxlan::Local6(a)),
+            None => {}
+        }
+        if let Some(dev) = vx.underlay {
+            data.push(InfoVxlan::Link(dev));
+        }
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(vx.name.clone()));
+        if let Some(mtu) = vx.mtu {
+            m.attributes.push(LinkAttribute::Mtu(mtu));
+        }
+        if let Some(mac) = vx.mac {
+            m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        }
+        m.attributes.push(LinkAttribute::LinkInfo(vec![
+            LinkInfo::Kind(InfoKind::Vxlan),
+            LinkInfo::Data(InfoData::Vxlan(data)),
+        ]));
+        self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m)?
+            .map_err(|source| {
+                if source.errno == libc::EOPNOTSUPP {
+                    Error::KernelLacks {
+                        kind: "vxlan",
+                        config: "CONFIG_VXLAN",
+                        consequence: "vxlanMode pools cannot be used on this node",
+                    }
+                } else {
+                    Error::Kernel {
+                        operation: format!("create vxlan {} id {}", vx.name, vx.vni),
+                        source,
+                    }
+                }
+            })?;
+        self.link_index(&vx.name)
+    }
+
+    /// Makes sure the IPIP device exists and is configured; returns its
+    /// index. `tunl0` is the kernel's own fallback device, present in every
+    /// namespace once the `ipip` module is loaded: it is configured, not
+    /// created. A kernel without IPIP gives [`Error::KernelLacks`].
+    pub fn ensure_ipip(&mut self, tunnel: &IpipTunnel) -> Result<u32> {
+        check_name("ipip.name", &tunnel.name)?;
+        let index = match self.link(&tunnel.name)? {
+            Some(l) if l.kind.as_deref() == Some("ipip") => l.index,
+            Some(l) => {
+                return Err(Error::Invalid {
+                    field: "ipip.name".into(),
+                    reason: format!(
+                        "{} exists and is a {} device, not ipip",
+                        l.name,
+                        l.kind.as_deref().unwrap_or("physical")
+                    ),
+                });
+            }
+            None => {
+                let mut data = Vec::new();
+                if let Some(local) = tunnel.local {
+                    data.push(InfoIpTunnel::Local(IpAddr::V4(local)));
+                }
+                let mut m = LinkMessage::default();
+                m.attributes
+                    .push(LinkAttribute::IfName(tunnel.name.clone()));
+                let mut info = vec![LinkInfo::Kind(InfoKind::IpIp)];
+                if !data.is_empty() {
+                    info.push(LinkInfo::Data(InfoData::IpTunnel(data)));
+                }
+                m.attributes.push(LinkAttribute::LinkInfo(info));
+                self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m)?
+                    .map_err(|source| match source.errno {
+                        libc::EOPNOTSUPP => Error::KernelLacks {
+                            kind: "ipip",
+                            config: "CONFIG_NET_IPIP",
+                            consequence: "ipipMode pools (tunl0) cannot be used on this node; \
+                                          use ipipMode: Never with native routing, or vxlanMode",
+                        },
+                        _ => Error::Kernel {
+                            operation: format!("create ipip device {}", tunnel.name),
+                            source,
+                        },
+                    })?;
+                self.link_index(&tunnel.name)?
+            }
+        };
+        if let Some(mtu) = tunnel.mtu {
+            self.set_mtu(index, mtu)?;
+        }
+        Ok(index)
+    }
+
+    fn set_link(&mut self, m: LinkMessage, what: impl FnOnce() -> String) -> Result<()> {
+        self.request_ok(RTM_NEWLINK, 0, &m, what)
+    }
+
+    /// Sets a link administratively up.
+    pub fn set_up(&mut self, index: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.header.flags = LinkFlags::Up;
+        m.header.change_mask = LinkFlags::Up;
+        self.set_link(m, || format!("set link #{index} up"))
+    }
+
+    /// Sets a link administratively down.
+    pub fn set_down(&mut self, index: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.header.change_mask = LinkFlags::Up;
+        self.set_link(m, || format!("set link #{index} down"))
+    }
+
+    /// Sets a link's MTU.
+    pub fn set_mtu(&mut self, index: u32, mtu: u32) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::Mtu(mtu));
+        self.set_link(m, || format!("set link #{index} mtu {mtu}"))
+    }
+
+    /// Sets a link's MAC address.
+    pub fn set_mac(&mut self, index: u32, mac: MacAddr) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::Address(mac.0.to_vec()));
+        self.set_link(m, || format!("set link #{index} address {mac}"))
+    }
+
+    /// Renames a link (it must be down).
+    pub fn rename(&mut self, index: u32, name: &str) -> Result<()> {
+        check_name("new name", name)?;
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.set_link(m, || format!("rename link #{index} to {name}"))
+    }
+
+    /// Moves a link into another namespace (it gets a new index there).
+    pub fn move_to_netns(&mut self, index: u32, netns: &Netns) -> Result<()> {
+        let mut m = link_msg(index);
+        m.attributes.push(LinkAttribute::NetNsFd(netns.raw_fd()));
+        self.set_link(m, || {
+            format!("move link #{index} to namespace {}", netns.path().display())
+        })
+    }
+
+    /// Deletes a link (a veth takes its peer with it).
+    pub fn delete_link(&mut self, index: u32) -> Result<()> {
+        self.request_ok(RTM_DELLINK, 0, &link_msg(index), || {
+            format!("delete link #{index}")
+        })
+    }
+
+    fn address_msg(index: u32, addr: IpNet) -> AddressMessage {
+        let mut m = AddressMessage::default();
+        m.header.family = match addr {
+            IpNet::V4(_) => AddressFamily::Inet,
+            IpNet::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.prefix_len = addr.prefix_len();
+        m.header.index = index;
+        m.attributes.push(AddressAttribute::Local(addr.addr()));
+        m.attributes.push(AddressAttribute::Address(addr.addr()));
+        m
+    }
+
+    /// Adds an address (`10.0.0.1/24`, `fd00::1/64`) to a link; an address
+    /// already there is not an error.
+    pub fn add_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
+        let m = Self::address_msg(index, addr);
+        self.request_ok(RTM_NEWADDR, NLM_F_CREATE | NLM_F_REPLACE, &m, || {
+            format!("add address {addr} to link #{index}")
+        })
+    }
+
+    /// Removes an address from a link.
+    pub fn delete_address(&mut self, index: u32, addr: IpNet) -> Result<()> {
+        let m = Self::address_msg(index, addr);
+        self.request_ok(RTM_DELADDR, 0, &m, || {
+            format!("delete address {addr} from link #{index}")
+        })
+    }
+
+    /// The addresses on a link (both families).
+    pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
+        let mut out = Vec::new();
+        self.dump(RTM_GETADDR, &AddressMessage::default(), |p| {
+            let m = AddressMessage::parse(p)
+                .map_err(|e| Error::Decode(format!("address message: {e}")))?;
+            if m.header.index != index {
+                return Ok(());
+            }
+            let local = m.attributes.iter().find_map(|a| match a {
+                AddressAttribute::Local(ip) => Some(*ip),
+                _ => None,
+            });
+            let addr = local.or_else(|| {
+                m.attributes.iter().find_map(|a| match a {
+                    AddressAttribute::Address(ip) => Some(*ip),
+                    _ => None,
+                })
+            });
+            if let Some(ip) = addr {
+                if let Ok(net) = IpNet::new(ip, m.header.prefix_len) {
+                    out.push(net);
+                }
+            }
+            Ok(())
+        })?;
+        Ok(out)
+    }
+
+    /// Adds or replaces a permanent neighbour (ARP/NDP) entry: `ip` is at
+    /// `mac` on link `index`.
+    pub fn replace_neighbour(&mut self, index: u32, ip: IpAddr, mac: MacAddr) -> Result<()> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.attributes.push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        self.request_ok(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &m, || {
+            format!("neighbour {ip} lladdr {mac} on link #{index}")
+        })
+    }
+
+    /// Removes a neighbour entry.
+    pub fn delete_neighbour(&mut self, index: u32, ip: IpAddr) -> Result<()> {
+        let mut m = NeighbourMessage::default();
+        m.header.family = match ip {
+            IpAddr::V4(_) => AddressFamily::Inet,
+            IpAddr::V6(_) => AddressFamily::Inet6,
+        };
+        m.header.ifindex = index;
+        m.attributes.push(NeighbourAttribute::Destination(match ip {
+            IpAddr::V4(a) => NeighbourAddress::Inet(a),
+            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+        }));
+        self.request_ok(RTM_DELNEIGH, 0, &m, || {
+            format!("delete neighbour {ip} on link #{index}")
+        })
+    }
+
+    fn fdb_msg(index: u32, mac: MacAddr, remote: IpAddr) -> NeighbourMessage {
+        let mut m = NeighbourMessage::default();
+        m.header.family = AddressFamily::Bridge;
+        m.header.ifindex = index;
+        m.header.state = NeighbourState::Permanent;
+        m.header.flags = NeighbourFlags::Own;
+        m.attributes
+            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        m.attributes
+            .push(NeighbourAttribute::Destination(match remote {
+                IpAddr::V4(a) => NeighbourAddress::Inet(a),
+                IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+            }));
+        m
+    }
+
+    /// Adds or replaces a VXLAN forwarding entry: frames for `mac` on the
+    /// VXLAN device `index` go to the underlay address `remote`.
+    pub fn replace_fdb(&mut self, index: u32, mac: MacAddr, remote: IpAddr) -> Result<()> {
+        let m = Self::fdb_msg(index, mac, remote);
+        self.request_ok(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &m, || {
+            format!("fdb {mac} dst {remote} on link #{index}")
+        })
+    }
+
+    /// Removes a VXLAN forwarding entry.
+    pub fn delete_fdb(&mut self, index: u32, mac: MacAddr, remote: IpAddr) -> Result<()> {
+        let m = Self::fdb_msg(index, mac, remote);
+        self.request_ok(RTM_DELNEIGH, 0, &m, || {
+            format!("delete fdb {mac} dst {remote} on link #{index}")
+        })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mac_parse_and_print() {
+        let m: MacAddr = "02:aa:00:0b:cc:ff".parse().expect("mac");
+        assert_eq!(m.to_string(), "02:aa:00:0b:cc:ff");
+        assert!("02:aa:00:0b:cc".parse::<MacAddr>().is_err());
+        assert!("02:aa:00:0b:cc:ff:00".parse::<MacAddr>().is_err());
+        assert!("zz:aa:00:0b:cc:ff".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn interface_names_are_checked() {
+        assert!(check_name("n", "eth0").is_ok());
+        assert!(check_name("n", "").is_err());
+        assert!(check_name("n", "sixteen-chars-xx").is_err());
+        assert!(check_name("n", "a/b").is_err());
+    }
+}

@@ -1,0 +1,101 @@
+//! Network namespace entry, confined to this module.
+//!
+//! The only way tabby works inside another network namespace is
+//! [`Netns::run`]: it spawns a thread, moves *that thread* into the
+//! namespace with `setns(2)`, runs the closure there and returns its result;
+//! the thread then ends. The caller's threads never change namespace. A
+//! netlink socket created this way ([`Netns::netlink`]) stays bound to the
+//! namespace it was created in and can be used from any thread afterwards;
+//! files under `/proc/sys/net` opened there, and child processes started
+//! there (`nft`), belong to the namespace too.
+//!
+//! This module needs no `unsafe`: `nix::sched::setns` is a safe wrapper
+//! over a borrowed namespace file descriptor that this struct keeps open.
+
+use std::fs::File;
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
+use std::path::{Path, PathBuf};
+
+use nix::sched::{CloneFlags, setns};
+
+use crate::error::{Error, Result};
+use crate::netlink::Netlink;
+
+/// An open network namespace (its `nsfs` file, kept open).
+#[derive(Debug)]
+pub struct Netns {
+    path: PathBuf,
+    file: File,
+}
+
+impl Netns {
+    /// Opens a namespace file: `/var/run/netns/NAME`, `/proc/PID/ns/net`,
+    /// or a CNI `CNI_NETNS` path.
+    pub fn open(path: impl AsRef<Path>) -> Result<Netns> {
+        let path = path.as_ref().to_path_buf();
+        let file = File::open(&path).map_err(|source| Error::Netns {
+            path: path.clone(),
+            source,
+        })?;
+        Ok(Netns { path, file })
+    }
+
+    /// Opens the namespace `ip netns` knows as `name`.
+    pub fn named(name: &str) -> Result<Netns> {
+        if name.is_empty() || name.contains('/') || name == "." || name == ".." {
+            return Err(Error::Invalid {
+                field: "netns name".into(),
+                reason: format!("{name:?} is not a namespace name"),
+            });
+        }
+        Netns::open(Path::new("/var/run/netns").join(name))
+    }
+
+    /// The namespace of the calling thread.
+    pub fn current() -> Result<Netns> {
+        Netns::open("/proc/thread-self/ns/net")
+    }
+
+    /// The file this namespace was opened from.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// The namespace file descriptor (for `IFLA_NET_NS_FD`).
+    pub(crate) fn raw_fd(&self) -> RawFd {
+        self.file.as_raw_fd()
+    }
+
+    /// Borrowed namespace file descriptor.
+    pub fn as_fd(&self) -> BorrowedFd<'_> {
+        self.file.as_fd()
+    }
+
+    /// Runs `work` on a new thread inside this namespace and returns its
+    /// result. The calling thread stays where it is.
+    pub fn run<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send,
+        F: FnOnce() -> T + Send,
+    {
+        std::thread::scope(|s| {
+            let worker = s.spawn(|| -> Result<T> {
+                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| {
+                    Error::Netns {
+                        path: self.path.clone(),
+                        source: errno.into(),
+                    }
+                })?;
+                Ok(work())
+            });
+            worker
+                .join()
+                .map_err(|_| Error::NetnsThread(self.path.clone()))?
+        })
+    }
+
+    /// Opens a netlink route socket inside this namespace.
+    pub fn netlink(&self) -> Result<Netlink> {
+        self.run(Netlink::open)?
+    }
+}
