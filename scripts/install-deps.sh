@@ -9,7 +9,7 @@ SUDO=""
 
 PKGS=(
   # build
-  protobuf-compiler pkg-config
+  protobuf-compiler libprotobuf-dev pkg-config
   # namespaces, routes, NAT, captures
   iproute2 nftables iputils-ping procps psmisc tcpdump socat
   # real BGP peers for interop tests and the lab

@@ -8,6 +8,10 @@
 //! running inside it, all of which this harness started) when its guard
 //! drops. Addresses used by callers must stay inside these namespaces.
 
+mod etcd;
+
+pub use etcd::EtcdServer;
+
 use std::ffi::OsStr;
 use std::fmt;
 use std::process::{Child, Command, Output, Stdio};
@@ -303,12 +307,21 @@ mod tests {
     fn two_namespaces_ping_over_veth() {
         let a = Netns::new("tb-a").expect("netns a");
         let b = Netns::new("tb-b").expect("netns b");
-        veth(&a, "eth0", Some("10.250.0.1/30"), &b, "eth0", Some("10.250.0.2/30")).expect("veth");
+        veth(
+            &a,
+            "eth0",
+            Some("10.250.0.1/30"),
+            &b,
+            "eth0",
+            Some("10.250.0.2/30"),
+        )
+        .expect("veth");
         assert!(a.ping("10.250.0.2", 1), "a cannot reach b over the veth");
         assert!(!a.ping("10.250.0.9", 1), "an address nobody has answered");
         let name = a.name().to_owned();
         drop(a);
-        let list = String::from_utf8_lossy(&ip(["netns", "list"]).expect("list").stdout).into_owned();
+        let list =
+            String::from_utf8_lossy(&ip(["netns", "list"]).expect("list").stdout).into_owned();
         assert!(!list.contains(&name), "namespace {name} left behind");
     }
 }
