@@ -12,9 +12,11 @@
 
 mod error;
 mod link;
+pub mod nat;
 mod netlink;
 mod netns;
 mod route;
+pub mod sysctl;
 
 pub use error::{Error, KernelError, Result};
 pub use link::{IpipTunnel, Link, MacAddr, VethPair, Vxlan};
