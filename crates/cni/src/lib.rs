@@ -23,6 +23,7 @@ pub mod plugin;
 pub mod process;
 pub mod result;
 pub mod version;
+pub mod wiring;
 
 pub use error::{CniError, ErrorCode};
 pub use plugin::{Backend, Outcome, Role};
