@@ -239,74 +239,76 @@ impl Route {
     /// Checks what the kernel would refuse less clearly; `field` prefixes
     /// the names in the error (`routes[3]`).
     pub fn validate(&self, field: &str) -> Result<()> {
-        let invalid = |f: &str, reason: String| Error::Invalid {
+        self.check().map_err(|(f, reason)| Error::Invalid {
             field: format!("{field}.{f}"),
             reason,
-        };
+        })
+    }
+
+    /// [`Route::validate`] without building any string unless it fails:
+    /// the failing field (relative to the route) and the reason.
+    fn check(&self) -> std::result::Result<(), (String, String)> {
+        let invalid = |f: &str, reason: String| Err((f.to_owned(), reason));
         if self.destination.trunc() != self.destination {
-            return Err(invalid(
+            return invalid(
                 "destination",
                 format!(
                     "{} has host bits set (the prefix is {})",
                     self.destination,
                     self.destination.trunc()
                 ),
-            ));
+            );
         }
         let v4 = matches!(self.destination, IpNet::V4(_));
         if let Some(src) = self.source {
             if src.is_ipv4() != v4 {
-                return Err(invalid(
+                return invalid(
                     "source",
                     format!("{src} is not of the destination's family"),
-                ));
+                );
             }
         }
         match self.kind {
             RouteKind::Unicast => {
                 if self.next_hops.is_empty() {
-                    return Err(invalid(
-                        "next_hops",
-                        "a unicast route needs a next hop".into(),
-                    ));
+                    return invalid("next_hops", "a unicast route needs a next hop".into());
                 }
             }
             RouteKind::Other(t) => {
-                return Err(invalid(
-                    "kind",
-                    format!("tabby does not program route type {t}"),
-                ));
+                return invalid("kind", format!("tabby does not program route type {t}"));
             }
             _ => {
                 if !self.next_hops.is_empty() {
-                    return Err(invalid("next_hops", "a drop route has no next hops".into()));
+                    return invalid("next_hops", "a drop route has no next hops".into());
                 }
             }
         }
         for (i, nh) in self.next_hops.iter().enumerate() {
-            let f = format!("next_hops[{i}]");
             if nh.gateway.is_none() && nh.device.is_none() {
-                return Err(invalid(&f, "needs a gateway or a device".into()));
+                return invalid(
+                    &format!("next_hops[{i}]"),
+                    "needs a gateway or a device".into(),
+                );
             }
             if let Some(gw) = nh.gateway {
                 if gw.is_ipv4() != v4 {
-                    return Err(invalid(
-                        &format!("{f}.gateway"),
+                    return invalid(
+                        &format!("next_hops[{i}].gateway"),
                         format!("{gw} is not of the destination's family"),
-                    ));
+                    );
                 }
             }
             if nh.onlink && nh.device.is_none() {
-                return Err(invalid(
-                    &format!("{f}.onlink"),
+                return invalid(
+                    &format!("next_hops[{i}].onlink"),
                     "an on-link next hop needs a device".into(),
-                ));
+                );
             }
             if !(1..=256).contains(&nh.weight) {
-                return Err(invalid(
-                    &format!("{f}.weight"),
+                return invalid(
+                    &format!("next_hops[{i}].weight"),
                     format!("{} is not in 1..=256", nh.weight),
-                ));
+                );
             }
         }
         Ok(())
@@ -675,12 +677,18 @@ impl Netlink {
         let mut messages = Vec::with_capacity(changes.len());
         let mut indexes = Vec::with_capacity(changes.len());
         for (i, c) in changes.iter().enumerate() {
-            match c.route().validate(&format!("changes[{i}]")) {
+            match c.route().check() {
                 Ok(()) => {
                     messages.push(encode_change(c));
                     indexes.push(i);
                 }
-                Err(e) => report.failures.push((i, e)),
+                Err((field, reason)) => report.failures.push((
+                    i,
+                    Error::Invalid {
+                        field: format!("changes[{i}].{field}"),
+                        reason,
+                    },
+                )),
             }
         }
         let requests: Vec<Request<'_>> = messages
