@@ -5,15 +5,20 @@
 //! Layers, bottom up:
 //! - [`nlri`], [`capability`], [`attribute`], [`message`], [`error`]: the
 //!   wire codec (RFC 4271, 4760, 6793, 1997, 8092, 4456, 7606, 8203).
+//! - [`rib`], [`decision`], [`policy`]: Adj-RIB-In / Loc-RIB / Adj-RIB-Out,
+//!   best path and multipath, import/export rules, route reflection.
 //! - [`fsm`]: one session's state machine (RFC 4271 §8), driven by inputs
 //!   and `Instant`s, producing bytes and events.
 
 pub mod attribute;
 pub mod capability;
+pub mod decision;
 pub mod error;
 pub mod fsm;
 pub mod message;
 pub mod nlri;
+pub mod policy;
+pub mod rib;
 
 pub use attribute::{AsPath, Community, LargeCommunity, Origin, PathAttributes};
 pub use capability::Capability;
@@ -24,3 +29,4 @@ pub use message::{
     frame_len,
 };
 pub use nlri::{Afi, Family, Ipv4Prefix, Ipv6Prefix, Prefix, Safi};
+pub use rib::{PeerConfig, PeerId, PeerUp, Rib, RibConfig};

@@ -1,0 +1,107 @@
+//! Adj-RIB-Out: what we advertise to one peer.
+//!
+//! Owns [`AdjRibOut`]: the routes last sent to the peer and the changes
+//! not yet sent. Changes are coalesced per prefix (a route that flaps twice
+//! before the next flush is sent once, or not at all if it ends where it
+//! started) and packed into UPDATEs by [`crate::UpdateBuilder`] when the
+//! driver asks. Deciding *what* to advertise is [`crate::rib::Rib`]'s job.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use crate::attribute::PathAttributes;
+use crate::error::EncodeError;
+use crate::message::{CodecContext, Message, Update, UpdateBuilder};
+use crate::nlri::{Family, Prefix};
+
+/// Routes advertised to one peer and changes pending.
+#[derive(Debug, Default)]
+pub struct AdjRibOut {
+    advertised: HashMap<Prefix, Arc<PathAttributes>>,
+    pending: HashMap<Prefix, Option<Arc<PathAttributes>>>,
+    end_of_rib: Vec<Family>,
+}
+
+impl AdjRibOut {
+    /// Number of prefixes advertised (as of the last flush).
+    pub fn len(&self) -> usize {
+        self.advertised.len()
+    }
+
+    /// True when nothing is advertised.
+    pub fn is_empty(&self) -> bool {
+        self.advertised.is_empty()
+    }
+
+    /// The attributes advertised for `prefix`.
+    pub fn get(&self, prefix: Prefix) -> Option<&Arc<PathAttributes>> {
+        self.advertised.get(&prefix)
+    }
+
+    /// Every advertised route.
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &Arc<PathAttributes>)> + '_ {
+        self.advertised.iter().map(|(p, a)| (*p, a))
+    }
+
+    /// True when changes wait for [`AdjRibOut::flush`].
+    pub fn has_pending(&self) -> bool {
+        !self.pending.is_empty() || !self.end_of_rib.is_empty()
+    }
+
+    /// Records what should be advertised for `prefix` (`None`: nothing).
+    pub(crate) fn set(&mut self, prefix: Prefix, attrs: Option<Arc<PathAttributes>>) {
+        let same = match (self.advertised.get(&prefix), &attrs) {
+            (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
+            (None, None) => true,
+            _ => false,
+        };
+        if same {
+            self.pending.remove(&prefix);
+        } else {
+            self.pending.insert(prefix, attrs);
+        }
+    }
+
+    /// Queues End-of-RIB markers (after the initial table transfer).
+    pub(crate) fn queue_end_of_rib(&mut self, families: &[Family]) {
+        self.end_of_rib.extend_from_slice(families);
+    }
+
+    /// Forgets everything (the session went down).
+    pub(crate) fn clear(&mut self) {
+        self.advertised.clear();
+        self.pending.clear();
+        self.end_of_rib.clear();
+        self.advertised.shrink_to_fit();
+        self.pending.shrink_to_fit();
+    }
+
+    /// Queues every advertised route again (the peer sent ROUTE-REFRESH).
+    pub(crate) fn resend_all(&mut self) {
+        for (p, a) in self.advertised.drain() {
+            self.pending.entry(p).or_insert(Some(a));
+        }
+    }
+
+    /// Encodes pending changes into UPDATE messages and marks them sent.
+    pub fn flush(&mut self, ctx: &CodecContext) -> Result<Vec<Vec<u8>>, EncodeError> {
+        let mut b = UpdateBuilder::new(*ctx);
+        for (p, a) in self.pending.drain() {
+            match a {
+                Some(a) => {
+                    b.announce(&a, p);
+                    self.advertised.insert(p, a);
+                }
+                None => {
+                    b.withdraw(p);
+                    self.advertised.remove(&p);
+                }
+            }
+        }
+        let mut out = b.build()?;
+        for f in self.end_of_rib.drain(..) {
+            out.push(Message::Update(Update::end_of_rib_marker(f)).to_bytes(ctx)?);
+        }
+        Ok(out)
+    }
+}
