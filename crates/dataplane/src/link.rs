@@ -187,10 +187,32 @@ fn link_msg(index: u32) -> LinkMessage {
 }
 
 impl Netlink {
-    /// The link named `name`, if there is one.
+    /// The link named `name`, if there is one (one request, not a dump).
     pub fn link(&mut self, name: &str) -> Result<Option<Link>> {
         check_name("link name", name)?;
-        Ok(self.links()?.into_iter().find(|l| l.name == name))
+        let mut m = LinkMessage::default();
+        m.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        self.get_link(&m, || format!("look up link {name}"))
+    }
+
+    /// The link with interface index `index`, if there is one.
+    pub fn link_by_index(&mut self, index: u32) -> Result<Option<Link>> {
+        self.get_link(&link_msg(index), || format!("look up link #{index}"))
+    }
+
+    fn get_link(&mut self, m: &LinkMessage, what: impl FnOnce() -> String) -> Result<Option<Link>> {
+        match self.get(RTM_GETLINK, m)? {
+            Ok(payload) => {
+                let m = LinkMessage::parse(&payload[..])
+                    .map_err(|e| Error::Decode(format!("link message: {e}")))?;
+                Ok(Some(decode_link(&m)))
+            }
+            Err(e) if e.errno == libc::ENODEV => Ok(None),
+            Err(source) => Err(Error::Kernel {
+                operation: what(),
+                source,
+            }),
+        }
     }
 
     /// The link named `name`, or [`Error::NoSuchLink`].
@@ -446,7 +468,10 @@ impl Netlink {
     /// The addresses on a link (both families).
     pub fn addresses(&mut self, index: u32) -> Result<Vec<IpNet>> {
         let mut out = Vec::new();
-        self.dump(RTM_GETADDR, &AddressMessage::default(), |p| {
+        // Filtered by the kernel (strict dump checking is on), and here.
+        let mut req = AddressMessage::default();
+        req.header.index = index;
+        self.dump(RTM_GETADDR, &req, |p| {
             let m = AddressMessage::parse(p)
                 .map_err(|e| Error::Decode(format!("address message: {e}")))?;
             if m.header.index != index {

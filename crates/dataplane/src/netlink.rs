@@ -233,6 +233,37 @@ impl Netlink {
         }
     }
 
+    /// Sends a non-dump `RTM_GET*` request and returns the one message the
+    /// kernel answers with (its payload), or the kernel's error.
+    pub(crate) fn get(
+        &mut self,
+        kind: u16,
+        body: &dyn Emitable,
+    ) -> Result<Result<Vec<u8>, KernelError>> {
+        let seq = self.next_seq();
+        self.tx.clear();
+        Self::push(&mut self.tx, kind, 0, seq, body);
+        self.send_tx()?;
+        loop {
+            self.recv().map_err(Error::Socket)?;
+            for m in split(&self.rx)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.kind == NLMSG_ERROR {
+                    return Ok(match decode_error(m.flags, m.payload)? {
+                        Ok(()) => Err(KernelError {
+                            errno: libc::ENODATA,
+                            message: Some("the kernel acknowledged but sent no answer".into()),
+                        }),
+                        Err(e) => Err(e),
+                    });
+                }
+                return Ok(Ok(m.payload.to_vec()));
+            }
+        }
+    }
+
     /// Sends one request and fails with [`Error::Kernel`] naming `operation`.
     pub(crate) fn request_ok(
         &mut self,

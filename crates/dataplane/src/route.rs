@@ -19,7 +19,7 @@ use netlink_packet_core::Parseable;
 use netlink_packet_route::AddressFamily;
 use netlink_packet_route::route::{
     RouteAddress, RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteNextHop,
-    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType,
+    RouteNextHopFlags, RouteProtocol, RouteScope, RouteType, RouteVia,
 };
 
 use crate::error::{Error, KernelError, Result};
@@ -291,10 +291,12 @@ impl Route {
                 );
             }
             if let Some(gw) = nh.gateway {
-                if gw.is_ipv4() != v4 {
+                // An IPv4 route may use an IPv6 gateway (RFC 5549, RTA_VIA);
+                // the reverse does not exist.
+                if gw.is_ipv4() && !v4 {
                     return invalid(
                         &format!("next_hops[{i}].gateway"),
-                        format!("{gw} is not of the destination's family"),
+                        format!("{gw} is IPv4; an IPv6 route needs an IPv6 gateway"),
                     );
                 }
             }
@@ -361,7 +363,7 @@ impl Route {
             [] => {}
             [nh] => {
                 if let Some(gw) = nh.gateway {
-                    a.push(RouteAttribute::Gateway(gw.into()));
+                    a.push(gateway_attribute(&self.destination, gw));
                 }
                 if let Some(dev) = nh.device {
                     a.push(RouteAttribute::Oif(dev));
@@ -376,7 +378,7 @@ impl Route {
                     .map(|nh| {
                         let mut h = RouteNextHop::default();
                         if let Some(gw) = nh.gateway {
-                            h.attributes.push(RouteAttribute::Gateway(gw.into()));
+                            h.attributes.push(gateway_attribute(&self.destination, gw));
                         }
                         h.interface_index = nh.device.unwrap_or(0);
                         if nh.onlink {
@@ -473,6 +475,23 @@ pub struct InstalledRoute {
     pub protocol: u8,
 }
 
+/// The gateway attribute: `RTA_GATEWAY`, or `RTA_VIA` for an IPv6 gateway
+/// of an IPv4 route.
+fn gateway_attribute(destination: &IpNet, gw: IpAddr) -> RouteAttribute {
+    match (destination, gw) {
+        (IpNet::V4(_), IpAddr::V6(v6)) => RouteAttribute::Via(RouteVia::Inet6(v6)),
+        _ => RouteAttribute::Gateway(gw.into()),
+    }
+}
+
+fn via_of(v: &RouteVia) -> Option<IpAddr> {
+    match v {
+        RouteVia::Inet(a) => Some(IpAddr::V4(*a)),
+        RouteVia::Inet6(a) => Some(IpAddr::V6(*a)),
+        _ => None,
+    }
+}
+
 fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
     match a {
         RouteAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
@@ -506,11 +525,13 @@ fn decode(m: &RouteMessage) -> Option<InstalledRoute> {
             RouteAttribute::Priority(p) => metric = *p,
             RouteAttribute::PrefSource(s) => source = ip_of(s),
             RouteAttribute::Gateway(g) => gateway = ip_of(g),
+            RouteAttribute::Via(v) => gateway = via_of(v),
             RouteAttribute::Oif(o) => oif = Some(*o),
             RouteAttribute::MultiPath(nhs) => {
                 for nh in nhs {
                     let gw = nh.attributes.iter().find_map(|a| match a {
                         RouteAttribute::Gateway(g) => ip_of(g),
+                        RouteAttribute::Via(v) => via_of(v),
                         _ => None,
                     });
                     hops.push(NextHop {
@@ -884,6 +905,11 @@ mod tests {
             .with_metric(20),
             Route::via(net("fd00:1::/64"), ip("fd00::1")).with_source(ip("fd00::2")),
             Route::dev(net("0.0.0.0/0"), 7),
+            Route::via(net("10.4.0.0/24"), ip("fd00::1")),
+            Route::multipath(
+                net("10.5.0.0/24"),
+                vec![NextHop::via(ip("fd00::1")), NextHop::via(ip("fd00::2"))],
+            ),
         ];
         for r in &routes {
             r.validate("route").expect("valid");
@@ -893,7 +919,7 @@ mod tests {
 
     #[test]
     fn validation_names_the_field() {
-        let bad = Route::via(net("10.1.0.0/16"), ip("fd00::1"));
+        let bad = Route::via(net("fd00:1::/64"), ip("10.0.0.1"));
         let e = bad.validate("routes[2]").expect_err("family mismatch");
         assert!(
             e.to_string().contains("routes[2].next_hops[0].gateway"),

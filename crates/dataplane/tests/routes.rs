@@ -226,6 +226,23 @@ fn single_route_operations_and_other_tables() {
     );
     assert_eq!(nl.routes(Some(table)).expect("list"), vec![onlink.clone()]);
     assert!(nl.routes(Some(RouteTable::MAIN)).expect("main").is_empty());
+    // RFC 5549: an IPv4 route via an IPv6 gateway (RTA_VIA).
+    let v4_via_v6 = Route::via(net("10.62.0.0/24"), ip("fd00:250::2")).in_table(table);
+    nl.add_route(&v4_via_v6).expect("v4 via v6");
+    let text = a
+        .ip_stdout(["route", "show", "table", "1000", "10.62.0.0/24"])
+        .expect("show");
+    assert!(
+        text.contains("via inet6 fd00:250::2 dev eth0 proto tabby"),
+        "{text}"
+    );
+    let back = nl.routes(Some(table)).expect("list");
+    assert!(back.iter().any(|r| r.satisfies(&v4_via_v6)), "{back:?}");
+    nl.delete_route(&v4_via_v6).expect("delete v4 via v6");
+    assert_eq!(
+        nl.link_by_index(eth0).expect("by index").map(|l| l.name),
+        Some("eth0".to_owned())
+    );
     let dev = Route::dev(net("fd00:61::/64"), eth0).in_table(table);
     nl.add_route(&dev).expect("v6 device route");
     nl.delete_route(&onlink).expect("delete");
@@ -325,7 +342,7 @@ fn batch_reports_each_failure_by_index() {
     // 3: gateway in no connected subnet; 5: invalid before sending;
     // 7: duplicate of 2; 9: delete of a route that is not there.
     changes[3] = RouteChange::Add(Route::via(net("10.90.3.0/24"), ip("10.77.0.1")));
-    changes[5] = RouteChange::Add(Route::via(net("10.90.5.0/24"), ip("fd00::1")));
+    changes[5] = RouteChange::Add(Route::via(net("fd00:90::/64"), ip("10.250.0.2")));
     changes[7] = changes[2].clone();
     changes[9] = RouteChange::Delete(Route::blackhole(net("10.91.0.0/24")));
     let report = nl.apply_routes(&changes).expect("batch");
