@@ -16,6 +16,7 @@ pub mod nat;
 mod netlink;
 mod netns;
 mod route;
+mod route_text;
 pub mod sysctl;
 
 pub use error::{Error, KernelError, Result};
@@ -26,3 +27,4 @@ pub use route::{
     BatchReport, InstalledRoute, NextHop, ReconcileReport, Route, RouteChange, RouteKey, RouteKind,
     RouteTable, TABBY_PROTOCOL, is_already_gone,
 };
+pub use route_text::{format_route, parse_route};

@@ -10,6 +10,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_dataplane;
 mod cni_mode;
 
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
@@ -28,6 +29,8 @@ struct Cli {
 enum Command {
     /// Prints the version and the features this build supports.
     Version,
+    /// Kernel routes and links tabby owns: list, change, reconcile.
+    Dataplane(cli_dataplane::DataplaneArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let result: anyhow::Result<()> = match cli.command {
+        Command::Dataplane(args) => cli_dataplane::run(args),
         Command::Version => {
             println!("tabby {}", env!("CARGO_PKG_VERSION"));
             Ok(())
