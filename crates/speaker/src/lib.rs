@@ -8,3 +8,7 @@
 
 pub mod config;
 pub mod control;
+pub mod daemon;
+pub mod peer;
+pub mod routing;
+pub mod sockopt;

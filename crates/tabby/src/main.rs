@@ -11,6 +11,7 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 
 mod cli_dataplane;
+mod cli_bgp;
 mod cni_mode;
 
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
@@ -31,6 +32,10 @@ enum Command {
     Version,
     /// Kernel routes and links tabby owns: list, change, reconcile.
     Dataplane(cli_dataplane::DataplaneArgs),
+    /// Runs the standalone BGP daemon (router, route reflector, ToR speaker).
+    Bgpd(cli_bgp::BgpdArgs),
+    /// Asks a running `tabby bgpd` about neighbours and routes.
+    Bgp(cli_bgp::BgpArgs),
 }
 
 fn main() -> ExitCode {
@@ -51,6 +56,8 @@ fn main() -> ExitCode {
             println!("tabby {}", env!("CARGO_PKG_VERSION"));
             Ok(())
         }
+        Command::Bgpd(args) => cli_bgp::bgpd(args),
+        Command::Bgp(args) => cli_bgp::bgp(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -3,6 +3,8 @@
 //! binary with modules, so it compiles once.
 
 mod harness_selftest;
+mod matrix;
 mod net;
 mod peers;
 mod route;
+mod tabby;

@@ -285,10 +285,10 @@ impl Daemon {
                     p += &format!("  rr cluster id {id};\n");
                 }
             }
-            let ch = format!(
-                "import all;\n  export filter rich;\n{}",
-                if self.is_ibgp(n) { "  direct;\n" } else { "" }
-            );
+            if self.is_ibgp(n) {
+                p += "  direct;\n";
+            }
+            let ch = "import all;\n  export filter rich;\n";
             if v2 {
                 p += &format!("  ipv4 {{\n  {ch}  }};\n");
             } else {
@@ -580,12 +580,7 @@ impl Daemon {
             Kind::Gobgp => {
                 self.gobgp(&["neighbor", peer, "disable"]);
             }
-            // ExaBGP sends a Cease to every neighbour when it is told to stop.
-            Kind::Exabgp => {
-                if let Some(p) = &self.process {
-                    p.signal("TERM").expect("signal exabgp");
-                }
-            }
+            Kind::Exabgp => panic!("ExaBGP cannot be made to send a NOTIFICATION here (to {peer})"),
         }
     }
 

@@ -1,0 +1,295 @@
+//! `tabby bgpd`: wires the config, listeners, peer tasks, the RIB task, the
+//! control socket and signals together on a tokio runtime.
+//!
+//! Tasks: one accept loop per `listen` address (hands each connection to
+//! the peer task of its source address, refuses strangers), one task per
+//! neighbour ([`crate::peer`]), the RIB task ([`crate::routing`]), the
+//! control-socket server, and the signal handler (SIGHUP reloads,
+//! SIGTERM/SIGINT close every session with a Cease and exit).
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tabby_bgp::{Family, Notification, SessionConfig};
+use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
+use tokio::net::{TcpListener, TcpSocket, UnixListener};
+use tokio::sync::{mpsc, oneshot};
+
+use crate::config::{BgpdConfig, ConfigError, PeerConfig};
+use crate::control::{Request, Response};
+use crate::peer::{self, PeerCommand, PeerReport, Transport};
+use crate::routing::{ControlCall, PeerSpawner, RibTask};
+use crate::sockopt;
+
+/// Why the daemon could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum DaemonError {
+    /// The config file was refused.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// A listen address could not be bound.
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The control socket could not be created.
+    #[error("cannot create control socket {path}: {source}")]
+    ControlSocket {
+        /// Its path.
+        path: PathBuf,
+        /// The OS error.
+        source: io::Error,
+    },
+    /// The tokio runtime could not start.
+    #[error("cannot start the runtime: {0}")]
+    Runtime(io::Error),
+}
+
+/// Loads `config_path` and runs the daemon until SIGTERM/SIGINT.
+pub fn run(config_path: &Path) -> Result<(), DaemonError> {
+    let config = BgpdConfig::load(config_path)?;
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(DaemonError::Runtime)?;
+    rt.block_on(serve(config_path.to_owned(), config))
+}
+
+type PeerMap = Arc<Mutex<HashMap<IpAddr, (mpsc::Sender<PeerCommand>, Transport)>>>;
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// The session settings `tabby-bgp` gets for one neighbour.
+pub fn session_config(config: &BgpdConfig, p: &PeerConfig) -> SessionConfig {
+    let mut c = SessionConfig::new(config.as_number, config.router_id, p.as_number);
+    c.hold_time = p.hold_time();
+    c.keepalive_time = p.keepalive_time;
+    c.connect_retry = Duration::from_secs(u64::from(p.connect_retry_time()));
+    c.passive = p.passive;
+    c.families = if p.address.is_ipv4() {
+        vec![Family::Ipv4Unicast]
+    } else {
+        vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
+    };
+    c.idle_hold_time = c.connect_retry.min(Duration::from_secs(5));
+    c
+}
+
+/// Socket settings for one neighbour.
+pub fn transport(config: &BgpdConfig, p: &PeerConfig) -> Transport {
+    let ebgp = p.as_number != config.as_number;
+    Transport {
+        remote: SocketAddr::new(p.address, p.port()),
+        source: p.source_address,
+        password: p.password.clone(),
+        ttl: p.multihop.unwrap_or(if ebgp { 1 } else { 64 }),
+        min_ttl: p.ttl_security.map(|hops| 255 - hops + 1),
+    }
+}
+
+struct Spawner {
+    config_path: PathBuf,
+    reports: mpsc::Sender<PeerReport>,
+    peers: PeerMap,
+    listeners: Vec<Arc<TcpListener>>,
+}
+
+impl PeerSpawner for Spawner {
+    fn spawn(&mut self, config: &BgpdConfig, p: &PeerConfig) -> mpsc::Sender<PeerCommand> {
+        let (tx, rx) = mpsc::channel(64);
+        let t = transport(config, p);
+        for l in &self.listeners {
+            if l.local_addr()
+                .is_ok_and(|a| a.is_ipv4() == p.address.is_ipv4())
+            {
+                let key = p.password.as_deref().map(str::as_bytes);
+                if let Err(e) = sockopt::set_md5_key(l.as_ref(), p.address, key)
+                    && key.is_some()
+                {
+                    tracing::error!(peer = %p.address, "cannot set TCP MD5 key: {e}");
+                }
+            }
+        }
+        if let Ok(mut m) = self.peers.lock() {
+            m.insert(canonical(p.address), (tx.clone(), t.clone()));
+        }
+        tokio::spawn(peer::run(
+            session_config(config, p),
+            t,
+            rx,
+            self.reports.clone(),
+        ));
+        tx
+    }
+
+    fn reload_config(&mut self) -> Result<BgpdConfig, String> {
+        let c = BgpdConfig::load(&self.config_path).map_err(|e| e.to_string())?;
+        tracing::info!(file = %self.config_path.display(), "configuration reloaded");
+        Ok(c)
+    }
+}
+
+fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
+    let s = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if addr.is_ipv6() {
+        sockopt::set_v6_only(&s)?;
+    }
+    s.set_reuseaddr(true)?;
+    s.bind(addr)?;
+    s.listen(128)
+}
+
+async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonError> {
+    let mut listeners = Vec::new();
+    for addr in &config.listen {
+        let l = bind(*addr).map_err(|source| DaemonError::Listen {
+            addr: *addr,
+            source,
+        })?;
+        tracing::info!(%addr, "listening");
+        listeners.push(Arc::new(l));
+    }
+    let control_path = config.control_socket.clone();
+    if let Some(dir) = control_path.parent() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+    let _ = std::fs::remove_file(&control_path);
+    let control_listener =
+        UnixListener::bind(&control_path).map_err(|source| DaemonError::ControlSocket {
+            path: control_path.clone(),
+            source,
+        })?;
+
+    let (report_tx, report_rx) = mpsc::channel(1024);
+    let (control_tx, control_rx) = mpsc::channel::<ControlCall>(16);
+    let peers: PeerMap = Arc::default();
+    for l in &listeners {
+        tokio::spawn(accept_loop(l.clone(), peers.clone()));
+    }
+    let spawner = Spawner {
+        config_path,
+        reports: report_tx,
+        peers: peers.clone(),
+        listeners,
+    };
+    let rib = RibTask::new(config, spawner);
+    tokio::spawn(rib.run(report_rx, control_rx));
+    tokio::spawn(control_server(control_listener, control_tx.clone()));
+
+    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    loop {
+        tokio::select! {
+            _ = hup.recv() => {
+                let (reply, rx) = oneshot::channel();
+                if control_tx.send(ControlCall { request: Request::Reload, reply }).await.is_ok() {
+                    match rx.await {
+                        Ok(Response::Reloaded(r)) => tracing::info!(?r, "SIGHUP: reloaded"),
+                        Ok(Response::Error(e)) => tracing::error!("SIGHUP: reload refused, keeping the running config: {e}"),
+                        _ => {}
+                    }
+                }
+            }
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: closing every session");
+    let senders: Vec<_> = peers
+        .lock()
+        .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
+        .unwrap_or_default();
+    for tx in senders {
+        let _ = tx
+            .send(PeerCommand::Stop(Notification::new(6, 2, Vec::new())))
+            .await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let _ = std::fs::remove_file(&control_path);
+    Ok(())
+}
+
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, DaemonError> {
+    tokio::signal::unix::signal(kind).map_err(DaemonError::Runtime)
+}
+
+async fn accept_loop(listener: Arc<TcpListener>, peers: PeerMap) {
+    loop {
+        let (stream, from) = match listener.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                tracing::warn!("accept: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            }
+        };
+        let ip = canonical(from.ip());
+        let target = peers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&ip).map(|(tx, _)| tx.clone()));
+        match target {
+            Some(tx) => {
+                let _ = tx.send(PeerCommand::Incoming(stream)).await;
+            }
+            None => tracing::info!(%from, "refused a connection from an unconfigured address"),
+        }
+    }
+}
+
+async fn control_server(listener: UnixListener, calls: mpsc::Sender<ControlCall>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            continue;
+        };
+        let calls = calls.clone();
+        tokio::spawn(async move {
+            let (r, mut w) = stream.into_split();
+            let mut line = String::new();
+            let mut reader = BufReader::new(r);
+            let answer =
+                match tokio::time::timeout(Duration::from_secs(5), reader.read_line(&mut line))
+                    .await
+                {
+                    Ok(Ok(_)) => match serde_json::from_str::<Request>(&line) {
+                        Ok(request) => {
+                            let (reply, rx) = oneshot::channel();
+                            if calls.send(ControlCall { request, reply }).await.is_err() {
+                                Response::Error("daemon is shutting down".into())
+                            } else {
+                                rx.await
+                                    .unwrap_or_else(|_| Response::Error("no answer".into()))
+                            }
+                        }
+                        Err(e) => Response::Error(format!("bad request: {e}")),
+                    },
+                    _ => Response::Error("no request received".into()),
+                };
+            if let Ok(mut bytes) = serde_json::to_vec(&answer) {
+                bytes.push(b'\n');
+                let _ = w.write_all(&bytes).await;
+            }
+        });
+    }
+}
