@@ -389,7 +389,10 @@ fn route_reflector_with_two_clients_and_a_non_client() {
         1
     );
     // A route carrying our cluster id is filtered by the RR (loop).
-    let looped = PathAttributes { cluster_list: vec![cluster], ..Default::default() };
+    let looped = PathAttributes {
+        cluster_list: vec![cluster],
+        ..Default::default()
+    };
     let reason = net.nodes[rr].rib.import_loop_check(PeerId(1), &looped);
     assert_eq!(reason, Some("CLUSTER_LIST contains our cluster id"));
 }

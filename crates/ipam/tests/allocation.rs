@@ -248,7 +248,10 @@ async fn release_by_handle_and_by_ip_with_sequence_guard(ipam: &Ipam) {
         handle: Some("k8s-pod-network.y".into()),
     };
     assert!(matches!(
-        ipam.release(&e, std::slice::from_ref(&good)).await.expect("release")[0].1,
+        ipam.release(&e, std::slice::from_ref(&good))
+            .await
+            .expect("release")[0]
+            .1,
         ReleaseResult::Released { .. }
     ));
     assert_eq!(
