@@ -8,12 +8,14 @@
 //! is the daemon's job (`crate::daemon`).
 
 use std::collections::HashSet;
-use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
+use tabby_bgp::policy::Policy;
+pub use tabby_bgp::policy::Rule;
+pub use tabby_bgp::rib::NextHopMode;
 
 /// Default path of the control socket.
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tabby/bgpd.sock";
@@ -149,6 +151,10 @@ pub struct PeerConfig {
     /// How the NEXT_HOP of routes sent to this neighbour is set.
     #[serde(default)]
     pub next_hop_mode: NextHopMode,
+    /// How many times our own AS may appear in a received AS path
+    /// (Calico's `numAllowedLocalASNumbers`).
+    #[serde(default)]
+    pub allow_own_as: u8,
     /// eBGP multihop: the TTL of packets to this neighbour (1 = directly connected).
     #[serde(default)]
     pub multihop: Option<u8>,
@@ -171,12 +177,13 @@ pub struct PeerConfig {
     /// Local address to bind outgoing connections to.
     #[serde(default)]
     pub source_address: Option<IpAddr>,
-    /// Import rules, first match wins; no match accepts.
+    /// Import rules (Calico BGPFilter semantics, `tabby_bgp::policy::Rule`),
+    /// first match wins; no match accepts.
     #[serde(default)]
-    pub import: Vec<FilterRule>,
+    pub import: Vec<Rule>,
     /// Export rules, first match wins; no match accepts.
     #[serde(default)]
-    pub export: Vec<FilterRule>,
+    pub export: Vec<Rule>,
 }
 
 impl PeerConfig {
@@ -196,189 +203,6 @@ impl PeerConfig {
     pub fn connect_retry_time(&self) -> u16 {
         self.connect_retry_time
             .unwrap_or(DEFAULT_CONNECT_RETRY_TIME)
-    }
-}
-
-/// NEXT_HOP handling toward a neighbour.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum NextHopMode {
-    /// RFC 4271 behaviour: self on eBGP, unchanged on iBGP.
-    #[default]
-    Auto,
-    /// Always this speaker's address.
-    #[serde(rename = "Self")]
-    SelfAddress,
-    /// Never changed (route servers, RR with `next hop keep`).
-    Keep,
-}
-
-/// One import or export rule, with the semantics of Calico's BGPFilter rules
-/// extended by attribute actions. Every match field present must match.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct FilterRule {
-    /// Prefix to compare the route with (needs `matchOperator`).
-    #[serde(default)]
-    pub cidr: Option<IpNet>,
-    /// How `cidr` is compared.
-    #[serde(default)]
-    pub match_operator: Option<MatchOperator>,
-    /// Route prefix length range (inclusive).
-    #[serde(default)]
-    pub prefix_length: Option<PrefixLengthRange>,
-    /// Whether the route came from (import) or goes to (export) an iBGP or eBGP peer.
-    #[serde(default)]
-    pub peer_type: Option<PeerType>,
-    /// The route carries all these communities (`65000:100`, `65000:1:2`).
-    #[serde(default)]
-    pub communities: Option<CommunityValues>,
-    /// The AS path begins with these AS numbers.
-    #[serde(default, rename = "asPathPrefix")]
-    pub as_path_prefix: Vec<u32>,
-    /// What to do with a matching route.
-    pub action: RuleAction,
-    /// Add this community to an accepted route.
-    #[serde(default)]
-    pub add_community: Option<CommunityValue>,
-    /// Prepend these AS numbers to the AS path of an accepted route.
-    #[serde(default, rename = "prependASPath")]
-    pub prepend_as_path: Option<AsPathPrepend>,
-    /// Set LOCAL_PREF on an accepted route.
-    #[serde(default)]
-    pub set_local_pref: Option<u32>,
-    /// Set MED on an accepted route.
-    #[serde(default)]
-    pub set_med: Option<u32>,
-}
-
-/// How a rule's `cidr` is compared with a route's prefix.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum MatchOperator {
-    /// The prefix is exactly `cidr`.
-    Equal,
-    /// The prefix is not `cidr`.
-    NotEqual,
-    /// The prefix is inside `cidr` (or equal).
-    In,
-    /// The prefix is not inside `cidr`.
-    NotIn,
-}
-
-/// Inclusive prefix-length bounds.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct PrefixLengthRange {
-    /// Shortest length matched.
-    #[serde(default)]
-    pub min: Option<u8>,
-    /// Longest length matched.
-    #[serde(default)]
-    pub max: Option<u8>,
-}
-
-/// Session type a rule applies to.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum PeerType {
-    /// Same AS.
-    #[serde(rename = "iBGP")]
-    Ibgp,
-    /// Different AS.
-    #[serde(rename = "eBGP")]
-    Ebgp,
-}
-
-/// A rule's verdict.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[non_exhaustive]
-pub enum RuleAction {
-    /// Take the route (after the rule's attribute actions).
-    Accept,
-    /// Drop the route.
-    Reject,
-}
-
-/// `communities: {values: [...]}` as Calico writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommunityValues {
-    /// Standard (`a:b`) or large (`a:b:c`) communities.
-    pub values: Vec<Community>,
-}
-
-/// `addCommunity: {value: ...}` as Calico writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct CommunityValue {
-    /// Standard (`a:b`) or large (`a:b:c`) community.
-    pub value: Community,
-}
-
-/// `prependASPath: {prefix: [...]}` as Calico writes it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct AsPathPrepend {
-    /// AS numbers to put in front of the path.
-    pub prefix: Vec<u32>,
-}
-
-/// A community written as text: `65000:100` (RFC 1997, both halves 16 bits)
-/// or `65000:1:2` (RFC 8092 large community, three 32-bit parts).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-#[non_exhaustive]
-pub enum Community {
-    /// RFC 1997 community.
-    Standard(u32),
-    /// RFC 8092 large community.
-    Large(u32, u32, u32),
-}
-
-impl std::str::FromStr for Community {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        let parts: Vec<&str> = s.split(':').collect();
-        let bad = || {
-            format!(
-                "`{s}` is not a community (want `A:B` with 16-bit parts or `A:B:C` with 32-bit parts)"
-            )
-        };
-        match parts.as_slice() {
-            [a, b] => {
-                let a: u16 = a.parse().map_err(|_| bad())?;
-                let b: u16 = b.parse().map_err(|_| bad())?;
-                Ok(Community::Standard((u32::from(a) << 16) | u32::from(b)))
-            }
-            [a, b, c] => Ok(Community::Large(
-                a.parse().map_err(|_| bad())?,
-                b.parse().map_err(|_| bad())?,
-                c.parse().map_err(|_| bad())?,
-            )),
-            _ => Err(bad()),
-        }
-    }
-}
-
-impl fmt::Display for Community {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self {
-            Community::Standard(v) => write!(f, "{}:{}", v >> 16, v & 0xffff),
-            Community::Large(a, b, c) => write!(f, "{a}:{b}:{c}"),
-        }
-    }
-}
-
-impl Serialize for Community {
-    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
-        s.collect_str(self)
-    }
-}
-
-impl<'de> Deserialize<'de> for Community {
-    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
-        let s = String::deserialize(d)?;
-        s.parse().map_err(serde::de::Error::custom)
     }
 }
 
@@ -545,7 +369,7 @@ impl BgpdConfig {
             for (kind, rules) in [("import", &p.import), ("export", &p.export)] {
                 for (j, r) in rules.iter().enumerate() {
                     let base = format!("peers[{i}].{kind}[{j}]");
-                    r.validate().map_err(|(f, m)| (format!("{base}.{f}"), m))?;
+                    validate_rule(r).map_err(|(f, m)| (format!("{base}.{f}"), m))?;
                 }
             }
         }
@@ -553,68 +377,58 @@ impl BgpdConfig {
     }
 }
 
-impl FilterRule {
-    fn validate(&self) -> Result<(), (String, String)> {
-        match (self.cidr, self.match_operator) {
-            (Some(_), None) => {
-                return Err((
-                    "matchOperator".into(),
-                    "required with cidr (Equal, NotEqual, In, NotIn)".into(),
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(("cidr".into(), "required with matchOperator".into()));
-            }
-            (Some(c), Some(_)) if c.trunc() != c => {
-                return Err(("cidr".into(), format!("{c} has host bits set")));
-            }
-            _ => {}
-        }
-        if let Some(r) = self.prefix_length {
-            let max_len = match self.cidr {
-                Some(IpNet::V4(_)) => 32,
-                _ => 128,
-            };
-            for (f, v) in [("min", r.min), ("max", r.max)] {
-                if let Some(v) = v
-                    && v > max_len
-                {
-                    return Err((
-                        format!("prefixLength.{f}"),
-                        format!("{v} is longer than {max_len}"),
-                    ));
-                }
-            }
-            if let (Some(lo), Some(hi)) = (r.min, r.max)
-                && lo > hi
+fn validate_rule(r: &Rule) -> Result<(), (String, String)> {
+    let max_len = match r.cidr {
+        Some(tabby_bgp::Prefix::V4(_)) => 32,
+        _ => 128,
+    };
+    if let Some(pl) = r.prefix_length {
+        for (f, v) in [("min", pl.min), ("max", pl.max)] {
+            if let Some(v) = v
+                && v > max_len
             {
                 return Err((
-                    "prefixLength".into(),
-                    format!("min {lo} is greater than max {hi}"),
+                    format!("prefixLength.{f}"),
+                    format!("{v} is longer than {max_len}"),
                 ));
             }
         }
-        if self.action == RuleAction::Reject
-            && (self.add_community.is_some()
-                || self.prepend_as_path.is_some()
-                || self.set_local_pref.is_some()
-                || self.set_med.is_some())
+        if let (Some(lo), Some(hi)) = (pl.min, pl.max)
+            && lo > hi
         {
             return Err((
-                "action".into(),
-                "Reject with attribute actions (addCommunity, prependASPath, setLocalPref, setMed) that would never apply".into(),
+                "prefixLength".into(),
+                format!("min {lo} is greater than max {hi}"),
             ));
         }
-        if let Some(p) = &self.prepend_as_path
-            && (p.prefix.is_empty() || p.prefix.contains(&0))
-        {
-            return Err((
-                "prependASPath.prefix".into(),
-                "needs one or more non-zero AS numbers".into(),
-            ));
-        }
-        Ok(())
     }
+    if r.action == tabby_bgp::policy::Action::Reject && !r.modifications().is_empty() {
+        return Err((
+            "action".into(),
+            "Reject with modifications (addCommunity, prependASPath, setLocalPref, setMED, nextHop) that would never apply".into(),
+        ));
+    }
+    if r.prepend_as_path.contains(&0) {
+        return Err(("prependASPath".into(), "AS 0 cannot be prepended".into()));
+    }
+    Ok(())
+}
+
+/// Builds a `tabby-bgp` policy from config rules: a rule with an IPv4 (IPv6)
+/// `cidr` applies to IPv4 (IPv6) routes, one without a `cidr` to both.
+pub fn policy(rules: &[Rule]) -> Policy {
+    let mut p = Policy::default();
+    for r in rules {
+        match r.cidr {
+            Some(tabby_bgp::Prefix::V4(_)) => p.v4.push(r.clone()),
+            Some(tabby_bgp::Prefix::V6(_)) => p.v6.push(r.clone()),
+            None => {
+                p.v4.push(r.clone());
+                p.v6.push(r.clone());
+            }
+        }
+    }
+    p
 }
 
 #[cfg(test)]
@@ -655,16 +469,16 @@ peers:
       - cidr: 10.0.0.0/8
         matchOperator: In
         prefixLength: {min: 16, max: 24}
-        communities: {values: ["65000:100", "65000:1:2"]}
+        communities: ["65000:100"]
         asPathPrefix: [65000]
         action: Accept
-        addCommunity: {value: "64512:7"}
+        addCommunity: ["64512:7"]
         setLocalPref: 200
       - action: Reject
     export:
       - peerType: eBGP
         action: Accept
-        prependASPath: {prefix: [64512, 64512]}
+        prependASPath: [64512, 64512]
 "#;
 
     #[test]
@@ -676,15 +490,14 @@ peers:
         assert_eq!(c.peers[0].port(), 179);
         assert_eq!(c.peers[0].keepalive_time(), 3);
         assert_eq!(c.peers[1].next_hop_mode, NextHopMode::SelfAddress);
-        assert_eq!(c.peers[1].import[0].match_operator, Some(MatchOperator::In));
-        let comms = &c.peers[1].import[0]
-            .communities
-            .as_ref()
-            .expect("set")
-            .values;
-        assert_eq!(comms[0], Community::Standard((65000 << 16) | 100));
-        assert_eq!(comms[1], Community::Large(65000, 1, 2));
-        assert_eq!(c.peers[1].export[0].peer_type, Some(PeerType::Ebgp));
+        assert_eq!(c.peers[1].import[0].set_local_pref, Some(200));
+        assert_eq!(c.peers[1].export[0].prepend_as_path, vec![64512, 64512]);
+        let p = policy(&c.peers[1].import);
+        assert_eq!(
+            (p.v4.len(), p.v6.len()),
+            (2, 1),
+            "the cidr rule is IPv4 only"
+        );
     }
 
     #[test]
@@ -765,11 +578,11 @@ peers:
                 "peers[0].sourceAddress",
             ),
             (
-                "peers: [{address: 10.0.0.2, asNumber: 1, import: [{action: Accept}, {cidr: 10.0.0.0/8, action: Reject}]}]\n",
+                "peers: [{address: 10.0.0.2, asNumber: 1, import: [{action: Accept}, {action: Reject, cidr: 10.0.0.0/8, matchOperator: Inside}]}]\n",
                 "peers[0].import[1].matchOperator",
             ),
             (
-                "peers: [{address: 10.0.0.2, asNumber: 1, export: [{action: Reject, setMed: 5}]}]\n",
+                "peers: [{address: 10.0.0.2, asNumber: 1, export: [{action: Reject, setMED: 5}]}]\n",
                 "peers[0].export[0].action",
             ),
             (
@@ -786,23 +599,5 @@ peers:
             let e = parse(&text).expect_err(doc);
             assert_eq!(e.field(), Some(*field), "{doc} -> {e}");
         }
-    }
-
-    #[test]
-    fn bad_community_is_refused() {
-        let f = field_of(
-            "asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: 2\n    import:\n      - action: Accept\n        addCommunity: {value: \"70000:1\"}\n",
-        );
-        assert!(f.starts_with("peers[0].import[0].addCommunity"), "{f}");
-    }
-
-    #[test]
-    fn community_text_round_trips() {
-        for s in ["0:0", "65535:65535", "64512:100", "4200000000:1:2"] {
-            let c: Community = s.parse().expect(s);
-            assert_eq!(c.to_string(), s);
-        }
-        assert!("1:2:3:4".parse::<Community>().is_err());
-        assert!("x:1".parse::<Community>().is_err());
     }
 }

@@ -64,7 +64,7 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     rt.block_on(serve(config_path.to_owned(), config))
 }
 
-type PeerMap = Arc<Mutex<HashMap<IpAddr, (mpsc::Sender<PeerCommand>, Transport)>>>;
+type PeerMap = Arc<Mutex<HashMap<IpAddr, (mpsc::UnboundedSender<PeerCommand>, Transport)>>>;
 
 fn canonical(ip: IpAddr) -> IpAddr {
     match ip {
@@ -109,8 +109,8 @@ struct Spawner {
 }
 
 impl PeerSpawner for Spawner {
-    fn spawn(&mut self, config: &BgpdConfig, p: &PeerConfig) -> mpsc::Sender<PeerCommand> {
-        let (tx, rx) = mpsc::channel(64);
+    fn spawn(&mut self, config: &BgpdConfig, p: &PeerConfig) -> mpsc::UnboundedSender<PeerCommand> {
+        let (tx, rx) = mpsc::unbounded_channel();
         let t = transport(config, p);
         for l in &self.listeners {
             if l.local_addr()
@@ -190,8 +190,20 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
         peers: peers.clone(),
         listeners,
     };
-    let rib = RibTask::new(config, spawner);
-    tokio::spawn(rib.run(report_rx, control_rx));
+    let fib_routes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let (fib_tx, fib_thread) = if config.fib {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let counter = fib_routes.clone();
+        let thread = std::thread::Builder::new()
+            .name("fib".into())
+            .spawn(move || crate::fib::run(rx, counter))
+            .map_err(DaemonError::Runtime)?;
+        (Some(tx), Some(thread))
+    } else {
+        (None, None)
+    };
+    let rib = RibTask::new(config, spawner, fib_tx, fib_routes);
+    let rib_task = tokio::spawn(rib.run(report_rx, control_rx));
     tokio::spawn(control_server(control_listener, control_tx.clone()));
 
     let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
@@ -219,11 +231,16 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
         .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
         .unwrap_or_default();
     for tx in senders {
-        let _ = tx
-            .send(PeerCommand::Stop(Notification::new(6, 2, Vec::new())))
-            .await;
+        let _ = tx.send(PeerCommand::Stop(Notification::new(6, 2, Vec::new())));
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
+    // Dropping the RIB task closes the FIB channel: the FIB thread removes
+    // the kernel routes it installed and ends.
+    rib_task.abort();
+    let _ = rib_task.await;
+    if let Some(t) = fib_thread {
+        let _ = tokio::task::spawn_blocking(move || t.join()).await;
+    }
     let _ = std::fs::remove_file(&control_path);
     Ok(())
 }
@@ -251,7 +268,7 @@ async fn accept_loop(listener: Arc<TcpListener>, peers: PeerMap) {
             .and_then(|m| m.get(&ip).map(|(tx, _)| tx.clone()));
         match target {
             Some(tx) => {
-                let _ = tx.send(PeerCommand::Incoming(stream)).await;
+                let _ = tx.send(PeerCommand::Incoming(stream));
             }
             None => tracing::info!(%from, "refused a connection from an unconfigured address"),
         }

@@ -9,6 +9,7 @@
 pub mod config;
 pub mod control;
 pub mod daemon;
+pub mod fib;
 pub mod peer;
 pub mod routing;
 pub mod sockopt;

@@ -214,7 +214,7 @@ fn describe_down(reason: &DownReason) -> String {
 pub async fn run(
     config: SessionConfig,
     transport: Transport,
-    mut commands: mpsc::Receiver<PeerCommand>,
+    mut commands: mpsc::UnboundedReceiver<PeerCommand>,
     reports: mpsc::Sender<PeerReport>,
 ) {
     let peer = transport.remote.ip();

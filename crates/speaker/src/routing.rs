@@ -6,18 +6,16 @@
 //! is `tabby_bgp`'s; this task feeds it, acts on its output (UPDATEs to
 //! send, kernel routes to program) and answers queries from it.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::collections::BTreeMap;
+use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
-use tabby_bgp::{
-    AsPath, CodecContext, Negotiated, Notification, Origin, PathAttributes, Prefix, State,
-    UpdateBuilder,
-};
+use tabby_bgp::rib::{FibChange, LOCAL_PEER};
+use tabby_bgp::{Notification, PathAttributes, PeerId, PeerUp, Prefix, Rib, RibConfig, State};
 use tokio::sync::{mpsc, oneshot};
 
-use crate::config::{BgpdConfig, PeerConfig};
+use crate::config::{BgpdConfig, PeerConfig, policy};
 use crate::control::{NeighborStatus, ReloadReport, Request, Response, RouteStatus, Summary};
 use crate::peer::{PeerCommand, PeerReport};
 
@@ -29,55 +27,112 @@ pub struct ControlCall {
     pub reply: oneshot::Sender<Response>,
 }
 
-/// Starts and stops peer tasks on the RIB task's behalf (the daemon owns
-/// sockets and the runtime; the RIB task decides when).
+/// Starts peer tasks on the RIB task's behalf (the daemon owns sockets and
+/// the runtime; the RIB task decides when).
 pub trait PeerSpawner: Send {
     /// Starts a task for `peer`; returns its command channel.
-    fn spawn(&mut self, config: &BgpdConfig, peer: &PeerConfig) -> mpsc::Sender<PeerCommand>;
+    fn spawn(
+        &mut self,
+        config: &BgpdConfig,
+        peer: &PeerConfig,
+    ) -> mpsc::UnboundedSender<PeerCommand>;
     /// Re-reads the config file (for a reload).
     fn reload_config(&mut self) -> Result<BgpdConfig, String>;
 }
 
-struct Established {
-    codec: CodecContext,
-    local: SocketAddr,
-    negotiated: Box<Negotiated>,
-    since: Instant,
-}
-
 struct Neighbor {
+    id: PeerId,
     config: PeerConfig,
-    commands: mpsc::Sender<PeerCommand>,
+    commands: mpsc::UnboundedSender<PeerCommand>,
     state: State,
     state_since: Instant,
     last_error: Option<String>,
-    up: Option<Established>,
-    adj_in: HashMap<Prefix, Arc<PathAttributes>>,
-    advertised: HashSet<Prefix>,
+    up_since: Option<Instant>,
+    peer_id: Option<std::net::Ipv4Addr>,
+    hold_time: Option<u16>,
 }
 
 /// The RIB task's state.
 pub struct RibTask<S: PeerSpawner> {
     config: BgpdConfig,
     spawner: S,
+    rib: Rib,
     neighbors: BTreeMap<IpAddr, Neighbor>,
+    fib: Option<mpsc::UnboundedSender<FibChange>>,
+    fib_routes: Arc<std::sync::atomic::AtomicU64>,
     started: Instant,
 }
 
+/// The `tabby-bgp` view of a configured neighbour.
+pub fn rib_peer(p: &PeerConfig) -> tabby_bgp::PeerConfig {
+    let mut c = tabby_bgp::PeerConfig::new(p.address, p.as_number);
+    c.route_reflector_client = p.route_reflector_client;
+    c.next_hop_mode = p.next_hop_mode;
+    c.allow_own_as = p.allow_own_as;
+    c.import = policy(&p.import);
+    c.export = policy(&p.export);
+    c
+}
+
+fn rib_config(config: &BgpdConfig) -> RibConfig {
+    let mut c = RibConfig::new(config.as_number, config.router_id);
+    let rr = config.peers.iter().any(|p| p.route_reflector_client);
+    c.cluster_id = (rr || config.cluster_id.is_some()).then(|| config.cluster_id());
+    c.track_fib = config.fib;
+    c
+}
+
+fn to_prefix(net: &ipnet::IpNet) -> Option<Prefix> {
+    Prefix::new(net.addr(), net.prefix_len()).ok()
+}
+
 impl<S: PeerSpawner> RibTask<S> {
-    /// Starts every configured neighbour.
-    pub fn new(config: BgpdConfig, mut spawner: S) -> Self {
-        let mut neighbors = BTreeMap::new();
-        for p in &config.peers {
-            let commands = spawner.spawn(&config, p);
-            neighbors.insert(p.address, Neighbor::new(p.clone(), commands));
-        }
-        RibTask {
-            config,
+    /// Starts every configured neighbour. With `fib`, best-path changes
+    /// go to that channel (and `fib_routes` counts what is installed).
+    pub fn new(
+        config: BgpdConfig,
+        spawner: S,
+        fib: Option<mpsc::UnboundedSender<FibChange>>,
+        fib_routes: Arc<std::sync::atomic::AtomicU64>,
+    ) -> Self {
+        let rib = Rib::new(rib_config(&config));
+        let mut t = RibTask {
+            config: config.clone(),
             spawner,
-            neighbors,
+            rib,
+            neighbors: BTreeMap::new(),
+            fib,
+            fib_routes,
             started: Instant::now(),
+        };
+        for net in &config.originate {
+            if let Some(p) = to_prefix(net) {
+                t.rib.originate(p, PathAttributes::default());
+            }
         }
+        for p in &config.peers {
+            t.add_neighbor(p.clone());
+        }
+        t
+    }
+
+    fn add_neighbor(&mut self, p: PeerConfig) {
+        let commands = self.spawner.spawn(&self.config, &p);
+        let id = self.rib.add_peer(rib_peer(&p));
+        self.neighbors.insert(
+            p.address,
+            Neighbor {
+                id,
+                config: p,
+                commands,
+                state: State::Idle,
+                state_since: Instant::now(),
+                last_error: None,
+                up_since: None,
+                peer_id: None,
+                hold_time: None,
+            },
+        );
     }
 
     /// Runs until both channels close.
@@ -89,16 +144,51 @@ impl<S: PeerSpawner> RibTask<S> {
         loop {
             tokio::select! {
                 r = reports.recv() => match r {
-                    Some(r) => self.handle_report(r),
+                    Some(r) => {
+                        self.handle_report(r);
+                        // Take whatever else is queued before flushing, so
+                        // bursts of UPDATEs are exported in big batches.
+                        let mut n = 0;
+                        while n < 256 {
+                            match reports.try_recv() {
+                                Ok(r) => self.handle_report(r),
+                                Err(_) => break,
+                            }
+                            n += 1;
+                        }
+                        self.flush();
+                    }
                     None => return,
                 },
                 c = control.recv() => match c {
                     Some(c) => {
                         let answer = self.handle_request(c.request);
+                        self.flush();
                         let _ = c.reply.send(answer);
                     }
                     None => return,
                 },
+            }
+        }
+    }
+
+    /// Sends every peer its pending UPDATEs and the FIB its changes.
+    fn flush(&mut self) {
+        for id in self.rib.peers_with_updates() {
+            let Some(n) = self.neighbors.values().find(|n| n.id == id) else {
+                continue;
+            };
+            match self.rib.take_updates(id) {
+                Ok(msgs) if !msgs.is_empty() => {
+                    let _ = n.commands.send(PeerCommand::Send(msgs));
+                }
+                Ok(_) => {}
+                Err(e) => tracing::error!(peer = %n.config.address, "cannot encode UPDATEs: {e}"),
+            }
+        }
+        while let Some(change) = self.rib.poll_fib_change() {
+            if let Some(fib) = &self.fib {
+                let _ = fib.send(change);
             }
         }
     }
@@ -117,16 +207,14 @@ impl<S: PeerSpawner> RibTask<S> {
                 local,
             } => {
                 tracing::info!(%peer, peer_id = %negotiated.peer_id, hold = negotiated.hold_time, "session established");
-                let codec = negotiated.codec;
-                if let Some(n) = self.neighbors.get_mut(&peer) {
-                    n.up = Some(Established {
-                        codec,
-                        local,
-                        negotiated,
-                        since: Instant::now(),
-                    });
-                }
-                self.send_initial(peer);
+                let Some(n) = self.neighbors.get_mut(&peer) else {
+                    return;
+                };
+                n.up_since = Some(Instant::now());
+                n.peer_id = Some(negotiated.peer_id);
+                n.hold_time = Some(negotiated.hold_time);
+                let id = n.id;
+                self.rib.peer_up(id, PeerUp::new(&negotiated, local.ip()));
             }
             PeerReport::Update { peer, update } => {
                 let Some(n) = self.neighbors.get_mut(&peer) else {
@@ -143,83 +231,30 @@ impl<S: PeerSpawner> RibTask<S> {
                     tracing::warn!(%peer, "{msg}");
                     n.last_error = Some(msg);
                 }
-                let withdraw_all = update.treat_as_withdraw();
-                for p in update.withdrawn_prefixes() {
-                    n.adj_in.remove(&p);
-                }
-                let attrs = update.attributes.clone();
-                for p in update.announced() {
-                    if withdraw_all {
-                        n.adj_in.remove(&p);
-                    } else {
-                        n.adj_in.insert(p, attrs.clone());
-                    }
+                let id = n.id;
+                self.rib.apply_update(id, &update);
+            }
+            PeerReport::RouteRefresh { peer } => {
+                if let Some(n) = self.neighbors.get(&peer) {
+                    self.rib.refresh_peer(n.id);
                 }
             }
-            PeerReport::RouteRefresh { peer } => self.send_initial(peer),
             PeerReport::Down { peer, reason } => {
                 if let Some(n) = self.neighbors.get_mut(&peer) {
                     n.last_error = Some(reason);
-                    n.up = None;
-                    n.adj_in.clear();
-                    n.advertised.clear();
+                    n.up_since = None;
+                    let id = n.id;
+                    self.rib.peer_down(id);
                 }
             }
             PeerReport::Error { peer, error } => {
                 tracing::debug!(%peer, "{error}");
                 if let Some(n) = self.neighbors.get_mut(&peer)
-                    && n.up.is_none()
+                    && n.up_since.is_none()
                 {
                     n.last_error = Some(error);
                 }
             }
-        }
-    }
-
-    /// Sends a newly established (or refreshing) neighbour our routes.
-    fn send_initial(&mut self, peer: IpAddr) {
-        let local_as = self.config.as_number;
-        let Some(n) = self.neighbors.get_mut(&peer) else {
-            return;
-        };
-        let Some(up) = &n.up else { return };
-        let ebgp = n.config.as_number != local_as;
-        let mut attrs = PathAttributes {
-            origin: Some(Origin::Igp),
-            as_path: Some(if ebgp {
-                AsPath::from_sequence([local_as])
-            } else {
-                AsPath::empty()
-            }),
-            local_pref: (!ebgp).then_some(100),
-            ..PathAttributes::default()
-        };
-        if let IpAddr::V4(a) = up.local.ip() {
-            attrs.next_hop = Some(a);
-        }
-        let attrs = Arc::new(attrs);
-        let mut b = UpdateBuilder::new(up.codec);
-        let mut now_advertised = HashSet::new();
-        for net in &self.config.originate {
-            if let Ok(p) = Prefix::new(net.addr(), net.prefix_len())
-                && p.family() == tabby_bgp::Family::Ipv4Unicast
-            {
-                b.announce(&attrs, p);
-                now_advertised.insert(p);
-            }
-        }
-        for p in n.advertised.difference(&now_advertised) {
-            b.withdraw(*p);
-        }
-        n.advertised = now_advertised;
-        if b.is_empty() {
-            return;
-        }
-        match b.build() {
-            Ok(msgs) => {
-                let _ = n.commands.try_send(PeerCommand::Send(msgs));
-            }
-            Err(e) => tracing::error!(%peer, "cannot encode UPDATE: {e}"),
         }
     }
 
@@ -228,7 +263,7 @@ impl<S: PeerSpawner> RibTask<S> {
             Request::Neighbors => Response::Neighbors(
                 self.neighbors
                     .values()
-                    .map(|n| n.status(self.config.as_number))
+                    .map(|n| n.status(self.config.as_number, self.rib.peer_stats(n.id)))
                     .collect(),
             ),
             Request::Routes { prefix } => {
@@ -238,24 +273,31 @@ impl<S: PeerSpawner> RibTask<S> {
                     None => None,
                 };
                 let mut out = Vec::new();
-                for (addr, n) in &self.neighbors {
-                    for (p, a) in &n.adj_in {
-                        if filter.is_some_and(|q: Prefix| !q.contains(*p) && *p != q) {
-                            continue;
-                        }
-                        out.push(route_status(*p, a, Some(*addr)));
+                for (p, paths) in self.rib.routes() {
+                    if filter.is_some_and(|q: Prefix| !q.contains(p) && !p.contains(q)) {
+                        continue;
+                    }
+                    for path in paths.iter().filter(|x| !x.is_filtered()) {
+                        let from = (path.peer != LOCAL_PEER)
+                            .then(|| self.rib.peer_address(path.peer))
+                            .flatten();
+                        let mut r = route_status(p, &path.attrs, from);
+                        r.best = path.is_best();
+                        r.multipath = path.is_multipath();
+                        out.push(r);
                     }
                 }
-                out.sort_by(|a, b| a.prefix.cmp(&b.prefix));
+                out.sort_by(|a, b| a.prefix.cmp(&b.prefix).then(b.best.cmp(&a.best)));
                 Response::Routes(out)
             }
             Request::Summary => {
-                let paths: u64 = self.neighbors.values().map(|n| n.adj_in.len() as u64).sum();
+                let loc = self.rib.loc_rib();
+                let paths: usize = loc.iter().map(|(_, p)| p.len()).sum();
                 Response::Summary(Summary {
                     as_number: self.config.as_number,
                     router_id: self.config.router_id,
-                    loc_rib_prefixes: paths,
-                    loc_rib_paths: paths,
+                    loc_rib_prefixes: loc.len() as u64,
+                    loc_rib_paths: paths as u64,
                     peers: self.neighbors.len() as u64,
                     established: self
                         .neighbors
@@ -263,41 +305,57 @@ impl<S: PeerSpawner> RibTask<S> {
                         .filter(|n| n.state == State::Established)
                         .count() as u64,
                     uptime_secs: self.started.elapsed().as_secs(),
-                    fib_routes: None,
+                    fib_routes: self
+                        .config
+                        .fib
+                        .then(|| self.fib_routes.load(std::sync::atomic::Ordering::Relaxed)),
                 })
             }
             Request::Reload => match self.spawner.reload_config() {
-                Ok(new) => Response::Reloaded(self.reload(new)),
+                Ok(new) => match self.reload(new) {
+                    Ok(r) => Response::Reloaded(r),
+                    Err(e) => Response::Error(e),
+                },
                 Err(e) => Response::Error(e),
             },
         }
     }
 
     /// Applies a new config: neighbours whose settings did not change keep
-    /// their sessions; changed ones restart; removed ones get a Cease.
-    fn reload(&mut self, new: BgpdConfig) -> ReloadReport {
+    /// their sessions; changed ones restart; removed ones get a Cease;
+    /// originated prefixes are announced/withdrawn by difference.
+    fn reload(&mut self, new: BgpdConfig) -> Result<ReloadReport, String> {
+        if rib_config(&new) != *self.rib.config() {
+            return Err(
+                "asNumber, routerId, clusterId, fib or the use of route reflection changed: restart tabby bgpd to apply; the running config is kept"
+                    .into(),
+            );
+        }
+        if new.listen != self.config.listen || new.control_socket != self.config.control_socket {
+            return Err(
+                "listen and controlSocket changes need a restart; the running config is kept"
+                    .into(),
+            );
+        }
         let mut report = ReloadReport::default();
-        let global_changed =
-            new.as_number != self.config.as_number || new.router_id != self.config.router_id;
-        let originate_changed = new.originate != self.config.originate;
         let new_peers: BTreeMap<IpAddr, &PeerConfig> =
             new.peers.iter().map(|p| (p.address, p)).collect();
         let old: Vec<IpAddr> = self.neighbors.keys().copied().collect();
         for addr in old {
-            let keep = new_peers
+            if new_peers
                 .get(&addr)
                 .is_some_and(|p| **p == self.neighbors[&addr].config)
-                && !global_changed;
-            if keep {
+            {
                 report.unchanged.push(addr);
                 continue;
             }
             if let Some(n) = self.neighbors.remove(&addr) {
-                // Cease / Peer De-configured or Other Configuration Change.
+                // Cease / Peer De-configured, or Other Configuration Change.
                 let sub = if new_peers.contains_key(&addr) { 6 } else { 3 };
-                let _ =
-                    n.commands
-                        .try_send(PeerCommand::Stop(Notification::new(6, sub, Vec::new())));
+                let _ = n
+                    .commands
+                    .send(PeerCommand::Stop(Notification::new(6, sub, Vec::new())));
+                self.rib.remove_peer(n.id);
             }
             if new_peers.contains_key(&addr) {
                 report.restarted.push(addr);
@@ -305,42 +363,31 @@ impl<S: PeerSpawner> RibTask<S> {
                 report.removed.push(addr);
             }
         }
+        let old_originate: Vec<Prefix> =
+            self.config.originate.iter().filter_map(to_prefix).collect();
+        let new_originate: Vec<Prefix> = new.originate.iter().filter_map(to_prefix).collect();
         self.config = new;
+        for p in old_originate.iter().filter(|p| !new_originate.contains(p)) {
+            self.rib.withdraw_originated(*p);
+        }
+        for p in new_originate.iter().filter(|p| !old_originate.contains(p)) {
+            self.rib.originate(*p, PathAttributes::default());
+        }
         for p in self.config.peers.clone() {
             if !self.neighbors.contains_key(&p.address) {
-                let commands = self.spawner.spawn(&self.config, &p);
                 if !report.restarted.contains(&p.address) {
                     report.added.push(p.address);
                 }
-                self.neighbors.insert(p.address, Neighbor::new(p, commands));
+                self.add_neighbor(p);
             }
         }
-        if originate_changed {
-            let up: Vec<IpAddr> = report.unchanged.clone();
-            for a in up {
-                self.send_initial(a);
-            }
-        }
-        report
+        Ok(report)
     }
 }
 
 impl Neighbor {
-    fn new(config: PeerConfig, commands: mpsc::Sender<PeerCommand>) -> Self {
-        Neighbor {
-            config,
-            commands,
-            state: State::Idle,
-            state_since: Instant::now(),
-            last_error: None,
-            up: None,
-            adj_in: HashMap::new(),
-            advertised: HashSet::new(),
-        }
-    }
-
-    fn status(&self, local_as: u32) -> NeighborStatus {
-        let neg = self.up.as_ref().map(|u| &u.negotiated);
+    fn status(&self, local_as: u32, stats: Option<tabby_bgp::rib::PeerStats>) -> NeighborStatus {
+        let stats = stats.unwrap_or_default();
         NeighborStatus {
             address: self.config.address,
             port: self.config.port(),
@@ -353,23 +400,21 @@ impl Neighbor {
             .to_owned(),
             state: self.state.to_string(),
             uptime_secs: Some(
-                self.up
-                    .as_ref()
-                    .map_or(self.state_since, |u| u.since)
+                self.up_since
+                    .unwrap_or(self.state_since)
                     .elapsed()
                     .as_secs(),
             ),
-            router_id: neg.map(|n| n.peer_id),
-            hold_time: neg.map(|n| n.hold_time),
+            router_id: self.up_since.and(self.peer_id),
+            hold_time: self.up_since.and(self.hold_time),
             last_error: self.last_error.clone(),
-            prefixes_received: self.adj_in.len() as u64,
-            prefixes_accepted: self.adj_in.len() as u64,
-            prefixes_advertised: self.advertised.len() as u64,
+            prefixes_received: stats.received as u64,
+            prefixes_accepted: stats.accepted as u64,
+            prefixes_advertised: stats.advertised as u64,
             route_reflector_client: self.config.route_reflector_client,
         }
     }
 }
-
 fn parse_query(q: &str) -> Result<Prefix, String> {
     if let Ok(net) = q.parse::<ipnet::IpNet>() {
         return Prefix::new(net.addr(), net.prefix_len()).map_err(|e| format!("{q}: {e}"));

@@ -10,8 +10,8 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
-mod cli_dataplane;
 mod cli_bgp;
+mod cli_dataplane;
 mod cni_mode;
 
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.

@@ -1,0 +1,109 @@
+//! FIB sync (`fib: true`): best-path changes from the RIB become kernel
+//! routes through `tabby-dataplane`, tagged with tabby's protocol number
+//! (`proto tabby`), multipath sets as ECMP routes, removed on withdrawal.
+//!
+//! Runs on a thread of its own (netlink calls block). Each wake-up drains
+//! every queued change, keeps only the last one per prefix, and programs
+//! them as one batch. On start it removes tabby routes a previous run left
+//! behind; on exit it removes the routes it installed.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use ipnet::IpNet;
+use tabby_bgp::Prefix;
+use tabby_bgp::rib::FibChange;
+use tabby_dataplane::{NextHop, Route, RouteChange, RouteTable};
+use tokio::sync::mpsc;
+
+fn destination(p: Prefix) -> Option<IpNet> {
+    IpNet::new(p.addr(), p.len()).ok()
+}
+
+/// The kernel route for a multipath set (None for a withdrawal).
+pub fn kernel_route(dest: IpNet, next_hops: &[IpAddr]) -> Option<Route> {
+    match next_hops {
+        [] => None,
+        [one] => Some(Route::via(dest, *one)),
+        many => Some(Route::multipath(
+            dest,
+            many.iter().map(|h| NextHop::via(*h)).collect(),
+        )),
+    }
+}
+
+/// Runs the FIB thread until the channel closes, then removes our routes.
+pub fn run(mut changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
+    let mut nl = match tabby_dataplane::Netlink::open() {
+        Ok(nl) => nl,
+        Err(e) => {
+            tracing::error!("fib: cannot open netlink, kernel routes will not be programmed: {e}");
+            return;
+        }
+    };
+    match nl.reconcile_routes(RouteTable::MAIN, &[]) {
+        Ok(r) if r.deleted > 0 => {
+            tracing::info!(deleted = r.deleted, "fib: removed stale tabby routes")
+        }
+        Ok(_) => {}
+        Err(e) => tracing::warn!("fib: cannot clean stale routes: {e}"),
+    }
+    let mut ours: HashMap<IpNet, Route> = HashMap::new();
+    while let Some(first) = changes.blocking_recv() {
+        let mut latest: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
+        let mut push = |c: FibChange| {
+            if let Some(d) = destination(c.prefix) {
+                latest.insert(d, c.next_hops);
+            }
+        };
+        push(first);
+        while let Ok(c) = changes.try_recv() {
+            push(c);
+        }
+        let mut batch = Vec::with_capacity(latest.len());
+        for (dest, hops) in latest {
+            match kernel_route(dest, &hops) {
+                Some(r) => {
+                    ours.insert(dest, r.clone());
+                    batch.push(RouteChange::Replace(r));
+                }
+                None => {
+                    if let Some(r) = ours.remove(&dest) {
+                        batch.push(RouteChange::Delete(r));
+                    }
+                }
+            }
+        }
+        match nl.apply_routes(&batch) {
+            Ok(report) => {
+                for (i, e) in report.failures.iter().take(10) {
+                    tracing::warn!("fib: {:?}: {e}", batch.get(*i).map(RouteChange::route));
+                }
+            }
+            Err(e) => tracing::error!("fib: batch of {} changes failed: {e}", batch.len()),
+        }
+        installed.store(ours.len() as u64, Ordering::Relaxed);
+    }
+    let batch: Vec<RouteChange> = ours.into_values().map(RouteChange::Delete).collect();
+    if let Err(e) = nl.apply_routes(&batch) {
+        tracing::warn!("fib: cannot remove routes on exit: {e}");
+    }
+    installed.store(0, Ordering::Relaxed);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multipath_sets_become_ecmp_routes() {
+        let d: IpNet = "10.9.0.0/24".parse().expect("net");
+        let a: IpAddr = "10.0.0.1".parse().expect("ip");
+        let b: IpAddr = "10.0.0.2".parse().expect("ip");
+        assert!(kernel_route(d, &[]).is_none());
+        assert_eq!(kernel_route(d, &[a]).expect("route").next_hops.len(), 1);
+        assert_eq!(kernel_route(d, &[a, b]).expect("route").next_hops.len(), 2);
+    }
+}
