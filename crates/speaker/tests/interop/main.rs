@@ -2,9 +2,12 @@
 //! each in network namespaces the test makes (root required). One test
 //! binary with modules, so it compiles once.
 
+mod fib;
 mod harness_selftest;
+mod malformed;
 mod matrix;
 mod net;
 mod peers;
+mod reflection;
 mod route;
 mod tabby;
