@@ -152,8 +152,23 @@ impl NetConf {
         let name = req_str(obj, "name", "name")?;
         validate_network_name(&name)?;
         let kind = req_str(obj, "type", "type")?;
-        let datastore = opt_str(obj, "datastore", "datastore")?;
-        let nodename = opt_str(obj, "nodename", "nodename")?;
+        // Top level (the tabby plugin) or inside `ipam` (tabby-ipam under
+        // another plugin, whose own section is the natural place).
+        let ipam_obj = obj.get("ipam").and_then(Value::as_object);
+        let datastore = match opt_str(obj, "datastore", "datastore")? {
+            Some(d) => Some(d),
+            None => match ipam_obj {
+                Some(m) => opt_str(m, "datastore", "ipam.datastore")?,
+                None => None,
+            },
+        };
+        let nodename = match opt_str(obj, "nodename", "nodename")? {
+            Some(n) => Some(n),
+            None => match ipam_obj {
+                Some(m) => opt_str(m, "nodename", "ipam.nodename")?,
+                None => None,
+            },
+        };
         if nodename.as_deref() == Some("") {
             return Err(CniError::config("nodename", "must not be empty"));
         }
@@ -498,6 +513,13 @@ mod tests {
             ]
         );
         assert_eq!(c.ipam.ipv6_pools.len(), 1);
+        let c = parse(json!({
+            "cniVersion": "1.0.0", "name": "net", "type": "ptp",
+            "ipam": {"type": "tabby-ipam", "datastore": "sqlite:///d.db", "nodename": "n2"}
+        }))
+        .expect("valid");
+        assert_eq!(c.datastore.as_deref(), Some("sqlite:///d.db"));
+        assert_eq!(c.nodename.as_deref(), Some("n2"));
     }
 
     #[test]

@@ -14,6 +14,7 @@
 //! - [`node`]: the backend that does the work (datastore, IPAM, dataplane);
 //! - [`process`]: stdin, stdout, exit status.
 
+pub mod addresses;
 pub mod config;
 pub mod env;
 pub mod error;

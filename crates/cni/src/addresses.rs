@@ -1,0 +1,233 @@
+//! The plugin's view of IPAM: assign addresses to a handle for this node,
+//! find what a handle already holds, release a handle. Allocation itself
+//! (pools, blocks, affinities, compare-and-swap) is `tabby-ipam`'s; this
+//! module loads the resources allocation reads (IPPools, the
+//! IPAMConfiguration, IPReservations, this node's labels) and translates
+//! requests and errors into CNI terms.
+
+use std::collections::BTreeMap;
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tabby_datastore::{Datastore, DatastoreError};
+use tabby_ipam::{Environment, Ipam, IpamError};
+use tabby_model::ipam_config::IPAM_CONFIGURATION_NAME;
+use tabby_model::{AllowedUse, IpPool, IpReservation, IpamConfiguration, Kind, Node, Resource};
+
+use crate::config::PoolRef;
+use crate::error::{CniError, ErrorCode};
+
+/// Prefix of stored resources (`tabby-model`'s key layout).
+const RESOURCE_PREFIX: &str = "/tabby/resources/v3/";
+
+/// What to assign.
+#[derive(Debug, Clone)]
+pub struct AssignRequest<'a> {
+    /// The IPAM handle (`<network>.<containerID>`).
+    pub handle: &'a str,
+    /// This node's name (block affinity).
+    pub node: &'a str,
+    /// Assign one IPv4 address.
+    pub ipv4: bool,
+    /// Assign one IPv6 address.
+    pub ipv6: bool,
+    /// Allowed IPv4 pools (empty: any enabled pool for this node).
+    pub ipv4_pools: &'a [PoolRef],
+    /// Allowed IPv6 pools (empty: any enabled pool for this node).
+    pub ipv6_pools: &'a [PoolRef],
+    /// Attributes stored with the allocation (pod, namespace, container).
+    pub attributes: Vec<(String, String)>,
+}
+
+/// One assigned address and the CIDR of the pool it came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Assigned {
+    /// The address.
+    pub address: IpAddr,
+    /// The CIDR of its pool (its block's if the pool is gone).
+    pub pool: IpNet,
+}
+
+/// The addresses `handle` holds already (for an idempotent ADD).
+pub async fn assigned(store: &Datastore, handle: &str) -> Result<Vec<Assigned>, CniError> {
+    let ips = Ipam::new(store.clone())
+        .addresses_of(handle)
+        .await
+        .map_err(|e| ipam_error(e, handle))?;
+    if ips.is_empty() {
+        return Ok(Vec::new());
+    }
+    let env = environment(store).await?;
+    Ok(ips
+        .into_iter()
+        .map(|address| Assigned {
+            address,
+            pool: env
+                .pool_of(address)
+                .map(|p| p.cidr)
+                .unwrap_or_else(|| IpNet::from(address)),
+        })
+        .collect())
+}
+
+/// Assigns the requested addresses to `req.handle`, all or nothing.
+pub async fn assign(store: &Datastore, req: &AssignRequest<'_>) -> Result<Vec<Assigned>, CniError> {
+    let env = environment(store).await?;
+    let node_labels = node_labels(store, req.node).await?;
+    let pools: Vec<String> = req
+        .ipv4_pools
+        .iter()
+        .chain(req.ipv6_pools)
+        .map(|p| match p {
+            PoolRef::Cidr(c) => c.to_string(),
+            PoolRef::Name(n) => n.clone(),
+        })
+        .collect();
+    // A pool named in the configuration or an annotation must exist: an
+    // unknown name would otherwise read as "no restriction".
+    for (p, name) in req.ipv4_pools.iter().chain(req.ipv6_pools).zip(&pools) {
+        let known = env.pools.iter().any(|pool| match p {
+            PoolRef::Cidr(c) => pool.cidr == *c,
+            PoolRef::Name(n) => pool.name == *n,
+        });
+        if !known {
+            return Err(CniError::config(
+                "ipam.ipv4Pools/ipv6Pools",
+                format!("no IPPool {name}"),
+            ));
+        }
+    }
+    let ask = tabby_ipam::AssignRequest {
+        node: req.node.to_owned(),
+        node_labels,
+        handle: req.handle.to_owned(),
+        attributes: req.attributes.iter().cloned().collect(),
+        num_v4: usize::from(req.ipv4),
+        num_v6: usize::from(req.ipv6),
+        use_: AllowedUse::Workload,
+        pools,
+    };
+    let got = Ipam::new(store.clone())
+        .auto_assign(&env, &ask)
+        .await
+        .map_err(|e| ipam_error(e, req.handle))?;
+    Ok(got
+        .v4
+        .into_iter()
+        .chain(got.v6)
+        .map(|(address, block)| Assigned {
+            address,
+            pool: env.pool_of(address).map(|p| p.cidr).unwrap_or(block),
+        })
+        .collect())
+}
+
+/// Releases every address of `handle`; returns how many there were.
+pub async fn release(store: &Datastore, handle: &str) -> Result<usize, CniError> {
+    Ipam::new(store.clone())
+        .release_handle(handle)
+        .await
+        .map(|ips| ips.len())
+        .map_err(|e| ipam_error(e, handle))
+}
+
+async fn environment(store: &Datastore) -> Result<Environment, CniError> {
+    let pools: Vec<IpPool> = list(store, Kind::IpPool, |r| match r {
+        Resource::IpPool(p) => Some(p),
+        _ => None,
+    })
+    .await?;
+    let reservations: Vec<IpReservation> = list(store, Kind::IpReservation, |r| match r {
+        Resource::IpReservation(p) => Some(p),
+        _ => None,
+    })
+    .await?;
+    let config = match get(store, Kind::IpamConfiguration, IPAM_CONFIGURATION_NAME).await? {
+        Some(Resource::IpamConfiguration(c)) => Some(c),
+        _ => None,
+    };
+    Ok(Environment::from_resources(
+        &pools,
+        config.as_ref().map(|c: &IpamConfiguration| &c.spec),
+        &reservations,
+    ))
+}
+
+async fn node_labels(store: &Datastore, node: &str) -> Result<BTreeMap<String, String>, CniError> {
+    Ok(match get(store, Kind::Node, node).await? {
+        Some(Resource::Node(n)) => {
+            let n: Node = n;
+            n.metadata.labels
+        }
+        _ => BTreeMap::new(),
+    })
+}
+
+fn decode(key: &str, bytes: &[u8]) -> Result<Resource, CniError> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
+        CniError::new(
+            ErrorCode::Internal,
+            format!("{key}: stored resource is not JSON: {e}"),
+        )
+    })?;
+    Resource::from_value(v)
+        .map_err(|e| CniError::new(ErrorCode::Internal, format!("{key}: stored resource: {e}")))
+}
+
+async fn get(store: &Datastore, kind: Kind, name: &str) -> Result<Option<Resource>, CniError> {
+    let key = format!("{RESOURCE_PREFIX}{}/{name}", kind.plural());
+    match store.get(&key).await {
+        Ok(Some(kv)) => decode(&key, &kv.value).map(Some),
+        Ok(None) => Ok(None),
+        Err(e) => Err(datastore_error(e, &key)),
+    }
+}
+
+async fn list<T>(
+    store: &Datastore,
+    kind: Kind,
+    pick: impl Fn(Resource) -> Option<T>,
+) -> Result<Vec<T>, CniError> {
+    let prefix = format!("{RESOURCE_PREFIX}{}/", kind.plural());
+    let listing = store
+        .list(&prefix)
+        .await
+        .map_err(|e| datastore_error(e, &prefix))?;
+    let mut out = Vec::with_capacity(listing.items.len());
+    for kv in &listing.items {
+        if let Some(t) = pick(decode(&kv.key, &kv.value)?) {
+            out.push(t);
+        }
+    }
+    Ok(out)
+}
+
+/// Maps a datastore failure to the CNI code a runtime acts on.
+pub(crate) fn datastore_error(e: DatastoreError, what: &str) -> CniError {
+    let code = match &e {
+        DatastoreError::Unavailable { .. } | DatastoreError::Conflict { .. } => {
+            ErrorCode::TryAgainLater
+        }
+        DatastoreError::InvalidUrl { .. } => ErrorCode::InvalidConfig,
+        _ => ErrorCode::Io,
+    };
+    let field = if code == ErrorCode::InvalidConfig {
+        "datastore"
+    } else {
+        what
+    };
+    CniError::new(code, format!("{field}: {e}"))
+}
+
+fn ipam_error(e: IpamError, handle: &str) -> CniError {
+    match e {
+        IpamError::Datastore(d) => datastore_error(d, &format!("IPAM handle {handle}")),
+        IpamError::NoPools { .. } | IpamError::Exhausted { .. } => {
+            CniError::new(ErrorCode::AddressesExhausted, e.to_string())
+        }
+        IpamError::Invalid { what, .. } => {
+            CniError::new(ErrorCode::InvalidEnvironment, format!("{what}: {e}"))
+        }
+        other => CniError::new(ErrorCode::Internal, other.to_string()),
+    }
+}

@@ -1,0 +1,759 @@
+//! The CNI plugin end to end, as a container runtime drives it: the real
+//! `tabby` binary run with `CNI_*` variables and a configuration on stdin,
+//! inside "node" namespaces this test makes (so host-side veths and routes
+//! land there, never in the machine's own namespace), with pods in
+//! namespaces of their own and a SQLite datastore in a temporary directory
+//! holding an IPPool written through tabby-model's types.
+//!
+//! Runs as root. Addresses: pools 10.96.0.0/16 and fd00:96::/48, node
+//! uplinks 10.97.0.0/24; all inside the test's namespaces.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+use ipnet::IpNet;
+use serde_json::{Value, json};
+use tabby_datastore::Datastore;
+use tabby_model::Resource;
+use tabby_testbed::Netns;
+
+const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("runtime")
+}
+
+/// A datastore in a temporary directory with one IPv4 pool (and optionally
+/// an IPv6 one).
+struct Cluster {
+    _dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn new(v6: bool) -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/tabby.db", dir.path().display());
+        let c = Cluster { _dir: dir, url };
+        c.put_pool("pool-v4", "10.96.0.0/16", 26);
+        if v6 {
+            c.put_pool("pool-v6", "fd00:96::/48", 122);
+        }
+        c
+    }
+
+    fn put_pool(&self, name: &str, cidr: &str, block_size: u8) {
+        let doc = json!({
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": name},
+            "spec": {"cidr": cidr, "blockSize": block_size}
+        });
+        let mut r = Resource::from_value(doc).expect("pool resource");
+        r.check().expect("valid pool");
+        r.apply_defaults();
+        let rt = runtime();
+        rt.block_on(async {
+            let ds = Datastore::connect(&self.url).await.expect("datastore");
+            ds.put(
+                &format!("/tabby/resources/v3/ippools/{name}"),
+                serde_json::to_vec(&r.to_value()).expect("json"),
+            )
+            .await
+            .expect("put pool");
+        });
+    }
+
+    fn ipam(&self) -> (tokio::runtime::Runtime, tabby_ipam::Ipam) {
+        let rt = runtime();
+        let ds = rt
+            .block_on(Datastore::connect(&self.url))
+            .expect("datastore");
+        (rt, tabby_ipam::Ipam::new(ds))
+    }
+
+    /// Every address allocated in any block.
+    fn allocated(&self) -> Vec<IpAddr> {
+        let (rt, ipam) = self.ipam();
+        let blocks = rt.block_on(ipam.blocks()).expect("blocks");
+        blocks
+            .iter()
+            .flat_map(|b| b.allocated().into_iter().map(|(ip, _, _)| ip))
+            .collect()
+    }
+}
+
+/// The path a runtime passes as `CNI_NETNS` for a namespace.
+fn netns_path(ns: &Netns) -> PathBuf {
+    Path::new("/var/run/netns").join(ns.name())
+}
+
+/// What one plugin call printed and how it exited.
+#[derive(Debug)]
+struct Call {
+    code: i32,
+    stdout: Value,
+    raw: String,
+    stderr: String,
+}
+
+impl Call {
+    fn ok(&self) -> &Value {
+        assert_eq!(
+            self.code, 0,
+            "plugin failed: {} / {}",
+            self.raw, self.stderr
+        );
+        &self.stdout
+    }
+
+    fn error_code(&self) -> u64 {
+        assert_ne!(self.code, 0, "plugin succeeded unexpectedly: {}", self.raw);
+        self.stdout["code"]
+            .as_u64()
+            .expect("error object has a code")
+    }
+
+    fn details(&self) -> String {
+        self.stdout["details"]
+            .as_str()
+            .unwrap_or_default()
+            .to_owned()
+    }
+
+    /// The first address of an ADD result.
+    fn address(&self) -> IpNet {
+        self.ok()["ips"][0]["address"]
+            .as_str()
+            .expect("address")
+            .parse()
+            .expect("cidr")
+    }
+}
+
+/// One node: a namespace acting as the host (forwarding on, an uplink with
+/// an address of its own), a node name, the cluster's datastore.
+struct Node {
+    ns: Netns,
+    name: String,
+    datastore: String,
+}
+
+impl Node {
+    fn new(prefix: &str, name: &str, cluster: &Cluster) -> Node {
+        let ns = Netns::new(prefix).expect("node netns");
+        ns.sysctl("net.ipv4.ip_forward=1").expect("forwarding");
+        Node {
+            ns,
+            name: name.to_owned(),
+            datastore: cluster.url.clone(),
+        }
+    }
+
+    fn conf(&self, version: &str) -> Value {
+        json!({
+            "cniVersion": version,
+            "name": "k8s-pod-network",
+            "type": "tabby",
+            "datastore": self.datastore,
+            "nodename": self.name,
+            "mtu": 1400,
+            "ipam": {"type": "tabby-ipam"}
+        })
+    }
+
+    /// Runs `program` inside this node's namespace, as a runtime on the node
+    /// would, with `env` and `stdin`.
+    fn run(&self, program: &str, env: &[(&str, &str)], stdin: &Value) -> Call {
+        let mut cmd = self.ns.command(program);
+        for var in [
+            "CNI_COMMAND",
+            "CNI_CONTAINERID",
+            "CNI_NETNS",
+            "CNI_IFNAME",
+            "CNI_ARGS",
+            "CNI_PATH",
+            "TABBY_DATASTORE",
+        ] {
+            cmd.env_remove(var);
+        }
+        cmd.envs(env.iter().copied())
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        run_with_stdin(cmd, stdin)
+    }
+
+    fn call(&self, cmd: &str, id: &str, pod: Option<&Netns>, conf: &Value) -> Call {
+        let path = pod.map(|p| netns_path(p).to_string_lossy().into_owned());
+        let mut env = vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+        ];
+        if let Some(p) = path.as_deref() {
+            env.push(("CNI_NETNS", p));
+        }
+        self.run(TABBY, &env, conf)
+    }
+
+    fn add(&self, id: &str, pod: &Netns) -> Call {
+        self.call("ADD", id, Some(pod), &self.conf("1.0.0"))
+    }
+
+    fn del(&self, id: &str, pod: Option<&Netns>) -> Call {
+        self.call("DEL", id, pod, &self.conf("1.0.0"))
+    }
+
+    fn links(&self) -> String {
+        self.ns.ip_stdout(["-o", "link"]).expect("links")
+    }
+
+    /// How many host-side pod veths (`tby…`) the node has.
+    fn host_veths(&self) -> usize {
+        self.links()
+            .lines()
+            .filter(|l| l.split(": ").nth(1).is_some_and(|n| n.starts_with("tby")))
+            .count()
+    }
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: &Value) -> Call {
+    let mut child = cmd.spawn().expect("spawn plugin");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.to_string().as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("plugin output");
+    let raw = String::from_utf8_lossy(&out.stdout).into_owned();
+    Call {
+        code: out.status.code().unwrap_or(-1),
+        stdout: if raw.trim().is_empty() {
+            Value::Null
+        } else {
+            serde_json::from_str(&raw).unwrap_or(Value::String(raw.clone()))
+        },
+        raw,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+/// Gives a node namespace an uplink address (on a veth pair kept inside it)
+/// for its pods to ping, as a host's own address.
+fn give_host_address(node: &Node, addr: &str) {
+    node.ns
+        .ip(["link", "add", "up0", "type", "veth", "peer", "name", "up1"])
+        .expect("uplink");
+    node.ns.ip(["link", "set", "up1", "up"]).expect("up1");
+    node.ns.addr_add("up0", addr).expect("host address");
+}
+
+#[test]
+fn version_reports_every_supported_version() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-ver", "n1", &cluster);
+    let call = node.run(
+        TABBY,
+        &[("CNI_COMMAND", "VERSION")],
+        &json!({"cniVersion": "1.1.0"}),
+    );
+    assert_eq!(
+        call.ok()["supportedVersions"],
+        json!(["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"])
+    );
+}
+
+#[test]
+fn add_check_del_and_pods_reach_the_host_and_each_other() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-node", "node-1", &cluster);
+    give_host_address(&node, "10.97.0.1/24");
+    let a = Netns::new("cni-pa").expect("pod a");
+    let b = Netns::new("cni-pb").expect("pod b");
+
+    let add_a = node.add("ctr-a", &a);
+    let result = add_a.ok().clone();
+    assert_eq!(result["cniVersion"], "1.0.0");
+    let addr_a = add_a.address();
+    assert_eq!(addr_a.prefix_len(), 32);
+    assert!(
+        "10.96.0.0/16"
+            .parse::<IpNet>()
+            .expect("net")
+            .contains(&addr_a.addr())
+    );
+    assert_eq!(result["interfaces"][1]["name"], "eth0");
+    assert_eq!(
+        result["interfaces"][1]["sandbox"],
+        netns_path(&a).to_string_lossy().as_ref()
+    );
+    let host_if = result["interfaces"][0]["name"]
+        .as_str()
+        .expect("host if")
+        .to_owned();
+    assert!(
+        host_if.starts_with("tby") && host_if.len() == 14,
+        "{host_if}"
+    );
+    let addr_b = node.add("ctr-b", &b).address();
+    assert_ne!(addr_a, addr_b);
+
+    // The kernel state the result describes.
+    let pod_addr = a.ip_stdout(["-o", "addr", "show", "eth0"]).expect("addr");
+    assert!(pod_addr.contains(&addr_a.to_string()), "{pod_addr}");
+    let pod_routes = a.ip_stdout(["route"]).expect("routes");
+    assert!(
+        pod_routes.contains("default via 169.254.1.1 dev eth0"),
+        "{pod_routes}"
+    );
+    let host_routes = node
+        .ns
+        .ip_stdout(["route", "show", &addr_a.addr().to_string()])
+        .expect("host routes");
+    assert!(
+        host_routes.contains(&format!("dev {host_if}")),
+        "{host_routes}"
+    );
+    assert!(
+        host_routes.contains("proto 201") || host_routes.contains("proto tabby"),
+        "{host_routes}"
+    );
+    assert!(
+        a.ip_stdout(["link", "show", "eth0"])
+            .expect("link")
+            .contains("mtu 1400")
+    );
+
+    assert!(a.ping("10.97.0.1", 2), "pod a cannot reach the host");
+    assert!(
+        a.ping(&addr_b.addr().to_string(), 2),
+        "pod a cannot reach pod b"
+    );
+    assert!(
+        b.ping(&addr_a.addr().to_string(), 2),
+        "pod b cannot reach pod a"
+    );
+
+    // CHECK with the ADD's result passes...
+    let mut check = node.conf("1.0.0");
+    check["prevResult"] = result.clone();
+    let c = node.call("CHECK", "ctr-a", Some(&a), &check);
+    c.ok();
+    assert!(c.raw.trim().is_empty(), "CHECK prints nothing: {}", c.raw);
+    // ...and fails once the pod's address is gone.
+    a.ip(["addr", "del", &addr_a.to_string(), "dev", "eth0"])
+        .expect("del addr");
+    let c = node.call("CHECK", "ctr-a", Some(&a), &check);
+    assert_eq!(c.error_code(), 100, "{}", c.raw);
+    assert!(
+        c.details().contains(&addr_a.addr().to_string()),
+        "{}",
+        c.details()
+    );
+
+    node.del("ctr-a", Some(&a)).ok();
+    node.del("ctr-b", Some(&b)).ok();
+    assert!(
+        !node.links().contains(&host_if),
+        "host veth left: {}",
+        node.links()
+    );
+    assert!(
+        a.ip(["link", "show", "eth0"]).is_err(),
+        "pod end left behind"
+    );
+    assert!(
+        cluster.allocated().is_empty(),
+        "addresses left: {:?}",
+        cluster.allocated()
+    );
+}
+
+#[test]
+fn every_spec_version_gets_its_result_format() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-vers", "node-v", &cluster);
+    for (i, v) in ["0.3.0", "0.3.1", "0.4.0", "1.0.0", "1.1.0"]
+        .iter()
+        .enumerate()
+    {
+        let pod = Netns::new("cni-pv").expect("pod");
+        let id = format!("ctr-v{i}");
+        let r = node.call("ADD", &id, Some(&pod), &node.conf(v));
+        let out = r.ok();
+        assert_eq!(out["cniVersion"], *v);
+        assert_eq!(
+            out["ips"][0].get("version").is_some(),
+            v.starts_with('0'),
+            "{v}: {out}"
+        );
+        node.call("DEL", &id, Some(&pod), &node.conf(v)).ok();
+    }
+}
+
+#[test]
+fn add_is_idempotent_and_del_twice_succeeds() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-idem", "node-i", &cluster);
+    give_host_address(&node, "10.97.0.1/24");
+    let pod = Netns::new("cni-pi").expect("pod");
+    let first = node.add("ctr-i", &pod).address();
+    let second = node.add("ctr-i", &pod).address();
+    assert_eq!(first, second, "a repeated ADD must keep the address");
+    assert_eq!(cluster.allocated(), vec![first.addr()]);
+    assert_eq!(node.host_veths(), 1, "{}", node.links());
+    assert!(
+        pod.ping("10.97.0.1", 2),
+        "pod lost connectivity after the second ADD"
+    );
+
+    node.del("ctr-i", Some(&pod)).ok();
+    node.del("ctr-i", Some(&pod)).ok();
+    // DEL when the namespace is gone, and without CNI_NETNS.
+    let gone = Netns::new("cni-pg").expect("pod");
+    node.add("ctr-g", &gone).ok();
+    drop(gone);
+    node.del("ctr-g", None).ok();
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+}
+
+#[test]
+fn bad_input_gets_the_right_error_code_and_allocates_nothing() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-bad", "node-b", &cluster);
+    let pod = Netns::new("cni-pbad").expect("pod");
+
+    // Missing CNI_NETNS: code 4 naming the variable.
+    let c = node.call("ADD", "ctr-x", None, &node.conf("1.0.0"));
+    assert_eq!(c.error_code(), 4, "{}", c.raw);
+    assert!(c.details().contains("CNI_NETNS"), "{}", c.details());
+    // A namespace that does not exist: code 3.
+    let mut env_conf = node.conf("1.0.0");
+    let c = node.run(
+        TABBY,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctr-x"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", "/var/run/netns/tby-no-such-namespace"),
+        ],
+        &env_conf,
+    );
+    assert_eq!(c.error_code(), 3, "{}", c.raw);
+    // Not JSON: code 6.
+    let mut cmd = node.ns.command(TABBY);
+    cmd.env("CNI_COMMAND", "ADD")
+        .env("CNI_CONTAINERID", "ctr-x")
+        .env("CNI_IFNAME", "eth0")
+        .env("CNI_NETNS", netns_path(&pod))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"{broken")
+        .expect("write");
+    let out = child.wait_with_output().expect("output");
+    let v: Value = serde_json::from_slice(&out.stdout).expect("error json");
+    assert_eq!(v["code"], 6, "{v}");
+    // Invalid fields: code 7 naming them; unsupported version: code 1.
+    for (field, value, code) in [
+        ("mtu", json!(10), 7),
+        (
+            "ipam",
+            json!({"type": "tabby-ipam", "ipv4Pools": ["fd00::/64"]}),
+            7,
+        ),
+        (
+            "ipam",
+            json!({"type": "tabby-ipam", "ipv4Pools": ["no-such-pool"]}),
+            7,
+        ),
+        ("cniVersion", json!("0.2.0"), 1),
+        ("ipMasq", json!(true), 2),
+    ] {
+        env_conf = node.conf("1.0.0");
+        env_conf[field] = value.clone();
+        let c = node.call("ADD", "ctr-x", Some(&pod), &env_conf);
+        assert_eq!(c.error_code(), code, "{field}={value}: {}", c.raw);
+        let details = c.details();
+        assert!(
+            details.contains(field) || (field == "ipam" && details.contains("ipam")),
+            "{details}"
+        );
+    }
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+    assert!(
+        pod.ip(["link", "show", "eth0"]).is_err(),
+        "interface left in the pod"
+    );
+}
+
+#[test]
+fn failed_wiring_rolls_back_the_allocation() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-rb", "node-r", &cluster);
+    let pod = Netns::new("cni-prb").expect("pod");
+    // The pod already has an eth0: the veth cannot be created.
+    pod.ip(["link", "add", "eth0", "type", "veth", "peer", "name", "x0"])
+        .expect("clash");
+    let c = node.add("ctr-rb", &pod);
+    assert_ne!(c.code, 0, "{}", c.raw);
+    assert!(c.details().contains("create veth"), "{}", c.details());
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+}
+
+#[test]
+fn pods_on_two_nodes_reach_each_other_through_static_routes() {
+    let cluster = Cluster::new(false);
+    let n1 = Node::new("cni-n1", "node-1", &cluster);
+    let n2 = Node::new("cni-n2", "node-2", &cluster);
+    tabby_testbed::veth(
+        &n1.ns,
+        "ens1",
+        Some("10.97.0.1/30"),
+        &n2.ns,
+        "ens1",
+        Some("10.97.0.2/30"),
+    )
+    .expect("node link");
+    let p1 = Netns::new("cni-p1").expect("pod 1");
+    let p2 = Netns::new("cni-p2").expect("pod 2");
+    let a1 = n1.add("ctr-1", &p1).address().addr();
+    let a2 = n2.add("ctr-2", &p2).address().addr();
+    let block = |a: IpAddr| IpNet::new(a, 26).expect("block").trunc().to_string();
+    assert_ne!(block(a1), block(a2), "each node gets its own block");
+    n1.ns
+        .ip(["route", "add", &block(a2), "via", "10.97.0.2"])
+        .expect("route 1");
+    n2.ns
+        .ip(["route", "add", &block(a1), "via", "10.97.0.1"])
+        .expect("route 2");
+    assert!(
+        p1.ping(&a2.to_string(), 3),
+        "pod on node 1 cannot reach pod on node 2"
+    );
+    assert!(
+        p2.ping(&a1.to_string(), 3),
+        "pod on node 2 cannot reach pod on node 1"
+    );
+    n1.del("ctr-1", Some(&p1)).ok();
+    n2.del("ctr-2", Some(&p2)).ok();
+    assert!(cluster.allocated().is_empty());
+}
+
+#[test]
+fn dual_stack_pod() {
+    let cluster = Cluster::new(true);
+    let node = Node::new("cni-ds", "node-6", &cluster);
+    give_host_address(&node, "10.97.0.1/24");
+    node.ns
+        .ip(["-6", "addr", "add", "fd00:97::1/64", "dev", "up0", "nodad"])
+        .expect("v6 host address");
+    let pod = Netns::new("cni-p6").expect("pod");
+    let mut conf = node.conf("1.1.0");
+    conf["ipam"]["assignIpv6"] = json!(true);
+    let r = node.call("ADD", "ctr-6", Some(&pod), &conf);
+    let ips: Vec<String> = r.ok()["ips"]
+        .as_array()
+        .expect("ips")
+        .iter()
+        .map(|i| i["address"].as_str().expect("address").to_owned())
+        .collect();
+    assert_eq!(ips.len(), 2, "{ips:?}");
+    assert!(
+        ips[1].ends_with("/128") && ips[1].starts_with("fd00:96:"),
+        "{ips:?}"
+    );
+    assert_eq!(r.ok()["interfaces"][1]["mtu"], 1400);
+    assert!(
+        pod.ping("fd00:97::1", 3),
+        "pod cannot reach the host over IPv6"
+    );
+    assert!(
+        pod.ping("10.97.0.1", 2),
+        "pod cannot reach the host over IPv4"
+    );
+    node.call("DEL", "ctr-6", Some(&pod), &conf).ok();
+    assert!(cluster.allocated().is_empty());
+}
+
+#[test]
+fn status_and_gc() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-gc", "node-g", &cluster);
+    let conf = node.conf("1.1.0");
+    node.run(TABBY, &[("CNI_COMMAND", "STATUS")], &conf).ok();
+    let mut broken = conf.clone();
+    broken["datastore"] = json!("sqlite:///proc/no/such/dir/x.db");
+    let c = node.run(TABBY, &[("CNI_COMMAND", "STATUS")], &broken);
+    assert_eq!(c.error_code(), 50, "{}", c.raw);
+
+    let keep = Netns::new("cni-pk").expect("pod");
+    let stale = Netns::new("cni-ps").expect("pod");
+    let kept = node
+        .call("ADD", "ctr-keep", Some(&keep), &conf)
+        .address()
+        .addr();
+    node.call("ADD", "ctr-stale", Some(&stale), &conf).ok();
+    let mut gc = conf.clone();
+    gc["cni.dev/valid-attachments"] = json!([{"containerID": "ctr-keep", "ifname": "eth0"}]);
+    let c = node.run(TABBY, &[("CNI_COMMAND", "GC")], &gc);
+    c.ok();
+    assert_eq!(
+        cluster.allocated(),
+        vec![kept],
+        "GC must release only the stale one"
+    );
+    assert_eq!(node.host_veths(), 1, "{}", node.links());
+    assert!(
+        stale.ip(["link", "show", "eth0"]).is_err(),
+        "stale interface left"
+    );
+}
+
+#[test]
+fn two_hundred_concurrent_adds_get_distinct_addresses() {
+    const PODS: usize = 200;
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-many", "node-m", &cluster);
+    let pods: Vec<Netns> = (0..PODS)
+        .map(|_| Netns::new("cni-pm").expect("pod"))
+        .collect();
+    let conf = node.conf("1.0.0").to_string();
+    let spawn = |cmd: &str, i: usize, pod: &Netns| {
+        let mut c = node.ns.command(TABBY);
+        c.env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("ctr-{i}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", netns_path(pod))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.as_bytes())
+            .expect("stdin");
+        child
+    };
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("ADD", i, p))
+        .collect();
+    let mut addresses = BTreeSet::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "ADD {i}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+        addresses.insert(v["ips"][0]["address"].as_str().expect("address").to_owned());
+    }
+    assert_eq!(addresses.len(), PODS, "addresses were handed out twice");
+    assert_eq!(cluster.allocated().len(), PODS);
+
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("DEL", i, p))
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "DEL {i}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+    let (rt, ipam) = cluster.ipam();
+    let env = tabby_ipam::Environment {
+        pools: vec![tabby_ipam::Pool::new(
+            "pool-v4",
+            "10.96.0.0/16".parse().expect("cidr"),
+            26,
+        )],
+        ..Default::default()
+    };
+    let report = rt
+        .block_on(ipam.check(&env, Some(&BTreeSet::new())))
+        .expect("check");
+    assert!(
+        report.problems.is_empty(),
+        "ipam check: {:?}",
+        report.problems
+    );
+}
+
+#[test]
+fn tabby_ipam_under_the_reference_ptp_plugin() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-ptp", "node-p", &cluster);
+    let bin = tempfile::tempdir().expect("bin dir");
+    std::os::unix::fs::symlink(TABBY, bin.path().join("tabby-ipam")).expect("symlink");
+    let cni_path = format!("{}:/usr/lib/cni", bin.path().display());
+    let conf = json!({
+        "cniVersion": "1.0.0",
+        "name": "ptp-net",
+        "type": "ptp",
+        "ipMasq": false,
+        "mtu": 1400,
+        "ipam": {"type": "tabby-ipam", "datastore": cluster.url, "nodename": "node-p"}
+    });
+    let pod = Netns::new("cni-pptp").expect("pod");
+    let path = netns_path(&pod).to_string_lossy().into_owned();
+    let env = |cmd: &'static str| {
+        vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", "ctr-ptp"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", path.as_str()),
+            ("CNI_PATH", cni_path.as_str()),
+        ]
+    };
+    let r = node.run("/usr/lib/cni/ptp", &env("ADD"), &conf);
+    let out = r.ok().clone();
+    let addr: IpNet = out["ips"][0]["address"]
+        .as_str()
+        .expect("address")
+        .parse()
+        .expect("cidr");
+    assert!(
+        "10.96.0.0/16"
+            .parse::<IpNet>()
+            .expect("net")
+            .contains(&addr.addr())
+    );
+    assert_eq!(cluster.allocated(), vec![addr.addr()]);
+    // ptp puts the gateway tabby-ipam returned on the host end.
+    assert!(
+        pod.ping("169.254.1.1", 2),
+        "pod cannot reach the host through ptp"
+    );
+    let r = node.run("/usr/lib/cni/ptp", &env("DEL"), &conf);
+    r.ok();
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+}
