@@ -239,3 +239,23 @@ impl BgpPeerSpec {
         }
     }
 }
+
+impl BgpPeerSpec {
+    /// True when `node` is one of this peering's local nodes: the one named
+    /// by `node`, those matched by `nodeSelector`, or every node when
+    /// neither is set.
+    pub fn selects_local_node(&self, node: &crate::node::Node) -> bool {
+        match (&self.node, &self.node_selector) {
+            (Some(n), _) => n == &node.metadata.name,
+            (None, Some(s)) => s.matches(&node.selector_labels()),
+            (None, None) => true,
+        }
+    }
+
+    /// True when `node` is a remote side of this peering (`peerSelector`).
+    pub fn selects_peer_node(&self, node: &crate::node::Node) -> bool {
+        self.peer_selector
+            .as_ref()
+            .is_some_and(|s| s.matches(&node.selector_labels()))
+    }
+}

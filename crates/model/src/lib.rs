@@ -45,3 +45,5 @@ pub use node::{Node, NodeBgpSpec, NodeSpec};
 pub use resource::{Kind, Object, Resource, ResourceSpec};
 pub use selector::Selector;
 pub use workload_endpoint::{WorkloadEndpoint, WorkloadEndpointSpec};
+pub mod store;
+pub use store::{ResourceStore, StoreError, WriteMode};
