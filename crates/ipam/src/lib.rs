@@ -20,6 +20,7 @@ pub mod block;
 pub mod check;
 pub mod pool;
 pub mod records;
+pub mod resources;
 pub mod usage;
 
 pub use allocation::{AssignRequest, Assigned, ClaimPause, Ipam, ReleaseRequest};

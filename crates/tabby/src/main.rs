@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod cli_bgp;
 mod cli_dataplane;
+mod cli_ipam;
 mod cni_mode;
 
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
@@ -21,6 +22,16 @@ struct Cli {
     /// Log filter (tracing `EnvFilter` syntax), e.g. `info` or `tabby_bgp=debug`.
     #[arg(long, global = true, env = "TABBY_LOG", default_value = "warn")]
     log: String,
+
+    /// The datastore: `sqlite:///path/to/tabby.db` or
+    /// `etcd://host:2379[,host2:2379]`.
+    #[arg(
+        long,
+        global = true,
+        env = "TABBY_DATASTORE",
+        default_value = tabby_datastore::DEFAULT_URL
+    )]
+    datastore: String,
 
     #[command(subcommand)]
     command: Command,
@@ -36,6 +47,8 @@ enum Command {
     Bgpd(cli_bgp::BgpdArgs),
     /// Asks a running `tabby bgpd` about neighbours and routes.
     Bgp(cli_bgp::BgpArgs),
+    /// IP address management: show usage, check for leaks, release, configure.
+    Ipam(cli_ipam::IpamArgs),
 }
 
 fn main() -> ExitCode {
@@ -58,6 +71,7 @@ fn main() -> ExitCode {
         }
         Command::Bgpd(args) => cli_bgp::bgpd(args),
         Command::Bgp(args) => cli_bgp::bgp(args),
+        Command::Ipam(args) => cli_ipam::run(&cli.datastore, args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
