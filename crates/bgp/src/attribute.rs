@@ -527,7 +527,9 @@ pub struct Aggregator {
 /// Partial bit set (RFC 4271 §5).
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct RawAttribute {
-    /// Flags as received (the extended-length bit is recomputed on encode).
+    /// Flags as they will be sent: optional, transitive and, since we pass
+    /// it on unrecognised, partial (RFC 4271 §5); the extended-length bit is
+    /// chosen on encode.
     pub flags: u8,
     /// Type code.
     pub type_code: u8,
@@ -1103,7 +1105,7 @@ pub(crate) fn decode_attributes(
                 }
                 if flags & flag::TRANSITIVE != 0 {
                     attrs.unknown.push(RawAttribute {
-                        flags: flags & !flag::EXTENDED_LENGTH,
+                        flags: (flags & (flag::OPTIONAL | flag::TRANSITIVE)) | flag::PARTIAL,
                         type_code: tc,
                         value: value.to_vec(),
                     });

@@ -124,8 +124,9 @@ impl Ipv4Prefix {
         Ok(Self::from_bits(u32::from(addr), len))
     }
 
+    /// Builds from address bits; `len` must be at most 32.
     #[inline]
-    fn from_bits(addr: u32, len: u8) -> Self {
+    pub(crate) fn from_bits(addr: u32, len: u8) -> Self {
         let mask = if len == 0 {
             0
         } else {

@@ -202,7 +202,7 @@ fn update_bytes_with_every_attribute() {
     assert_eq!(
         a.unknown,
         vec![RawAttribute {
-            flags: 0xc0,
+            flags: 0xe0,
             type_code: 99,
             value: vec![0xab, 0xcd]
         }]

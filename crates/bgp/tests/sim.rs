@@ -234,7 +234,6 @@ impl Net {
             .rib
             .loc_rib()
             .best(prefix.parse().expect("prefix"))
-            .cloned()
     }
 }
 

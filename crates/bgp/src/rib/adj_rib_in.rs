@@ -24,15 +24,23 @@ impl<'a> AdjRibIn<'a> {
     }
 
     /// The path this peer sent for `prefix`.
-    pub fn get(&self, prefix: Prefix) -> Option<&'a Path> {
-        self.loc.paths(prefix).iter().find(|p| p.peer == self.peer)
+    pub fn get(&self, prefix: Prefix) -> Option<Path> {
+        self.loc
+            .paths(prefix)
+            .iter()
+            .find(|p| p.peer == self.peer)
+            .cloned()
     }
 
     /// Every route from this peer (accepted and filtered).
-    pub fn iter(&self) -> impl Iterator<Item = (Prefix, &'a Path)> + 'a {
+    pub fn iter(&self) -> impl Iterator<Item = (Prefix, Path)> + 'a {
         let peer = self.peer;
-        self.loc
-            .iter()
-            .filter_map(move |(pfx, paths)| paths.iter().find(|p| p.peer == peer).map(|p| (pfx, p)))
+        self.loc.iter().filter_map(move |(pfx, paths)| {
+            paths
+                .iter()
+                .find(|p| p.peer == peer)
+                .cloned()
+                .map(|p| (pfx, p))
+        })
     }
 }

@@ -13,12 +13,13 @@ use crate::attribute::PathAttributes;
 use crate::error::EncodeError;
 use crate::message::{CodecContext, Message, Update, UpdateBuilder};
 use crate::nlri::{Family, Prefix};
+use crate::rib::fast_hash::SeededState;
 
 /// Routes advertised to one peer and changes pending.
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    advertised: HashMap<Prefix, Arc<PathAttributes>>,
-    pending: HashMap<Prefix, Option<Arc<PathAttributes>>>,
+    advertised: HashMap<Prefix, Arc<PathAttributes>, SeededState>,
+    pending: HashMap<Prefix, Option<Arc<PathAttributes>>, SeededState>,
     end_of_rib: Vec<Family>,
 }
 
@@ -50,6 +51,11 @@ impl AdjRibOut {
 
     /// Records what should be advertised for `prefix` (`None`: nothing).
     pub(crate) fn set(&mut self, prefix: Prefix, attrs: Option<Arc<PathAttributes>>) {
+        if attrs.is_none() && self.advertised.is_empty() && self.pending.is_empty() {
+            // Nothing sent, nothing to take back (e.g. the peer a full table
+            // is being received from).
+            return;
+        }
         let same = match (self.advertised.get(&prefix), &attrs) {
             (Some(a), Some(b)) => Arc::ptr_eq(a, b) || a == b,
             (None, None) => true,

@@ -14,6 +14,7 @@
 
 mod adj_rib_in;
 mod adj_rib_out;
+mod fast_hash;
 mod loc_rib;
 
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -24,7 +25,8 @@ use serde::{Deserialize, Serialize};
 
 pub use adj_rib_in::AdjRibIn;
 pub use adj_rib_out::AdjRibOut;
-pub use loc_rib::{LocRib, Path};
+use loc_rib::PathRef;
+pub use loc_rib::{LocRib, Path, PathList};
 
 use crate::attribute::{AsPath, Community, MpNextHop, Origin, PathAttributes};
 use crate::decision::{AllReachable, Candidate, DEFAULT_LOCAL_PREF, NextHopResolver, select};
@@ -201,7 +203,7 @@ struct PeerEntry {
     accepted: usize,
     /// Export attribute cache: source attributes (by pointer, kept alive
     /// here) and source peer -> exported attributes before export policy.
-    export_cache: HashMap<(usize, PeerId), ExportCacheEntry>,
+    export_cache: HashMap<(usize, PeerId), ExportCacheEntry, fast_hash::SeededState>,
 }
 
 /// The route engine. See the module documentation.
@@ -282,7 +284,7 @@ impl Rib {
             out: AdjRibOut::default(),
             received: 0,
             accepted: 0,
-            export_cache: HashMap::new(),
+            export_cache: HashMap::default(),
         };
         if let Some(i) = self.peers.iter().skip(1).position(Option::is_none) {
             self.peers[i + 1] = Some(entry);
@@ -576,10 +578,9 @@ impl Rib {
     fn snapshot(&self, prefix: Prefix) -> Snapshot {
         let best = self
             .loc
-            .paths(prefix)
-            .iter()
-            .find(|p| p.is_best())
-            .map(|p| (p.peer, Arc::as_ptr(&p.attrs)));
+            .view(prefix)
+            .best()
+            .map(|p| (p.peer, Arc::as_ptr(p.attrs)));
         let fib = if self.config.track_fib {
             self.fib_next_hops(prefix)
         } else {
@@ -618,19 +619,20 @@ impl Rib {
     /// Runs the decision process for `prefix`, records the result, and
     /// propagates a changed best path to every peer and the FIB.
     fn decide_and_export(&mut self, prefix: Prefix, before: Snapshot) {
-        let paths = self.loc.paths(prefix);
+        let paths = self.loc.view(prefix);
         // (best index, multipath bitmask) over `paths`.
         let selection: Option<(usize, u64)> = if paths.len() == 1 {
             // Fast path: one path (most prefixes of a full table).
-            let p = &paths[0];
-            let usable = !p.is_filtered() && self.candidate(prefix, p).igp_cost.is_some();
+            let usable = paths
+                .get(0)
+                .is_some_and(|p| !p.is_filtered() && self.candidate(prefix, &p).igp_cost.is_some());
             usable.then_some((0, 1))
         } else {
             let cands: Vec<(usize, Candidate<'_>)> = paths
                 .iter()
                 .enumerate()
                 .filter(|(i, p)| !p.is_filtered() && *i < 64)
-                .map(|(i, p)| (i, self.candidate(prefix, p)))
+                .map(|(i, p)| (i, self.candidate(prefix, &p)))
                 .collect();
             let only: Vec<Candidate<'_>> = cands.iter().map(|(_, c)| *c).collect();
             select(&only).map(|s| {
@@ -642,15 +644,10 @@ impl Rib {
                 (cands[s.best].0, mask)
             })
         };
-        let paths = self.loc.paths_mut(prefix);
-        for (i, p) in paths.iter_mut().enumerate() {
-            let (best, mp) = match selection {
-                Some((b, mask)) => (b == i, i < 64 && mask & (1u64 << i) != 0),
-                None => (false, false),
-            };
-            p.set_selection(best, mp);
-        }
-        let new_best = selection.map(|(b, _)| (paths[b].peer, Arc::as_ptr(&paths[b].attrs)));
+        let new_best = selection
+            .and_then(|(b, _)| paths.get(b))
+            .map(|p| (p.peer, Arc::as_ptr(p.attrs)));
+        self.loc.set_selection(prefix, selection);
         if self.config.track_fib {
             let new_mp = self.fib_next_hops(prefix);
             if new_mp != before.fib {
@@ -666,30 +663,30 @@ impl Rib {
     }
 
     fn fib_next_hops(&self, prefix: Prefix) -> Vec<IpAddr> {
-        let paths = self.loc.paths(prefix);
+        let paths = self.loc.view(prefix);
         if paths.iter().any(|p| p.is_best() && p.peer == LOCAL_PEER) {
             return Vec::new();
         }
         let mut v: Vec<IpAddr> = paths
             .iter()
             .filter(|p| p.is_multipath() && p.peer != LOCAL_PEER)
-            .filter_map(|p| Self::path_next_hop(prefix, &p.attrs))
+            .filter_map(|p| Self::path_next_hop(prefix, p.attrs))
             .collect();
         v.sort();
         v.dedup();
         v
     }
 
-    fn candidate<'a>(&'a self, prefix: Prefix, p: &'a Path) -> Candidate<'a> {
+    fn candidate<'a>(&'a self, prefix: Prefix, p: &PathRef<'a>) -> Candidate<'a> {
         let local = p.peer == LOCAL_PEER;
         let peer = self.peer(p.peer);
         let igp_cost = if local {
             Some(0)
         } else {
-            Self::path_next_hop(prefix, &p.attrs).and_then(|nh| self.resolver.resolve(nh))
+            Self::path_next_hop(prefix, p.attrs).and_then(|nh| self.resolver.resolve(nh))
         };
         Candidate {
-            attrs: &p.attrs,
+            attrs: p.attrs,
             local,
             ebgp: peer.is_some_and(|e| e.ebgp),
             igp_cost,
@@ -736,7 +733,11 @@ impl Rib {
 
     /// The attributes to advertise to peer `to` for `prefix`, or `None`.
     fn export_for(&mut self, to: PeerId, prefix: Prefix) -> Option<Arc<PathAttributes>> {
-        let best = self.loc.best(prefix)?.clone();
+        let best = self.loc.view(prefix).best()?;
+        if best.peer == to {
+            return None;
+        }
+        let best = best.to_path();
         let family = prefix.family();
         let target = self.peer(to)?;
         let up = target.up.as_ref()?;
@@ -874,7 +875,7 @@ impl Rib {
     }
 
     /// Every route in the Loc-RIB with its paths, for introspection.
-    pub fn routes(&self) -> impl Iterator<Item = (Prefix, &[Path])> + '_ {
+    pub fn routes(&self) -> impl Iterator<Item = (Prefix, PathList<'_>)> + '_ {
         self.loc.iter()
     }
 
