@@ -10,6 +10,8 @@ SUDO=""
 PKGS=(
   # build
   protobuf-compiler libprotobuf-dev pkg-config
+  # C++ compiler for libfuzzer-sys (the fuzz/ crate)
+  g++
   # namespaces, routes, NAT, captures
   iproute2 nftables iputils-ping procps psmisc tcpdump socat
   # real BGP peers for interop tests and the lab

@@ -14,3 +14,5 @@ echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
 cargo test --workspace --locked
+echo "== fuzz targets build (stable toolchain; run them with cargo-fuzz, see TESTING.md)"
+cargo build --manifest-path fuzz/Cargo.toml --locked
