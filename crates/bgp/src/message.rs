@@ -33,6 +33,7 @@ use crate::attribute::{
 use crate::capability::Capability;
 use crate::error::{AttributeIssue, DecodeError, EncodeError, ErrorAction, code, subcode};
 use crate::nlri::{Afi, Family, Ipv4Prefix, Prefix, Safi, decode_ipv4_nlri};
+use crate::rib::fast_hash::SeededState;
 
 /// Length of the common header.
 pub const HEADER_LEN: usize = 19;
@@ -836,8 +837,15 @@ pub fn decode_message(buf: &[u8], ctx: &CodecContext) -> Result<Message, DecodeE
 pub struct UpdateBuilder {
     ctx: CodecContext,
     withdrawn: Vec<Prefix>,
-    groups: HashMap<Arc<PathAttributes>, Vec<Prefix>>,
-    order: Vec<Arc<PathAttributes>>,
+    /// Attribute sets in first-seen order with their prefixes.
+    groups: Vec<(Arc<PathAttributes>, Vec<Prefix>)>,
+    /// Group index by `Arc` pointer (fast path: one lookup per prefix
+    /// without hashing the attributes). Every pointer stays valid because
+    /// `keep` or `groups` holds its `Arc`.
+    by_ptr: HashMap<usize, usize, SeededState>,
+    /// Group index by attribute value (equal sets in different `Arc`s).
+    by_value: HashMap<Arc<PathAttributes>, usize>,
+    keep: Vec<Arc<PathAttributes>>,
 }
 
 impl UpdateBuilder {
@@ -846,8 +854,10 @@ impl UpdateBuilder {
         UpdateBuilder {
             ctx,
             withdrawn: Vec::new(),
-            groups: HashMap::new(),
-            order: Vec::new(),
+            groups: Vec::new(),
+            by_ptr: HashMap::default(),
+            by_value: HashMap::new(),
+            keep: Vec::new(),
         }
     }
 
@@ -858,12 +868,25 @@ impl UpdateBuilder {
 
     /// Adds an announcement of `prefix` with `attrs`.
     pub fn announce(&mut self, attrs: &Arc<PathAttributes>, prefix: Prefix) {
-        if let Some(v) = self.groups.get_mut(attrs) {
-            v.push(prefix);
-        } else {
-            self.order.push(attrs.clone());
-            self.groups.insert(attrs.clone(), vec![prefix]);
+        let ptr = Arc::as_ptr(attrs) as usize;
+        if let Some(&i) = self.by_ptr.get(&ptr) {
+            self.groups[i].1.push(prefix);
+            return;
         }
+        let i = match self.by_value.get(attrs) {
+            Some(&i) => {
+                self.keep.push(attrs.clone());
+                i
+            }
+            None => {
+                let i = self.groups.len();
+                self.groups.push((attrs.clone(), Vec::new()));
+                self.by_value.insert(attrs.clone(), i);
+                i
+            }
+        };
+        self.by_ptr.insert(ptr, i);
+        self.groups[i].1.push(prefix);
     }
 
     /// True when nothing was added.
@@ -911,12 +934,16 @@ impl UpdateBuilder {
             Ok(())
         })?;
         let mut attr_buf = Vec::with_capacity(256);
-        for attrs in self.order {
-            let Some(prefixes) = self.groups.get(&attrs) else {
-                continue;
-            };
-            let (p4, p6): (Vec<Prefix>, Vec<Prefix>) =
-                prefixes.iter().partition(|p| matches!(p, Prefix::V4(_)));
+        for (attrs, prefixes) in &self.groups {
+            // Sort v4 before v6 in place; most groups are one family.
+            let mut prefixes = std::borrow::Cow::Borrowed(prefixes.as_slice());
+            if !prefixes.is_sorted_by_key(|p| matches!(p, Prefix::V6(_))) {
+                prefixes
+                    .to_mut()
+                    .sort_by_key(|p| matches!(p, Prefix::V6(_)));
+            }
+            let split = prefixes.iter().position(|p| matches!(p, Prefix::V6(_)));
+            let (p4, p6) = prefixes.split_at(split.unwrap_or(prefixes.len()));
             attr_buf.clear();
             attrs.encode(&self.ctx, &mut attr_buf)?;
             let room = max.saturating_sub(HEADER_LEN + 4 + attr_buf.len());
@@ -926,8 +953,12 @@ impl UpdateBuilder {
                     max,
                 });
             }
-            pack_chunks(&p4, room, |chunk| {
-                let mut m = Vec::with_capacity(max);
+            pack_chunks(p4, room, |chunk| {
+                let size = HEADER_LEN
+                    + 4
+                    + attr_buf.len()
+                    + chunk.iter().map(|p| p.encoded_len()).sum::<usize>();
+                let mut m = Vec::with_capacity(size);
                 m.extend_from_slice(&[0xff; 16]);
                 m.extend_from_slice(&[0, 0, message_type::UPDATE, 0, 0]);
                 m.extend_from_slice(&(attr_buf.len() as u16).to_be_bytes());
@@ -945,7 +976,7 @@ impl UpdateBuilder {
                     link_local: None,
                 });
                 // MP_REACH overhead: 4 header + 2 AFI + 1 SAFI + 1 len + 32 nh + 1.
-                pack_chunks(&p6, room.saturating_sub(41), |chunk| {
+                pack_chunks(p6, room.saturating_sub(41), |chunk| {
                     let r = MpReach {
                         family: Family::Ipv6Unicast,
                         next_hop: nh.addr,

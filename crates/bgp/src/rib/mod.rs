@@ -14,7 +14,7 @@
 
 mod adj_rib_in;
 mod adj_rib_out;
-mod fast_hash;
+pub(crate) mod fast_hash;
 mod loc_rib;
 
 use std::collections::{HashMap, HashSet, VecDeque};
