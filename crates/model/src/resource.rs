@@ -270,8 +270,14 @@ fn deserialize_with_path<T: DeserializeOwned>(value: Value) -> Result<T, FieldEr
         if let Some(rest) = msg.strip_prefix("unknown field `") {
             if let Some((field, tail)) = rest.split_once('`') {
                 let tail = tail.trim_start_matches(',').trim();
+                // The path may already end at the unknown field.
+                let at_field = path == field || path.ends_with(&format!(".{field}"));
                 return FieldError::new(
-                    join_path(&path, field),
+                    if at_field {
+                        path.clone()
+                    } else {
+                        join_path(&path, field)
+                    },
                     format!("unknown field \"{field}\" ({tail})"),
                 );
             }

@@ -109,7 +109,7 @@ fn invalid_documents_name_document_and_field() {
         ),
         (
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: p\nspec:\n  cidr: 10.0.0.0/16\n  ipipMod: Always\n",
-            &["spec.ipipMod", "unknown field"],
+            &["spec.ipipMod: unknown field \"ipipMod\""],
         ),
         (
             "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: x\nspec:\n  nodeSelector: rack = 'a'\n  peerIP: 10.0.0.2\n  asNumber: 65001\n",

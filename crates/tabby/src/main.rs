@@ -13,6 +13,7 @@ use clap::{Parser, Subcommand};
 mod cli_bgp;
 mod cli_dataplane;
 mod cli_ipam;
+mod cli_resources;
 mod cni_mode;
 
 /// BGP-routed, no-overlay pod networking for Kubernetes and K3s.
@@ -49,6 +50,9 @@ enum Command {
     Bgp(cli_bgp::BgpArgs),
     /// IP address management: show usage, check for leaks, release, configure.
     Ipam(cli_ipam::IpamArgs),
+    /// Resources, calicoctl style: apply, create, replace, delete, get, patch, label.
+    #[command(flatten)]
+    Resources(cli_resources::ResourceCommand),
 }
 
 fn main() -> ExitCode {
@@ -72,6 +76,7 @@ fn main() -> ExitCode {
         Command::Bgpd(args) => cli_bgp::bgpd(args),
         Command::Bgp(args) => cli_bgp::bgp(args),
         Command::Ipam(args) => cli_ipam::run(&cli.datastore, args),
+        Command::Resources(cmd) => cli_resources::run(cmd, &cli.datastore),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
