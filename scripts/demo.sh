@@ -32,3 +32,32 @@ echo "== dataplane: routes with proto tabby, reconcile leaves other protocols al
 )
 echo "== dataplane: 100,000 routes, ip -batch vs tabby (one round; see BENCHMARKS.md)"
 TABBY_BENCH_ROUNDS=1 ./bench/routes.sh 2>&1 | grep -E '^(program|round|median)'
+
+# --- resources: calicoctl-style apply/get of the seeds' own manifests -----
+echo "== resources: the seeds' Calico manifests applied unchanged (SQLite datastore in a temp dir)"
+(
+  RES_DIR="$(mktemp -d)"
+  trap 'rm -rf "$RES_DIR"' EXIT
+  export TABBY_DATASTORE="sqlite://$RES_DIR/tabby.db"
+  S=crates/model/tests/data/seeds
+  $TABBY apply -f "$S/003-default-ippool-list.yaml"   # kubectl's List of a crd.projectcalico.org/v1 IPPool
+  $TABBY apply -f "$S/003-bgp-config.yaml"
+  cat "$S"/003-node-*.yaml | sed 's/^apiVersion/---\napiVersion/' | $TABBY apply -f -
+  cat "$S"/003-bgppeer-*.yaml | sed 's/^apiVersion/---\napiVersion/' | $TABBY apply -f -
+  $TABBY get ippool -o wide
+  $TABBY get bgpconfig
+  $TABBY get nodes -o wide
+  $TABBY get bgppeers -o wide
+  echo "-- the seed's new /24 pool reuses the default pool's CIDR: rejected, nothing written"
+  $TABBY apply -f "$S/003-new-ippool-24.yaml" || true
+  $TABBY patch bgpconfig default -p '{"spec":{"nodeToNodeMeshEnabled":false}}'
+  $TABBY patch ippool default-ipv4-ippool -p '{"spec":{"disabled":true}}'
+  $TABBY delete ippool default-ipv4-ippool
+  $TABBY apply -f "$S/003-new-ippool-24.yaml"
+  $TABBY get ippools -o wide
+  echo "-- seed 002: selectors on rr-id while the nodes carry as-id: applied, with a warning"
+  $TABBY apply -f "$S/002-nodes.yaml"
+  $TABBY apply -f "$S/002-bgppeers.yaml"
+  $TABBY label node k8s-node3 rr-id=as64513
+  $TABBY get bgppeer -o wide
+)
