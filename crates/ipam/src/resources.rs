@@ -1,19 +1,18 @@
 //! Reads the resources IPAM depends on (IPPools, the IPAMConfiguration,
-//! IPReservations, a Node's labels, WorkloadEndpoint addresses) straight
-//! from the datastore, at the key layout `tabby-model`'s typed storage
-//! writes: `/tabby/resources/v3/<plural>/<name>`, the value the resource as
-//! JSON. Writing resources stays with `tabby-model`; the one exception,
+//! IPReservations, a Node's labels, WorkloadEndpoint addresses) through
+//! `tabby-model`'s typed storage, plus the addresses in `tabby-cni`'s
+//! endpoint records. Writing resources stays with `tabby-model`; the one exception,
 //! [`write_ipam_config`] (`tabby ipam configure`), keeps every other field
 //! of the stored object and compare-and-swaps on its revision.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
-use serde::de::DeserializeOwned;
 use tabby_datastore::{Condition, Datastore, KeyValue, Txn};
+use tabby_model::store::{ResourceStore, StoreError};
 use tabby_model::{
-    IpPool, IpReservation, IpamConfiguration, IpamConfigurationSpec, Kind, Node, Object,
-    WorkloadEndpoint,
+    IpPoolSpec, IpReservationSpec, IpamConfiguration, IpamConfigurationSpec, Kind, NodeSpec,
+    Object, WorkloadEndpointSpec,
 };
 
 use crate::pool::Environment;
@@ -29,22 +28,31 @@ fn kind_prefix(kind: Kind) -> String {
     format!("{RESOURCE_PREFIX}{}/", kind.plural())
 }
 
-fn decode<T: DeserializeOwned>(kv: &KeyValue) -> Result<T> {
+fn decode<T: serde::de::DeserializeOwned>(kv: &KeyValue) -> Result<T> {
     serde_json::from_slice(&kv.value).map_err(|e| IpamError::Corrupt {
         key: kv.key.clone(),
         reason: e.to_string(),
     })
 }
 
-async fn list<T: DeserializeOwned>(ds: &Datastore, kind: Kind) -> Result<Vec<T>> {
-    let l = ds.list(&kind_prefix(kind)).await?;
-    l.items.iter().map(decode).collect()
+fn store_err(e: StoreError) -> IpamError {
+    match e {
+        StoreError::Datastore(d) => IpamError::Datastore(d),
+        other => IpamError::Corrupt {
+            key: RESOURCE_PREFIX.into(),
+            reason: other.to_string(),
+        },
+    }
 }
 
 /// Pools, configuration and reservations as stored.
 pub async fn load_environment(ds: &Datastore) -> Result<Environment> {
-    let pools: Vec<IpPool> = list(ds, Kind::IpPool).await?;
-    let reservations: Vec<IpReservation> = list(ds, Kind::IpReservation).await?;
+    let store = ResourceStore::new(ds.clone());
+    let pools = store.list_typed::<IpPoolSpec>().await.map_err(store_err)?;
+    let reservations = store
+        .list_typed::<IpReservationSpec>()
+        .await
+        .map_err(store_err)?;
     let config = load_ipam_config(ds).await?;
     Ok(Environment::from_resources(
         &pools,
@@ -55,9 +63,13 @@ pub async fn load_environment(ds: &Datastore) -> Result<Environment> {
 
 /// The IPAMConfiguration (Calico's defaults if none is stored).
 pub async fn load_ipam_config(ds: &Datastore) -> Result<IpamConfiguration> {
-    let key = format!("{}{IPAM_CONFIG_NAME}", kind_prefix(Kind::IpamConfiguration));
-    match ds.get(&key).await? {
-        Some(kv) => decode(&kv),
+    let store = ResourceStore::new(ds.clone());
+    match store
+        .get_typed::<IpamConfigurationSpec>(IPAM_CONFIG_NAME)
+        .await
+        .map_err(store_err)?
+    {
+        Some(c) => Ok(c),
         None => Ok(Object::new(
             IPAM_CONFIG_NAME,
             IpamConfigurationSpec::default(),
@@ -109,18 +121,38 @@ pub async fn write_ipam_config(
 
 /// A node's labels (empty if the Node is not stored).
 pub async fn node_labels(ds: &Datastore, node: &str) -> Result<BTreeMap<String, String>> {
-    let key = format!("{}{node}", kind_prefix(Kind::Node));
-    match ds.get(&key).await? {
-        Some(kv) => Ok(decode::<Node>(&kv)?.metadata.labels),
+    let store = ResourceStore::new(ds.clone());
+    match store.get_typed::<NodeSpec>(node).await.map_err(store_err)? {
+        Some(n) => Ok(n.metadata.labels),
         None => Ok(BTreeMap::new()),
     }
 }
 
-/// Every address a stored WorkloadEndpoint uses.
+/// Where `tabby-cni` records each pod attachment (with its addresses).
+pub const CNI_ENDPOINT_PREFIX: &str = "/tabby/cni/v1/endpoints/";
+
+/// The part of a CNI endpoint record IPAM reads.
+#[derive(serde::Deserialize)]
+struct EndpointAddresses {
+    #[serde(default)]
+    addresses: Vec<IpAddr>,
+}
+
+/// Every address in use by a pod: those of stored WorkloadEndpoints and
+/// those of the CNI plugin's endpoint records.
 pub async fn workload_addresses(ds: &Datastore) -> Result<BTreeSet<IpAddr>> {
-    let weps: Vec<WorkloadEndpoint> = list(ds, Kind::WorkloadEndpoint).await?;
-    Ok(weps
+    let store = ResourceStore::new(ds.clone());
+    let weps = store
+        .list_typed::<WorkloadEndpointSpec>()
+        .await
+        .map_err(store_err)?;
+    let mut out: BTreeSet<IpAddr> = weps
         .iter()
         .flat_map(|w| w.spec.ip_networks.iter().map(|c| c.net().addr()))
-        .collect())
+        .collect();
+    for kv in ds.list(CNI_ENDPOINT_PREFIX).await?.items {
+        let rec: EndpointAddresses = decode(&kv)?;
+        out.extend(rec.addresses);
+    }
+    Ok(out)
 }

@@ -8,6 +8,7 @@ use std::process::{Command, Output, Stdio};
 use std::time::Duration;
 
 use tabby_datastore::Datastore;
+use tabby_model::{IpamConfigurationSpec, ResourceStore, WriteMode};
 use tabby_testbed::{EtcdServer, Process};
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
@@ -43,22 +44,25 @@ impl Store {
         self.dir.path().join(name)
     }
 
-    /// Stores an IPPool the way `tabby-model`'s storage does.
+    /// Applies an IPPool manifest through `tabby-model`'s storage.
     fn add_pool(&self, name: &str, cidr: &str, block_size: u8) {
+        let yaml = format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: {name}\n\
+             spec:\n  cidr: {cidr}\n  blockSize: {block_size}\n  natOutgoing: true\n"
+        );
+        let entries = tabby_model::parse_manifest("pool.yaml", &yaml).expect("manifest");
         let url = self.url.clone();
-        let json = serde_json::json!({
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": name},
-            "spec": {"cidr": cidr, "blockSize": block_size},
+        self.block_on(async move {
+            let ds = Datastore::connect(&url).await.expect("connect");
+            ResourceStore::new(ds)
+                .write_batch(WriteMode::Apply, &entries)
+                .await
+                .expect("apply pool");
         });
-        let key = format!("/tabby/resources/v3/ippools/{name}");
-        tokio::runtime::Runtime::new()
-            .expect("runtime")
-            .block_on(async move {
-                let ds = Datastore::connect(&url).await.expect("connect");
-                ds.put(&key, json.to_string()).await.expect("put pool");
-            });
+    }
+
+    fn block_on<T>(&self, f: impl std::future::Future<Output = T>) -> T {
+        tokio::runtime::Runtime::new().expect("runtime").block_on(f)
     }
 
     fn tabby(&self, args: &[&str]) -> Output {
@@ -173,6 +177,18 @@ fn show_check_release_configure() {
         out.contains("strictAffinity=true maxBlocksPerHost=1"),
         "{out}"
     );
+    // tabby-model's storage reads back what `ipam configure` wrote.
+    let url = s.url.clone();
+    let stored = s.block_on(async move {
+        let ds = Datastore::connect(&url).await.expect("connect");
+        ResourceStore::new(ds)
+            .get_typed::<IpamConfigurationSpec>("default")
+            .await
+            .expect("read config")
+            .expect("config stored")
+    });
+    assert!(stored.spec.strict_affinity);
+    assert_eq!(stored.spec.max_blocks_per_host, 1);
     let bad = s.tabby(&["ipam", "configure", "--max-blocks-per-host", "-1"]);
     assert!(!bad.status.success());
     assert!(
