@@ -61,3 +61,24 @@ echo "== resources: the seeds' Calico manifests applied unchanged (SQLite datast
   $TABBY label node k8s-node3 rr-id=as64513
   $TABBY get bgppeer -o wide
 )
+
+# --- IPAM: blocks claimed by nodes, leaks found and fixed -------------------
+echo "== ipam: allocation, show, check, a claim killed half way, release --from-report (SQLite in a temp dir)"
+(
+  IPAM_DIR="$(mktemp -d)"
+  trap 'rm -rf "$IPAM_DIR"' EXIT
+  export TABBY_DATASTORE="sqlite://$IPAM_DIR/tabby.db"
+  $TABBY apply -f crates/model/tests/data/seeds/003-new-ippool-24.yaml
+  $TABBY ipam assign --node k-w1 --handle k8s-pod-network.demo1 --ipv4 2
+  $TABBY ipam assign --node k-w2 --handle k8s-pod-network.demo2
+  $TABBY ipam show --show-blocks
+  echo "-- a process killed between 'pending affinity' and 'block created'"
+  TABBY_IPAM_TEST_PAUSE=after-pending-affinity $TABBY ipam exercise --node k-w3 --count 1 2>"$IPAM_DIR/victim.err" &
+  VICTIM=$!
+  for _ in $(seq 100); do grep -q "paused at" "$IPAM_DIR/victim.err" && break; sleep 0.1; done
+  kill -KILL "$VICTIM"; wait "$VICTIM" 2>/dev/null || true
+  awk '{print $1}' <($TABBY ipam assign --node k-w1 --handle k8s-pod-network.demo3) >"$IPAM_DIR/in-use"
+  $TABBY ipam check --in-use "$IPAM_DIR/in-use" -o "$IPAM_DIR/report.json" || true
+  $TABBY ipam release --from-report "$IPAM_DIR/report.json"
+  $TABBY ipam check --in-use "$IPAM_DIR/in-use"
+)
