@@ -82,3 +82,54 @@ echo "== ipam: allocation, show, check, a claim killed half way, release --from-
   $TABBY ipam release --from-report "$IPAM_DIR/report.json"
   $TABBY ipam check --in-use "$IPAM_DIR/in-use"
 )
+
+# --- bgpd: tabby's own BGP speaker peering with BIRD 2 ---------------------
+echo "== bgpd: tabby bgpd (AS 65001, fib: true) peering with BIRD 2 (AS 65002) in two namespaces"
+(
+  NA="tby-demo-bgp-a-$$"; NB="tby-demo-bgp-b-$$"; D=$(mktemp -d)
+  cleanup() {
+    for ns in "$NA" "$NB"; do
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    done
+    sleep 0.5
+    for ns in "$NA" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$D"
+  }
+  trap cleanup EXIT
+  ip netns add "$NA"; ip netns add "$NB"
+  ip link add tby-demo0 netns "$NA" type veth peer name tby-demo1 netns "$NB"
+  ip -n "$NA" addr add 10.251.0.1/24 dev tby-demo0; ip -n "$NA" link set tby-demo0 up
+  ip -n "$NB" addr add 10.251.0.2/24 dev tby-demo1; ip -n "$NB" link set tby-demo1 up
+  cat > "$D/bird.conf" <<'BIRD'
+router id 10.251.0.2;
+protocol device { }
+protocol static { ipv4; route 10.252.2.0/24 blackhole; }
+protocol bgp tabby {
+  local 10.251.0.2 as 65002; neighbor 10.251.0.1 as 65001;
+  hold time 9; connect delay time 1;
+  ipv4 { import all; export filter { bgp_community.add((65002, 42)); accept; }; };
+}
+BIRD
+  cat > "$D/bgpd.yaml" <<YAML
+asNumber: 65001
+routerId: 10.251.0.1
+listen: ["10.251.0.1:179"]
+fib: true
+controlSocket: $D/bgpd.sock
+originate: [10.252.1.0/24]
+peers:
+  - {address: 10.251.0.2, asNumber: 65002, holdTime: 9, connectRetryTime: 2}
+YAML
+  $TABBY bgpd --config "$D/bgpd.yaml" --check
+  ip netns exec "$NB" /opt/bird2/usr/sbin/bird -f -c "$D/bird.conf" -s "$D/bird.ctl" &
+  ip netns exec "$NA" "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" &
+  for _ in $(seq 100); do
+    $TABBY bgp --socket "$D/bgpd.sock" -o json neighbors 2>/dev/null | grep -q '"Established"' \
+      && ip -n "$NA" route show proto tabby | grep -q 10.252.2.0 && break
+    sleep 0.2
+  done
+  echo "-- tabby bgp neighbors"; $TABBY bgp --socket "$D/bgpd.sock" neighbors
+  echo "-- tabby bgp routes";    $TABBY bgp --socket "$D/bgpd.sock" routes
+  echo "-- kernel routes tabby installed (ip -n A route show proto tabby)"; ip -n "$NA" route show proto tabby
+  echo "-- BIRD's view of tabby's route"; /opt/bird2/usr/sbin/birdc -s "$D/bird.ctl" show route 10.252.1.0/24 all | sed -n '2,20p'
+)

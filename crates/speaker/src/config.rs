@@ -600,4 +600,18 @@ peers:
             assert_eq!(e.field(), Some(*field), "{doc} -> {e}");
         }
     }
+
+    #[test]
+    fn readme_example_is_valid() {
+        let readme = include_str!("../../../README.md");
+        let start = readme
+            .find("# /etc/tabby/bgpd.yaml")
+            .expect("example in README");
+        let body = &readme[start..];
+        let end = body.find("```").expect("end of example");
+        let c = parse(&body[..end]).expect("README example parses");
+        assert_eq!(c.peers.len(), 2);
+        assert_eq!(c.peers[1].ttl_security, Some(1));
+        assert_eq!(policy(&c.peers[1].import).v4.len(), 2);
+    }
 }
