@@ -22,6 +22,18 @@ fn rss_bytes() -> u64 {
     pages * 4096
 }
 
+/// User + system CPU time of this process in seconds (from /proc, 10 ms
+/// resolution): steadier than wall time on a shared machine.
+fn cpu_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/self/stat").unwrap_or_default();
+    let after_comm = stat.rsplit_once(')').map_or("", |(_, r)| r);
+    let f: Vec<&str> = after_comm.split_whitespace().collect();
+    // After the command name: state, ppid, ..., utime (12th), stime (13th).
+    let field = |i: usize| f.get(i).and_then(|x| x.parse::<u64>().ok()).unwrap_or(0);
+    let (u, s) = (field(11), field(12));
+    (u + s) as f64 / 100.0
+}
+
 fn main() {
     let n: u32 = std::env::args()
         .nth(1)
@@ -70,6 +82,7 @@ fn main() {
         },
     );
     let before = rss_bytes();
+    let cpu_before = cpu_seconds();
     let start = Instant::now();
     let mut off = 0;
     while off < wire.len() {
@@ -82,10 +95,11 @@ fn main() {
         off += len;
     }
     let took = start.elapsed();
+    let cpu = cpu_seconds() - cpu_before;
     let after = rss_bytes();
     let routes = rib.loc_rib().len();
     println!(
-        "ingested {routes} prefixes in {:.3} s ({:.0} prefixes/s); RIB added {:.1} MB RSS = {:.1} bytes/route; {} attribute sets",
+        "ingested {routes} prefixes in {:.3} s wall, {cpu:.2} s CPU ({:.0} prefixes/s wall); RIB added {:.1} MB RSS = {:.1} bytes/route; {} attribute sets",
         took.as_secs_f64(),
         routes as f64 / took.as_secs_f64(),
         (after.saturating_sub(before)) as f64 / 1e6,

@@ -844,7 +844,7 @@ pub struct UpdateBuilder {
     /// `keep` or `groups` holds its `Arc`.
     by_ptr: HashMap<usize, usize, SeededState>,
     /// Group index by attribute value (equal sets in different `Arc`s).
-    by_value: HashMap<Arc<PathAttributes>, usize>,
+    by_value: HashMap<Arc<PathAttributes>, usize, SeededState>,
     keep: Vec<Arc<PathAttributes>>,
 }
 
@@ -856,7 +856,7 @@ impl UpdateBuilder {
             withdrawn: Vec::new(),
             groups: Vec::new(),
             by_ptr: HashMap::default(),
-            by_value: HashMap::new(),
+            by_value: HashMap::default(),
             keep: Vec::new(),
         }
     }

@@ -211,7 +211,7 @@ pub struct Rib {
     config: RibConfig,
     peers: Vec<Option<PeerEntry>>,
     loc: LocRib,
-    interner: HashSet<Arc<PathAttributes>>,
+    interner: HashSet<Arc<PathAttributes>, fast_hash::SeededState>,
     interner_sweep_at: usize,
     resolver: Box<dyn NextHopResolver + Send>,
     fib: VecDeque<FibChange>,
@@ -235,7 +235,7 @@ impl Rib {
             config,
             peers: vec![None],
             loc: LocRib::new(),
-            interner: HashSet::new(),
+            interner: HashSet::default(),
             interner_sweep_at: 1024,
             resolver: Box::new(AllReachable),
             fib: VecDeque::new(),
@@ -317,11 +317,25 @@ impl Rib {
             return false;
         };
         let import_changed = e.config.import != config.import;
+        // Whether routes *from* this peer may be reflected depends on its
+        // client flag and session kind: then every peer's exports change.
+        let others_affected = e.config.route_reflector_client != config.route_reflector_client
+            || e.config.remote_as != config.remote_as;
         e.ebgp = config.remote_as != local_as;
         e.config = config;
         e.export_cache.clear();
-        if e.up.is_some() {
-            self.export_all_to(id);
+        let targets: Vec<PeerId> = if others_affected {
+            (1..self.peers.len()).map(|i| PeerId(i as u32)).collect()
+        } else {
+            vec![id]
+        };
+        for t in targets {
+            if let Some(e) = self.peer_mut(t) {
+                e.export_cache.clear();
+                if e.up.is_some() {
+                    self.export_all_to(t);
+                }
+            }
         }
         import_changed
     }
