@@ -177,6 +177,17 @@ impl Netlink {
         })
     }
 
+    /// Sets the socket's receive buffer (bytes; forced when running as
+    /// root). The default, 8 MiB, holds the error answers of a whole batch
+    /// chunk; a smaller one makes the kernel drop answers under load, which
+    /// [`Netlink::apply_routes`] then reports as unknown outcomes.
+    pub fn set_receive_buffer(&mut self, bytes: usize) -> Result<()> {
+        use nix::sys::socket::{setsockopt, sockopt};
+        setsockopt(&self.socket.as_fd(), sockopt::RcvBufForce, &bytes)
+            .or_else(|_| setsockopt(&self.socket.as_fd(), sockopt::RcvBuf, &bytes))
+            .map_err(|e| Error::Socket(e.into()))
+    }
+
     fn next_seq(&mut self) -> u32 {
         self.seq = self.seq.wrapping_add(1);
         self.seq
@@ -325,6 +336,10 @@ impl Netlink {
             if !interrupted {
                 break;
             }
+            tracing::debug!(
+                kind,
+                "netlink dump interrupted by a concurrent change; retrying"
+            );
         }
         for p in &payloads {
             each(p)?;
@@ -356,13 +371,22 @@ impl Netlink {
             let mut seen = vec![false; chunk.len()];
             let mut overrun = false;
             let mut wait_for = barrier;
+            // After an overrun the receive queue is drained without blocking
+            // before a fresh barrier is sent: a barrier sent into a full
+            // queue would be dropped too.
+            let mut draining = false;
             loop {
-                match self.recv() {
-                    Ok(()) => {}
+                let flags = if draining { libc::MSG_DONTWAIT } else { 0 };
+                self.rx.clear();
+                match self.socket.recv(&mut self.rx, flags) {
+                    Ok(_) => {}
                     Err(e) if e.raw_os_error() == Some(libc::ENOBUFS) => {
-                        // Acks were dropped, maybe the barrier's too: send a
-                        // new barrier and drain up to it.
                         overrun = true;
+                        draining = true;
+                        continue;
+                    }
+                    Err(e) if draining && e.kind() == std::io::ErrorKind::WouldBlock => {
+                        draining = false;
                         wait_for = self.next_seq();
                         self.tx.clear();
                         Self::push(&mut self.tx, NLMSG_NOOP, NLM_F_ACK, wait_for, &Empty);
@@ -376,7 +400,7 @@ impl Netlink {
                     if m.kind != NLMSG_ERROR {
                         continue;
                     }
-                    if m.seq == wait_for {
+                    if m.seq == wait_for && !draining {
                         done = true;
                         continue;
                     }
@@ -426,6 +450,12 @@ impl Emitable for Empty {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn netlink_can_move_between_threads() {
+        fn send<T: Send>() {}
+        send::<Netlink>();
+    }
 
     #[test]
     fn error_payload_with_extack_message() {

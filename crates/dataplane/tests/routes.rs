@@ -367,6 +367,82 @@ fn batch_reports_each_failure_by_index() {
 }
 
 #[test]
+fn batch_where_every_change_fails_reports_every_one() {
+    // 3,000 deletes of routes that do not exist: three chunks whose every
+    // request is answered with an error; none may be lost or misattributed.
+    let (a, _b) = pair();
+    let mut nl = netlink(&a);
+    let mut changes: Vec<RouteChange> = (0..3000u32)
+        .map(|i| {
+            let dst = std::net::Ipv4Addr::from(0x0c00_0000 + i);
+            RouteChange::Delete(Route::blackhole(
+                IpNet::new(IpAddr::V4(dst), 32).expect("net"),
+            ))
+        })
+        .collect();
+    // One that succeeds, in the middle of the second chunk.
+    nl.add_route(&Route::blackhole(net("12.0.5.220/32")))
+        .expect("add");
+    let report = nl.apply_routes(&changes).expect("batch");
+    assert_eq!(report.applied, 1);
+    assert_eq!(report.failures.len(), 2999);
+    let idx: Vec<usize> = report.failures.iter().map(|(i, _)| *i).collect();
+    let expected: Vec<usize> = (0..3000).filter(|i| *i != 1500).collect();
+    assert_eq!(idx, expected);
+    for (i, e) in &report.failures {
+        match e {
+            Error::Kernel { source, operation } => {
+                assert!(source.is_not_found(), "{i}: {source}");
+                assert!(operation.contains(&changes[*i].route().destination.to_string()));
+            }
+            other => panic!("{i}: {other}"),
+        }
+    }
+    changes.clear();
+    assert!(nl.routes(None).expect("list").is_empty());
+}
+
+#[test]
+fn dropped_answers_are_reported_as_unknown_never_as_applied() {
+    // A receive buffer far too small for 1,000 error answers: the kernel
+    // drops some (ENOBUFS). The batch must still end, and every change it
+    // cannot confirm must be reported, never counted as applied.
+    let (a, _b) = pair();
+    let mut nl = netlink(&a);
+    nl.set_receive_buffer(4096).expect("small buffer");
+    let changes: Vec<RouteChange> = (0..1000u32)
+        .map(|i| {
+            let dst = std::net::Ipv4Addr::from(0x0d00_0000 + i);
+            RouteChange::Delete(Route::blackhole(
+                IpNet::new(IpAddr::V4(dst), 32).expect("net"),
+            ))
+        })
+        .collect();
+    let report = nl.apply_routes(&changes).expect("batch ends");
+    assert_eq!(report.applied, 0, "no delete could succeed");
+    assert_eq!(report.failures.len(), 1000);
+    let unknown = report
+        .failures
+        .iter()
+        .filter(
+            |(_, e)| matches!(e, Error::Kernel { source, .. } if source.errno == libc_enobufs()),
+        )
+        .count();
+    assert!(
+        unknown > 0,
+        "the small buffer dropped no answer; the test proves nothing"
+    );
+    // The socket is still usable afterwards.
+    nl.add_route(&Route::blackhole(net("13.1.0.0/24")))
+        .expect("add after overrun");
+    assert_eq!(nl.routes(None).expect("list").len(), 1);
+}
+
+fn libc_enobufs() -> i32 {
+    105 // ENOBUFS on Linux
+}
+
+#[test]
 fn hundred_thousand_routes_in_one_batch() {
     let (a, _b) = pair();
     let mut nl = netlink(&a);
