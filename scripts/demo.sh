@@ -133,3 +133,7 @@ YAML
   echo "-- kernel routes tabby installed (ip -n A route show proto tabby)"; ip -n "$NA" route show proto tabby
   echo "-- BIRD's view of tabby's route"; /opt/bird2/usr/sbin/birdc -s "$D/bird.ctl" show route 10.252.1.0/24 all | sed -n '2,20p'
 )
+
+# --- tabby-bgp core: the sans-IO codec + RIB on a full-table-sized stream ---
+echo "== bgp core: 1,000,000 IPv4 /24s (10 per attribute set) decoded and applied to the RIB in one process (see BENCHMARKS.md)"
+cargo run --release --locked -q -p tabby-bgp --example ingest -- 1000000
