@@ -596,3 +596,64 @@ fn notification_on_bad_update_resets_and_routes_are_withdrawn() {
     assert!(net.all_established());
     assert!(net.best(b, "10.1.0.0/24").is_some());
 }
+
+#[test]
+fn treat_as_withdraw_removes_an_earlier_route() {
+    let mut net = Net::new();
+    let a = net.node(1, 65001, None);
+    let b = net.node(2, 65002, None);
+    net.link(a, b, |_, _| {});
+    originate(&mut net, a, "10.1.0.0/24");
+    net.advance(Duration::from_secs(1));
+    assert!(net.best(b, "10.1.0.0/24").is_some());
+    // The same prefix again with a malformed ORIGIN (RFC 7606: treat-as-withdraw).
+    let body = [
+        0u8, 0, 0, 20, 0x40, 1, 1, 9, 0x40, 2, 6, 2, 1, 0, 0, 0xfd, 0xe9, 0x40, 3, 4, 10, 0, 0, 1,
+        24, 10, 1, 0,
+    ];
+    let mut m = vec![0xff; 16];
+    m.extend_from_slice(&((19 + body.len()) as u16).to_be_bytes());
+    m.push(2);
+    m.extend_from_slice(&body);
+    let u = match decode_message(
+        &m,
+        &CodecContext {
+            four_octet_as: true,
+            ebgp: true,
+            ..Default::default()
+        },
+    ) {
+        Ok(Message::Update(u)) => u,
+        other => panic!("expected an UPDATE, got {other:?}"),
+    };
+    assert!(u.treat_as_withdraw());
+    let out = net.nodes[b].rib.apply_update(PeerId(1), &u);
+    assert_eq!(out.withdrawn, 1);
+    assert!(net.best(b, "10.1.0.0/24").is_none());
+}
+
+#[test]
+fn making_a_peer_an_rr_client_reflects_its_routes() {
+    let mut net = Net::new();
+    let cluster = Ipv4Addr::new(1, 1, 1, 1);
+    let rr = net.node(1, 64512, Some(cluster));
+    let c1 = net.node(2, 64512, None);
+    let n1 = net.node(3, 64512, None);
+    net.link(c1, rr, |_, _| {});
+    net.link(n1, rr, |_, _| {});
+    originate(&mut net, c1, "10.2.0.0/24");
+    net.advance(Duration::from_secs(1));
+    assert!(
+        net.best(n1, "10.2.0.0/24").is_none(),
+        "non-client to non-client: not reflected"
+    );
+    let pid = net.nodes[rr].sessions[0].0;
+    let mut pc = net.nodes[rr].rib.peer_config(pid).expect("cfg").clone();
+    pc.route_reflector_client = true;
+    net.nodes[rr].rib.update_peer(pid, pc);
+    net.advance(Duration::from_secs(1));
+    let p = net
+        .best(n1, "10.2.0.0/24")
+        .expect("reflected once c1 is a client");
+    assert_eq!(p.attrs.originator_id, Some(ip(2)));
+}
