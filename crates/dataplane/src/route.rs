@@ -784,10 +784,31 @@ impl Netlink {
     /// missing, replaces what differs, deletes our routes not desired.
     /// Routes of other protocols are never changed, even when one holds the
     /// key of a desired route (reported in [`ReconcileReport::conflicts`]).
+    ///
+    /// This manages **every** `proto tabby` route in the table. Where
+    /// several tabby components share a table (the CNI plugin's host routes
+    /// to pods, the agent's block blackholes, `bgpd`'s learned routes), each
+    /// uses [`Netlink::reconcile_routes_owned`] instead.
     pub fn reconcile_routes(
         &mut self,
         table: RouteTable,
         desired: &[Route],
+    ) -> Result<ReconcileReport> {
+        self.reconcile_routes_owned(table, desired, |_| true)
+    }
+
+    /// Like [`Netlink::reconcile_routes`], but only our installed routes for
+    /// which `owns` is true are candidates for deletion or replacement; our
+    /// other routes are left alone like other protocols' routes (a desired
+    /// route whose key one of them holds is reported as a conflict with
+    /// protocol [`TABBY_PROTOCOL`]). Example: `bgpd` owns the routes that
+    /// have a gateway, so it never removes the CNI plugin's device routes
+    /// to pods.
+    pub fn reconcile_routes_owned(
+        &mut self,
+        table: RouteTable,
+        desired: &[Route],
+        owns: impl Fn(&Route) -> bool,
     ) -> Result<ReconcileReport> {
         let mut report = ReconcileReport::default();
         let mut wanted: HashMap<RouteKey, &Route> = HashMap::with_capacity(desired.len());
@@ -810,7 +831,7 @@ impl Netlink {
         let mut ours: HashMap<RouteKey, Route> = HashMap::new();
         let mut foreign: HashMap<RouteKey, u8> = HashMap::new();
         for r in installed {
-            if r.protocol == TABBY_PROTOCOL {
+            if r.protocol == TABBY_PROTOCOL && owns(&r.route) {
                 ours.insert(r.route.key(), r.route);
             } else if matches!(r.route.kind, RouteKind::Other(_)) {
                 // local/broadcast entries live in their own tables; ignore.

@@ -191,6 +191,39 @@ fn program_read_back_reconcile_remove() {
 }
 
 #[test]
+fn owned_reconcile_leaves_other_tabby_components_routes() {
+    // A pod host route (device route, as the CNI plugin makes) and a block
+    // blackhole (the agent's) are proto tabby too; bgpd owns only routes
+    // with a gateway and must not remove them.
+    let (a, _b) = pair();
+    let mut nl = netlink(&a);
+    let eth0 = nl.link_index("eth0").expect("eth0");
+    let pod = Route::dev(net("10.244.0.5/32"), eth0);
+    let block = Route::blackhole(net("10.244.0.0/26"));
+    let learned = Route::via(net("10.244.1.0/26"), ip("10.250.0.2"));
+    for r in [&pod, &block, &learned] {
+        nl.add_route(r).expect("add");
+    }
+    let has_gateway = |r: &Route| r.next_hops.iter().any(|h| h.gateway.is_some());
+    let r = nl
+        .reconcile_routes_owned(RouteTable::MAIN, &[], has_gateway)
+        .expect("reconcile");
+    assert_eq!(r.deleted, 1, "{r:?}");
+    let left = nl.routes(None).expect("list");
+    assert_eq!(left.len(), 2, "{left:?}");
+    assert!(left.contains(&pod) && left.contains(&block), "{left:?}");
+    // A desired gateway route whose key a non-owned tabby route holds is a
+    // conflict, not a replacement.
+    let clash = Route::via(net("10.244.0.0/26"), ip("10.250.0.3"));
+    let r = nl
+        .reconcile_routes_owned(RouteTable::MAIN, &[clash], has_gateway)
+        .expect("reconcile");
+    assert_eq!(r.conflicts.len(), 1, "{r:?}");
+    assert_eq!(r.conflicts[0].1, TABBY_PROTOCOL);
+    assert!(nl.routes(None).expect("list").contains(&block));
+}
+
+#[test]
 fn single_route_operations_and_other_tables() {
     let (a, _b) = pair();
     let mut nl = netlink(&a);
