@@ -125,12 +125,9 @@ fn read_documents(text: &str) -> Vec<RawDocument> {
     }
     let mut out = Vec::new();
     for (line, chunk) in split_yaml(text) {
-        let value = serde_saphyr::from_str::<Value>(&chunk).map_err(|e| {
-            let msg = e.to_string();
-            // Line numbers in the parser's message count from the document's
-            // first line; say so.
-            format!("{msg} (line numbers relative to the document, which starts at line {line})")
-        });
+        // Blank lines in front keep the parser's line numbers those of the file.
+        let padded = format!("{}{chunk}", "\n".repeat(line.saturating_sub(1)));
+        let value = serde_saphyr::from_str::<Value>(&padded).map_err(|e| e.to_string());
         if matches!(value, Ok(Value::Null)) {
             continue;
         }

@@ -13,9 +13,27 @@ pub type IpReservation = Object<IpReservationSpec>;
 #[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
 pub struct IpReservationSpec {
-    /// Reserved ranges (a single address is written as a /32 or /128).
-    #[serde(default, rename = "reservedCIDRs")]
+    /// Reserved ranges; a bare address (`192.168.2.3`) reads as a /32 or /128.
+    #[serde(default, rename = "reservedCIDRs", deserialize_with = "cidrs_or_ips")]
     pub reserved_cidrs: Vec<Cidr>,
+}
+
+fn cidrs_or_ips<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Vec<Cidr>, D::Error> {
+    let items = Vec::<String>::deserialize(d)?;
+    items
+        .iter()
+        .map(|s| {
+            if s.contains('/') {
+                s.parse::<Cidr>()
+            } else {
+                s.trim()
+                    .parse::<std::net::IpAddr>()
+                    .map(|ip| Cidr::from(ipnet::IpNet::from(ip)))
+                    .map_err(|_| format!("invalid CIDR or IP address \"{s}\""))
+            }
+        })
+        .collect::<Result<_, _>>()
+        .map_err(serde::de::Error::custom)
 }
 
 impl IpReservationSpec {

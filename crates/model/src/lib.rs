@@ -45,5 +45,7 @@ pub use node::{Node, NodeBgpSpec, NodeSpec};
 pub use resource::{Kind, Object, Resource, ResourceSpec};
 pub use selector::Selector;
 pub use workload_endpoint::{WorkloadEndpoint, WorkloadEndpointSpec};
+#[cfg(feature = "store")]
 pub mod store;
+#[cfg(feature = "store")]
 pub use store::{ResourceStore, StoreError, WriteMode};

@@ -212,3 +212,25 @@ fn yaml_round_trip_of_seed_resources() {
         assert_eq!(rs, back, "{name}");
     }
 }
+
+#[test]
+fn ip_reservations_take_cidrs_and_bare_addresses() {
+    let es = parse_manifest(
+        "r.yaml",
+        "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata:\n  name: r\nspec:\n  reservedCIDRs:\n  - 192.168.2.3\n  - 10.0.2.0/24\n  - cafe:f00d::/123\n",
+    )
+    .expect("parses");
+    let Resource::IpReservation(r) = &es[0].resource else {
+        panic!("reservation")
+    };
+    assert!(r.spec.reserves("192.168.2.3".parse().expect("ip")));
+    assert!(r.spec.reserves("10.0.2.77".parse().expect("ip")));
+    assert!(!r.spec.reserves("10.0.3.1".parse().expect("ip")));
+    let msg = errors_of(
+        "apiVersion: projectcalico.org/v3\nkind: IPReservation\nmetadata:\n  name: r\nspec:\n  reservedCIDRs: [10.0.0.300]\n",
+    );
+    assert!(
+        msg.contains("spec.reservedCIDRs") && msg.contains("10.0.0.300"),
+        "{msg}"
+    );
+}

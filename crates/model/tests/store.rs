@@ -417,3 +417,52 @@ async fn seed_002_selector_typo_applies_with_a_warning() {
         .collect();
     assert!(unmatched_selector_warnings(&peer, &nodes).is_empty());
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_writers_never_store_overlapping_pools() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let url = format!("sqlite://{}/tabby.db", dir.path().display());
+    for round in 0..5u8 {
+        let mut tasks = Vec::new();
+        for i in 0..6u8 {
+            let url = url.clone();
+            tasks.push(tokio::spawn(async move {
+                // Separate connections, as separate processes would have.
+                let store = ResourceStore::new(Datastore::connect(&url).await.expect("connect"));
+                let prefix = if i % 2 == 0 { 16 } else { 17 };
+                let text = format!(
+                    "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: r{round}-w{i}}}\nspec: {{cidr: 10.{}.0.0/{prefix}}}\n",
+                    100 + round
+                );
+                store.write_batch(WriteMode::Apply, &manifest(&text)).await
+            }));
+        }
+        let mut ok = 0;
+        for t in tasks {
+            match t.await.expect("task") {
+                Ok(_) => ok += 1,
+                Err(StoreError::Documents(d)) => {
+                    assert!(d[0].to_string().contains("overlaps IPPool"), "{}", d[0]);
+                }
+                Err(e) => panic!("unexpected error: {e}"),
+            }
+        }
+        assert_eq!(
+            ok, 1,
+            "round {round}: exactly one of six overlapping pools is stored"
+        );
+    }
+    let store = ResourceStore::new(Datastore::connect(&url).await.expect("connect"));
+    let pools = store.list_typed::<IpPoolSpec>().await.expect("list");
+    assert_eq!(pools.len(), 5);
+    for (i, a) in pools.iter().enumerate() {
+        for b in &pools[i + 1..] {
+            assert!(
+                !a.spec.cidr.overlaps(&b.spec.cidr),
+                "{} overlaps {}",
+                a.spec.cidr,
+                b.spec.cidr
+            );
+        }
+    }
+}
