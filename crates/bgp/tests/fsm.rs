@@ -667,3 +667,25 @@ fn incoming_connection_when_established_is_refused() {
     assert_eq!(p.b.poll_event(), None);
     assert_eq!(p.b.state(), State::Established);
 }
+
+#[test]
+fn extended_messages_only_when_both_offer_them() {
+    for (a_ext, b_ext) in [(true, true), (true, false)] {
+        let mut a = cfg(65001, [10, 0, 0, 1], 65002);
+        let mut b = cfg(65002, [10, 0, 0, 2], 65001);
+        a.extended_message = a_ext;
+        b.extended_message = b_ext;
+        b.passive = true;
+        let mut p = Pair::new(a, b);
+        p.b.handle_input(p.now, Input::ManualStart);
+        p.a.handle_input(p.now, Input::ManualStart);
+        p.drive();
+        assert!(p.established_both());
+        let want = a_ext && b_ext;
+        assert_eq!(p.a.codec().extended_message, want);
+        assert_eq!(
+            p.a.codec().max_message_len(),
+            if want { 65535 } else { 4096 }
+        );
+    }
+}

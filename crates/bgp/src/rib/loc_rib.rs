@@ -276,6 +276,16 @@ impl LocRib {
             .find(self.hasher.hash_v4(a, l), |s| s.addr == a && s.len == l)
     }
 
+    /// Looks up each prefix and discards the result (warms the cache for a
+    /// batch; see `Rib::apply_update`).
+    pub(crate) fn touch_v4(&self, prefixes: &[Ipv4Prefix]) {
+        let mut found = 0usize;
+        for p in prefixes {
+            found += usize::from(self.find_v4(*p).is_some());
+        }
+        std::hint::black_box(found);
+    }
+
     /// Borrowed paths to `prefix`.
     pub(crate) fn view(&self, prefix: Prefix) -> View<'_> {
         match prefix {

@@ -501,6 +501,12 @@ impl Rib {
             let (ebgp, empty) = e.unwrap_or((false, true));
             (if ebgp { PeerType::Ebgp } else { PeerType::Ibgp }, empty)
         };
+        // Touch every prefix's slot first: the lookups are independent, so
+        // the CPU overlaps their cache misses instead of taking them one by
+        // one inside the per-prefix work below.
+        if update.nlri.len() > 1 {
+            self.loc.touch_v4(&update.nlri);
+        }
         for prefix in update.announced() {
             let path = if !loop_free {
                 Path::new(id, attrs.clone(), true)
