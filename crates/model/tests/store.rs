@@ -12,17 +12,87 @@ use tabby_model::store::{
     Action, ResourceStore, StoreError, WriteMode, unmatched_selector_warnings,
 };
 use tabby_model::{IpPoolSpec, Kind, Resource};
+use tabby_testbed::EtcdServer;
 
 fn seeds_dir() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/seeds")
 }
 
-async fn fresh_store() -> (tempfile::TempDir, ResourceStore) {
+/// A store under test plus whatever keeps its backend alive.
+struct Backend {
+    store: ResourceStore,
+    url: String,
+    _dir: Option<tempfile::TempDir>,
+    _etcd: Option<EtcdServer>,
+}
+
+async fn sqlite() -> Backend {
     let dir = tempfile::tempdir().expect("tempdir");
     let url = format!("sqlite://{}/tabby.db", dir.path().display());
     let ds = Datastore::connect(&url).await.expect("sqlite");
-    (dir, ResourceStore::new(ds))
+    Backend {
+        store: ResourceStore::new(ds),
+        url,
+        _dir: Some(dir),
+        _etcd: None,
+    }
 }
+
+async fn etcd() -> Backend {
+    let server = tokio::task::spawn_blocking(EtcdServer::start)
+        .await
+        .expect("join")
+        .expect("start etcd");
+    let url = server.url();
+    let ds = Datastore::connect(&url).await.expect("connect etcd");
+    Backend {
+        store: ResourceStore::new(ds),
+        url,
+        _dir: None,
+        _etcd: Some(server),
+    }
+}
+
+/// Deletes every key, so one backend can host several independent checks.
+async fn clear(store: &ResourceStore) {
+    let all = store.datastore().list("").await.expect("list");
+    let mut txn = tabby_datastore::Txn::new();
+    for kv in all.items {
+        txn.push_delete(kv.key);
+    }
+    store.datastore().txn(txn).await.expect("clear");
+}
+
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod on_sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::sqlite().await).await;
+                }
+            )*
+        }
+        mod on_etcd {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+                async fn $name() {
+                    super::$name(super::etcd().await).await;
+                }
+            )*
+        }
+    };
+}
+
+on_both_backends!(
+    every_seed_manifest_applies_unchanged,
+    a_file_with_one_bad_document_writes_nothing,
+    seed_003_pool_migration,
+    create_replace_delete_semantics,
+    seed_004_patches_and_labels,
+    seed_002_selector_typo_applies_with_a_warning,
+    concurrent_writers_never_store_overlapping_pools,
+);
 
 fn seed(name: &str) -> Vec<tabby_model::ManifestEntry> {
     let text = std::fs::read_to_string(seeds_dir().join(name)).expect("read");
@@ -44,8 +114,7 @@ fn doc_errors(e: StoreError) -> String {
     }
 }
 
-#[tokio::test]
-async fn every_seed_manifest_applies_unchanged() {
+async fn every_seed_manifest_applies_unchanged(b: Backend) {
     let files: Vec<String> = std::fs::read_dir(seeds_dir())
         .expect("dir")
         .map(|e| e.expect("entry").file_name().to_string_lossy().to_string())
@@ -53,7 +122,8 @@ async fn every_seed_manifest_applies_unchanged() {
         .collect();
     assert!(files.len() >= 19);
     for f in files {
-        let (_dir, store) = fresh_store().await;
+        let store = &b.store;
+        clear(store).await;
         let entries = seed(&f);
         let written = store
             .write_batch(WriteMode::Apply, &entries)
@@ -89,9 +159,8 @@ async fn every_seed_manifest_applies_unchanged() {
     }
 }
 
-#[tokio::test]
-async fn a_file_with_one_bad_document_writes_nothing() {
-    let (_dir, store) = fresh_store().await;
+async fn a_file_with_one_bad_document_writes_nothing(b: Backend) {
+    let store = &b.store;
     // Both documents parse; the second overlaps the first.
     let entries = manifest(
         "apiVersion: projectcalico.org/v3
@@ -131,9 +200,8 @@ spec: {cidr: 10.10.128.0/17}
     );
 }
 
-#[tokio::test]
-async fn seed_003_pool_migration() {
-    let (_dir, store) = fresh_store().await;
+async fn seed_003_pool_migration(b: Backend) {
+    let store = &b.store;
     store
         .write_batch(WriteMode::Apply, &seed("003-default-ippool-list.yaml"))
         .await
@@ -226,9 +294,8 @@ async fn seed_003_pool_migration() {
     );
 }
 
-#[tokio::test]
-async fn create_replace_delete_semantics() {
-    let (_dir, store) = fresh_store().await;
+async fn create_replace_delete_semantics(b: Backend) {
+    let store = &b.store;
     let peers = seed("000-bgppeers.yaml");
     store
         .write_batch(WriteMode::Create, &peers)
@@ -289,9 +356,8 @@ async fn create_replace_delete_semantics() {
     assert!(store.list(Kind::BgpPeer).await.expect("list").is_empty());
 }
 
-#[tokio::test]
-async fn seed_004_patches_and_labels() {
-    let (_dir, store) = fresh_store().await;
+async fn seed_004_patches_and_labels(b: Backend) {
+    let store = &b.store;
     let nodes = manifest(
         "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: ip-10-20-1-81}\nspec: {bgp: {ipv4Address: 10.20.1.81/23}}\n---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: ip-10-20-1-84}\nspec: {bgp: {ipv4Address: 10.20.1.84/23}}\n",
     );
@@ -381,9 +447,8 @@ async fn seed_004_patches_and_labels() {
     assert!(p.spec.selects_peer_node(rr) && !p.spec.selects_peer_node(client));
 }
 
-#[tokio::test]
-async fn seed_002_selector_typo_applies_with_a_warning() {
-    let (_dir, store) = fresh_store().await;
+async fn seed_002_selector_typo_applies_with_a_warning(b: Backend) {
+    let store = &b.store;
     store
         .write_batch(WriteMode::Apply, &seed("002-nodes.yaml"))
         .await
@@ -418,10 +483,8 @@ async fn seed_002_selector_typo_applies_with_a_warning() {
     assert!(unmatched_selector_warnings(&peer, &nodes).is_empty());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn concurrent_writers_never_store_overlapping_pools() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let url = format!("sqlite://{}/tabby.db", dir.path().display());
+async fn concurrent_writers_never_store_overlapping_pools(b: Backend) {
+    let url = b.url.clone();
     for round in 0..5u8 {
         let mut tasks = Vec::new();
         for i in 0..6u8 {
