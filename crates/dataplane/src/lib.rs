@@ -20,7 +20,7 @@ mod route_text;
 pub mod sysctl;
 
 pub use error::{Error, KernelError, Result};
-pub use link::{IpipTunnel, Link, MacAddr, VethPair, Vxlan};
+pub use link::{FdbEntry, IpipTunnel, Link, MacAddr, Neighbour, VethPair, Vxlan};
 pub use netlink::Netlink;
 pub use netns::Netns;
 pub use route::{

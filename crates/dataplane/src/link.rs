@@ -33,6 +33,7 @@ const RTM_DELADDR: u16 = 21;
 const RTM_GETADDR: u16 = 22;
 const RTM_NEWNEIGH: u16 = 28;
 const RTM_DELNEIGH: u16 = 29;
+const RTM_GETNEIGH: u16 = 30;
 const IFNAMSIZ: usize = 16;
 
 /// An Ethernet MAC address.
@@ -128,6 +129,28 @@ pub struct Vxlan {
     pub mac: Option<MacAddr>,
 }
 
+/// A neighbour (ARP/NDP) entry as the kernel reports it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Neighbour {
+    /// The neighbour's IP address.
+    pub ip: IpAddr,
+    /// Its link-layer address, when resolved.
+    pub mac: Option<MacAddr>,
+    /// A permanent (static) entry, as tabby makes them.
+    pub permanent: bool,
+}
+
+/// A bridge forwarding (FDB) entry of a VXLAN device.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FdbEntry {
+    /// The MAC address frames are sent for.
+    pub mac: MacAddr,
+    /// The remote underlay address they are sent to.
+    pub remote: Option<IpAddr>,
+    /// A permanent (static) entry, as tabby makes them.
+    pub permanent: bool,
+}
+
 /// An IPIP tunnel device (`tunl0` in Calico's layout).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct IpipTunnel {
@@ -178,6 +201,11 @@ fn decode_link(m: &LinkMessage) -> Link {
         }
     }
     l
+}
+
+/// `NUD_PERMANENT` is a bit; FDB entries also carry `NUD_NOARP`.
+fn is_permanent(state: NeighbourState) -> bool {
+    u16::from(state) & 0x80 != 0
 }
 
 fn link_msg(index: u32) -> LinkMessage {
@@ -323,6 +351,185 @@ impl Netlink {
                 }
             })?;
         self.link_index(&vx.name)
+    }
+
+    /// The VXLAN device named `name` (its index and settings), if there is one.
+    pub fn vxlan(&mut self, name: &str) -> Result<Option<(u32, Vxlan)>> {
+        check_name("vxlan.name", name)?;
+        let mut req = LinkMessage::default();
+        req.attributes.push(LinkAttribute::IfName(name.to_owned()));
+        let payload = match self.get(RTM_GETLINK, &req)? {
+            Ok(p) => p,
+            Err(e) if e.errno == libc::ENODEV => return Ok(None),
+            Err(source) => {
+                return Err(Error::Kernel {
+                    operation: format!("look up link {name}"),
+                    source,
+                });
+            }
+        };
+        let m = LinkMessage::parse(&payload[..])
+            .map_err(|e| Error::Decode(format!("link message: {e}")))?;
+        let link = decode_link(&m);
+        let mut vx = Vxlan {
+            name: link.name.clone(),
+            vni: 0,
+            local: None,
+            underlay: None,
+            port: 0,
+            learning: true,
+            mtu: Some(link.mtu),
+            mac: link.mac,
+        };
+        let mut is_vxlan = false;
+        for a in &m.attributes {
+            let LinkAttribute::LinkInfo(infos) = a else {
+                continue;
+            };
+            for i in infos {
+                if let LinkInfo::Data(InfoData::Vxlan(data)) = i {
+                    is_vxlan = true;
+                    for d in data {
+                        match d {
+                            InfoVxlan::Id(v) => vx.vni = *v,
+                            InfoVxlan::Port(p) => vx.port = *p,
+                            InfoVxlan::Local(a) => vx.local = Some(IpAddr::V4(*a)),
+                            InfoVxlan::Local6(a) => vx.local = Some(IpAddr::V6(*a)),
+                            InfoVxlan::Link(l) if *l != 0 => vx.underlay = Some(*l),
+                            InfoVxlan::Learning(l) => vx.learning = *l,
+                            _ => {}
+                        }
+                    }
+                }
+            }
+        }
+        Ok(is_vxlan.then_some((link.index, vx)))
+    }
+
+    /// Makes sure a VXLAN device with these settings exists and returns its
+    /// index: an existing one with the same VNI, port, local address,
+    /// underlay and learning is kept (MTU and MAC updated in place, so a
+    /// restart causes no interruption); a different one is recreated.
+    pub fn ensure_vxlan(&mut self, vx: &Vxlan) -> Result<u32> {
+        if let Some((index, have)) = self.vxlan(&vx.name)? {
+            let same = have.vni == vx.vni
+                && have.port == vx.port
+                && have.local == vx.local
+                && (vx.underlay.is_none() || have.underlay == vx.underlay)
+                && have.learning == vx.learning;
+            if same {
+                if let Some(mtu) = vx.mtu {
+                    if have.mtu != Some(mtu) {
+                        self.set_mtu(index, mtu)?;
+                    }
+                }
+                if let Some(mac) = vx.mac {
+                    if have.mac != Some(mac) {
+                        self.set_mac(index, mac)?;
+                    }
+                }
+                return Ok(index);
+            }
+            self.delete_link(index)?;
+        } else if let Some(other) = self.link(&vx.name)? {
+            return Err(Error::Invalid {
+                field: "vxlan.name".into(),
+                reason: format!(
+                    "{} exists and is a {} device, not vxlan",
+                    other.name,
+                    other.kind.as_deref().unwrap_or("physical")
+                ),
+            });
+        }
+        self.create_vxlan(vx)
+    }
+
+    /// The neighbour (ARP/NDP) entries on link `index`.
+    pub fn neighbours(&mut self, index: u32) -> Result<Vec<Neighbour>> {
+        let mut out = Vec::new();
+        for family in [AddressFamily::Inet, AddressFamily::Inet6] {
+            // Filtered by NDA_IFINDEX (strict dumps refuse a header ifindex).
+            let mut req = NeighbourMessage::default();
+            req.header.family = family;
+            req.attributes.push(NeighbourAttribute::IfIndex(index));
+            self.dump(RTM_GETNEIGH, &req, |p| {
+                let m = NeighbourMessage::parse(p)
+                    .map_err(|e| Error::Decode(format!("neighbour message: {e}")))?;
+                if m.header.ifindex != index {
+                    return Ok(());
+                }
+                let mut ip = None;
+                let mut mac = None;
+                for a in &m.attributes {
+                    match a {
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet(v4)) => {
+                            ip = Some(IpAddr::V4(*v4))
+                        }
+                        NeighbourAttribute::Destination(NeighbourAddress::Inet6(v6)) => {
+                            ip = Some(IpAddr::V6(*v6))
+                        }
+                        NeighbourAttribute::LinkLayerAddress(l) => {
+                            mac = <[u8; 6]>::try_from(l.as_slice()).ok().map(MacAddr)
+                        }
+                        _ => {}
+                    }
+                }
+                if let Some(ip) = ip {
+                    out.push(Neighbour {
+                        ip,
+                        mac,
+                        permanent: is_permanent(m.header.state),
+                    });
+                }
+                Ok(())
+            })?;
+        }
+        Ok(out)
+    }
+
+    /// The bridge forwarding entries of (VXLAN) link `index`.
+    pub fn fdb(&mut self, index: u32) -> Result<Vec<FdbEntry>> {
+        let mut out = Vec::new();
+        let mut req = NeighbourMessage::default();
+        req.header.family = AddressFamily::Bridge;
+        self.dump(RTM_GETNEIGH, &req, |p| {
+            let m = NeighbourMessage::parse(p)
+                .map_err(|e| Error::Decode(format!("fdb message: {e}")))?;
+            if m.header.ifindex != index {
+                return Ok(());
+            }
+            let mut mac = None;
+            let mut remote = None;
+            for a in &m.attributes {
+                match a {
+                    NeighbourAttribute::LinkLayerAddress(l) => {
+                        mac = <[u8; 6]>::try_from(l.as_slice()).ok().map(MacAddr)
+                    }
+                    NeighbourAttribute::Destination(d) => {
+                        remote = match d {
+                            NeighbourAddress::Inet(v4) => Some(IpAddr::V4(*v4)),
+                            NeighbourAddress::Inet6(v6) => Some(IpAddr::V6(*v6)),
+                            NeighbourAddress::Other(b) => match b.len() {
+                                4 => <[u8; 4]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                16 => <[u8; 16]>::try_from(b.as_slice()).ok().map(IpAddr::from),
+                                _ => None,
+                            },
+                            _ => None,
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            if let Some(mac) = mac {
+                out.push(FdbEntry {
+                    mac,
+                    remote,
+                    permanent: is_permanent(m.header.state),
+                });
+            }
+            Ok(())
+        })?;
+        Ok(out)
     }
 
     /// Makes sure the IPIP device exists and is configured; returns its

@@ -129,22 +129,46 @@ fn decode_error(flags: u16, payload: &[u8]) -> Result<Result<(), KernelError>> {
         } else {
             align4(u32_at(payload, 4) as usize)
         };
-        let mut at = 4 + orig_len;
-        while at + 4 <= payload.len() {
-            let len = u16_at(payload, at) as usize;
-            let kind = u16_at(payload, at + 2) & 0x3fff;
-            if len < 4 || at + len > payload.len() {
-                break;
-            }
-            if kind == NLMSGERR_ATTR_MSG {
-                let text = &payload[at + 4..at + len];
-                let text = text.split(|b| *b == 0).next().unwrap_or_default();
-                err.message = Some(String::from_utf8_lossy(text).into_owned());
-            }
-            at += align4(len);
+        if let Some(tlvs) = payload.get(4 + orig_len..) {
+            err.message = extack_message(tlvs);
         }
     }
     Ok(Err(err))
+}
+
+/// Decodes an `NLMSG_DONE` payload: the dump's error, if it failed.
+fn decode_done(flags: u16, payload: &[u8]) -> Option<KernelError> {
+    if payload.len() < 4 {
+        return None;
+    }
+    let code = i32::from_ne_bytes([payload[0], payload[1], payload[2], payload[3]]);
+    if code >= 0 {
+        return None;
+    }
+    let mut err = KernelError::from_errno(code.saturating_neg());
+    if flags & NLM_F_ACK_TLVS != 0 {
+        err.message = extack_message(&payload[4..]);
+    }
+    Some(err)
+}
+
+/// The `NLMSGERR_ATTR_MSG` text among extended-ack TLVs.
+fn extack_message(tlvs: &[u8]) -> Option<String> {
+    let mut at = 0;
+    while at + 4 <= tlvs.len() {
+        let len = u16_at(tlvs, at) as usize;
+        let kind = u16_at(tlvs, at + 2) & 0x3fff;
+        if len < 4 || at + len > tlvs.len() {
+            break;
+        }
+        if kind == NLMSGERR_ATTR_MSG {
+            let text = &tlvs[at + 4..at + len];
+            let text = text.split(|b| *b == 0).next().unwrap_or_default();
+            return Some(String::from_utf8_lossy(text).into_owned());
+        }
+        at += align4(len);
+    }
+    None
 }
 
 impl Netlink {
@@ -316,7 +340,17 @@ impl Netlink {
                         interrupted = true;
                     }
                     match m.kind {
-                        NLMSG_DONE => break 'dump,
+                        NLMSG_DONE => {
+                            // A dump that fails once started reports its
+                            // error here, not in an NLMSG_ERROR.
+                            if let Some(source) = decode_done(m.flags, m.payload) {
+                                return Err(Error::Kernel {
+                                    operation: format!("dump (message type {kind})"),
+                                    source,
+                                });
+                            }
+                            break 'dump;
+                        }
                         NLMSG_ERROR => {
                             if let Err(source) = decode_error(m.flags, m.payload)? {
                                 return Err(Error::Kernel {
@@ -481,6 +515,22 @@ mod tests {
         assert!(
             decode_error(0, &[1, 2]).is_err(),
             "truncated payload rejected"
+        );
+    }
+
+    #[test]
+    fn done_payload_carries_dump_errors() {
+        assert!(decode_done(0, &0i32.to_ne_bytes()).is_none());
+        assert!(decode_done(0, &[]).is_none());
+        let mut p = (-22i32).to_ne_bytes().to_vec();
+        let text = b"Invalid header\0";
+        p.extend_from_slice(&((4 + text.len()) as u16).to_ne_bytes());
+        p.extend_from_slice(&1u16.to_ne_bytes());
+        p.extend_from_slice(text);
+        let e = decode_done(NLM_F_ACK_TLVS, &p).expect("an error");
+        assert_eq!(
+            (e.errno, e.message.as_deref()),
+            (22, Some("Invalid header"))
         );
     }
 

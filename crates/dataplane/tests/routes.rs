@@ -229,6 +229,8 @@ fn single_route_operations_and_other_tables() {
     let mut nl = netlink(&a);
     let eth0 = nl.link_index("eth0").expect("eth0");
     let table = RouteTable(1000);
+    // A table that does not exist yet holds no routes (not an error).
+    assert!(nl.routes(Some(table)).expect("empty table").is_empty());
     let r = Route::via(net("10.60.0.0/24"), ip("10.250.0.2")).in_table(table);
     nl.add_route(&r).expect("add");
     let err = nl.add_route(&r).expect_err("second add");

@@ -106,6 +106,38 @@ fn vxlan_passes_traffic_between_two_namespaces() {
         nl.replace_fdb(idx[i], macs[j], underlay[j])
             .expect("fdb entry");
     }
+    {
+        // Read back through the API, and an unchanged ensure keeps the device.
+        let ns = DpNetns::named(n1.name()).expect("ns");
+        let mut nl = ns.netlink().expect("netlink");
+        let fdb = nl.fdb(idx[0]).expect("fdb");
+        assert!(
+            fdb.iter()
+                .any(|e| e.mac == macs[1] && e.remote == Some(underlay[1]) && e.permanent),
+            "{fdb:?}"
+        );
+        let neigh = nl.neighbours(idx[0]).expect("neighbours");
+        assert!(
+            neigh
+                .iter()
+                .any(|n| n.ip == tunnel_addr[1] && n.mac == Some(macs[1]) && n.permanent),
+            "{neigh:?}"
+        );
+        let (_, have) = nl.vxlan("vxlan.tabby").expect("read").expect("is vxlan");
+        assert_eq!(
+            (have.vni, have.port, have.local, have.learning),
+            (4096, 4789, Some(underlay[0]), false)
+        );
+        let again = nl.ensure_vxlan(&have).expect("ensure unchanged");
+        assert_eq!(
+            again, idx[0],
+            "an unchanged device must be kept, not recreated"
+        );
+        assert!(
+            nl.vxlan("eth0").expect("read").is_none(),
+            "a veth is not vxlan"
+        );
+    }
     let fdb = n1
         .exec("bridge", ["fdb", "show", "dev", "vxlan.tabby"])
         .expect("fdb");
