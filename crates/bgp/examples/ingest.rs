@@ -106,6 +106,46 @@ fn main() {
         (after.saturating_sub(before)) as f64 / routes as f64,
         rib.attribute_sets(),
     );
+    // Full-table export to a new iBGP peer, packed into UPDATEs.
+    let ibgp = rib.add_peer(PeerConfig::new("10.0.0.3".parse().expect("addr"), 64512));
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    rib.peer_up(
+        ibgp,
+        PeerUp {
+            router_id: Ipv4Addr::new(10, 0, 0, 3),
+            codec: CodecContext {
+                four_octet_as: true,
+                ..Default::default()
+            },
+            families: vec![Family::Ipv4Unicast],
+            next_hop_v4: Some(Ipv4Addr::new(10, 0, 0, 2)),
+            next_hop_v6: None,
+        },
+    );
+    let msgs = rib.take_updates(ibgp).expect("encode");
+    let bytes: usize = msgs.iter().map(Vec::len).sum();
+    println!(
+        "exported the table to a new iBGP peer: {} UPDATEs, {:.1} MB, in {:.3} s wall, {:.2} s CPU",
+        msgs.len(),
+        bytes as f64 / 1e6,
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0
+    );
+    drop(msgs);
+    // The eBGP session drops: every route is withdrawn and the withdrawals
+    // are packed for the iBGP peer.
+    let start = Instant::now();
+    let cpu0 = cpu_seconds();
+    rib.peer_down(peer);
+    let msgs = rib.take_updates(ibgp).expect("encode");
+    println!(
+        "peer down: {} prefixes left, {} withdrawal UPDATEs, in {:.3} s wall, {:.2} s CPU",
+        rib.loc_rib().len(),
+        msgs.len(),
+        start.elapsed().as_secs_f64(),
+        cpu_seconds() - cpu0
+    );
     println!(
         "process RSS {:.1} MB (includes the {:.1} MB pre-encoded input)",
         after as f64 / 1e6,

@@ -880,13 +880,13 @@ pub(crate) fn decode_attributes(
             continue;
         }
         let class = flags & (flag::OPTIONAL | flag::TRANSITIVE);
-        let expect = |want: u8| class == want;
+        let class_is = |want: u8| class == want;
         let wk = flag::TRANSITIVE;
         let opt_t = flag::OPTIONAL | flag::TRANSITIVE;
         let opt = flag::OPTIONAL;
         let len = value.len();
         match tc {
-            type_code::ORIGIN => match (expect(wk), value) {
+            type_code::ORIGIN => match (class_is(wk), value) {
                 (true, [0]) => attrs.origin = Some(Origin::Igp),
                 (true, [1]) => attrs.origin = Some(Origin::Egp),
                 (true, [2]) => attrs.origin = Some(Origin::Incomplete),
@@ -899,7 +899,7 @@ pub(crate) fn decode_attributes(
                 ),
             },
             type_code::AS_PATH => {
-                if !expect(wk) {
+                if !class_is(wk) {
                     issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags));
                     continue;
                 }
@@ -908,7 +908,7 @@ pub(crate) fn decode_attributes(
                     Err(e) => issue(issues, ErrorAction::TreatAsWithdraw, tc, e),
                 }
             }
-            type_code::NEXT_HOP => match (expect(wk), value) {
+            type_code::NEXT_HOP => match (class_is(wk), value) {
                 (true, [a, b, c, d]) => {
                     let nh = Ipv4Addr::new(*a, *b, *c, *d);
                     if nh.is_unspecified() || nh.is_multicast() || nh.is_broadcast() {
@@ -925,7 +925,7 @@ pub(crate) fn decode_attributes(
                 (false, _) => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags)),
                 _ => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_len(len, "4")),
             },
-            type_code::MULTI_EXIT_DISC => match (expect(opt), len) {
+            type_code::MULTI_EXIT_DISC => match (class_is(opt), len) {
                 (true, 4) => attrs.med = Some(u32_at(value)),
                 (false, _) => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags)),
                 _ => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_len(len, "4")),
@@ -941,20 +941,20 @@ pub(crate) fn decode_attributes(
                     );
                     continue;
                 }
-                match (expect(wk), len) {
+                match (class_is(wk), len) {
                     (true, 4) => attrs.local_pref = Some(u32_at(value)),
                     (false, _) => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags)),
                     _ => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_len(len, "4")),
                 }
             }
-            type_code::ATOMIC_AGGREGATE => match (expect(wk), len) {
+            type_code::ATOMIC_AGGREGATE => match (class_is(wk), len) {
                 (true, 0) => attrs.atomic_aggregate = true,
                 (false, _) => issue(issues, ErrorAction::AttributeDiscard, tc, bad_flags(flags)),
                 _ => issue(issues, ErrorAction::AttributeDiscard, tc, bad_len(len, "0")),
             },
             type_code::AGGREGATOR => {
                 let want = if ctx.four_octet_as { 8 } else { 6 };
-                match (expect(opt_t), len) {
+                match (class_is(opt_t), len) {
                     (true, 6) if want == 6 => {
                         attrs.aggregator = Some(Aggregator {
                             asn: u32::from(u16::from_be_bytes([value[0], value[1]])),
@@ -979,7 +979,7 @@ pub(crate) fn decode_attributes(
                 }
             }
             type_code::COMMUNITIES => {
-                if !expect(opt_t) {
+                if !class_is(opt_t) {
                     issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags));
                 } else if len == 0 || len % 4 != 0 {
                     issue(
@@ -996,7 +996,7 @@ pub(crate) fn decode_attributes(
                 }
             }
             type_code::LARGE_COMMUNITY => {
-                if !expect(opt_t) {
+                if !class_is(opt_t) {
                     issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags));
                 } else if len == 0 || len % 12 != 0 {
                     issue(
@@ -1026,7 +1026,7 @@ pub(crate) fn decode_attributes(
                     );
                     continue;
                 }
-                match (expect(opt), len) {
+                match (class_is(opt), len) {
                     (true, 4) => attrs.originator_id = Some(Ipv4Addr::from(u32_at(value))),
                     (false, _) => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags)),
                     _ => issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_len(len, "4")),
@@ -1042,7 +1042,7 @@ pub(crate) fn decode_attributes(
                     );
                     continue;
                 }
-                if !expect(opt) {
+                if !class_is(opt) {
                     issue(issues, ErrorAction::TreatAsWithdraw, tc, bad_flags(flags));
                 } else if len == 0 || len % 4 != 0 {
                     issue(
@@ -1065,7 +1065,7 @@ pub(crate) fn decode_attributes(
                     // RFC 6793 §4.1: a NEW speaker ignores AS4_PATH from a NEW speaker.
                     continue;
                 }
-                if !expect(opt_t) {
+                if !class_is(opt_t) {
                     issue(issues, ErrorAction::AttributeDiscard, tc, bad_flags(flags));
                     continue;
                 }
@@ -1078,7 +1078,7 @@ pub(crate) fn decode_attributes(
                 if ctx.four_octet_as {
                     continue;
                 }
-                match (expect(opt_t), len) {
+                match (class_is(opt_t), len) {
                     (true, 8) => {
                         as4_aggregator = Some(Aggregator {
                             asn: u32_at(value),

@@ -12,14 +12,78 @@ use std::sync::Arc;
 use crate::attribute::PathAttributes;
 use crate::error::EncodeError;
 use crate::message::{CodecContext, Message, Update, UpdateBuilder};
-use crate::nlri::{Family, Prefix};
+use crate::nlri::{Family, Ipv4Prefix, Ipv6Prefix, Prefix};
 use crate::rib::fast_hash::SeededState;
+
+/// A map keyed by prefix with one table per family, so IPv4 entries stay
+/// 16 bytes (8-byte key, 8-byte value).
+#[derive(Debug, Default)]
+struct PrefixMap<V> {
+    v4: HashMap<Ipv4Prefix, V, SeededState>,
+    v6: HashMap<Ipv6Prefix, V, SeededState>,
+}
+
+impl<V> PrefixMap<V> {
+    fn len(&self) -> usize {
+        self.v4.len() + self.v6.len()
+    }
+    fn is_empty(&self) -> bool {
+        self.v4.is_empty() && self.v6.is_empty()
+    }
+    fn get(&self, p: &Prefix) -> Option<&V> {
+        match p {
+            Prefix::V4(k) => self.v4.get(k),
+            Prefix::V6(k) => self.v6.get(k),
+        }
+    }
+    fn insert(&mut self, p: Prefix, v: V) -> Option<V> {
+        match p {
+            Prefix::V4(k) => self.v4.insert(k, v),
+            Prefix::V6(k) => self.v6.insert(k, v),
+        }
+    }
+    fn remove(&mut self, p: &Prefix) -> Option<V> {
+        match p {
+            Prefix::V4(k) => self.v4.remove(k),
+            Prefix::V6(k) => self.v6.remove(k),
+        }
+    }
+    fn entry_or_insert(&mut self, p: Prefix, v: V) {
+        match p {
+            Prefix::V4(k) => {
+                self.v4.entry(k).or_insert(v);
+            }
+            Prefix::V6(k) => {
+                self.v6.entry(k).or_insert(v);
+            }
+        }
+    }
+    fn clear(&mut self) {
+        self.v4 = HashMap::default();
+        self.v6 = HashMap::default();
+    }
+    fn iter(&self) -> impl Iterator<Item = (Prefix, &V)> + '_ {
+        let v4 = self.v4.iter().map(|(k, v)| (Prefix::V4(*k), v));
+        let v6 = self.v6.iter().map(|(k, v)| (Prefix::V6(*k), v));
+        v4.chain(v6)
+    }
+    fn into_drain(self) -> impl Iterator<Item = (Prefix, V)> {
+        let v4 = self.v4.into_iter().map(|(k, v)| (Prefix::V4(k), v));
+        let v6 = self.v6.into_iter().map(|(k, v)| (Prefix::V6(k), v));
+        v4.chain(v6)
+    }
+    fn drain(&mut self) -> impl Iterator<Item = (Prefix, V)> + '_ {
+        let v4 = self.v4.drain().map(|(k, v)| (Prefix::V4(k), v));
+        let v6 = self.v6.drain().map(|(k, v)| (Prefix::V6(k), v));
+        v4.chain(v6)
+    }
+}
 
 /// Routes advertised to one peer and changes pending.
 #[derive(Debug, Default)]
 pub struct AdjRibOut {
-    advertised: HashMap<Prefix, Arc<PathAttributes>, SeededState>,
-    pending: HashMap<Prefix, Option<Arc<PathAttributes>>, SeededState>,
+    advertised: PrefixMap<Arc<PathAttributes>>,
+    pending: PrefixMap<Option<Arc<PathAttributes>>>,
     end_of_rib: Vec<Family>,
 }
 
@@ -41,7 +105,7 @@ impl AdjRibOut {
 
     /// Every advertised route.
     pub fn iter(&self) -> impl Iterator<Item = (Prefix, &Arc<PathAttributes>)> + '_ {
-        self.advertised.iter().map(|(p, a)| (*p, a))
+        self.advertised.iter()
     }
 
     /// True when changes wait for [`AdjRibOut::flush`].
@@ -78,21 +142,21 @@ impl AdjRibOut {
         self.advertised.clear();
         self.pending.clear();
         self.end_of_rib.clear();
-        self.advertised.shrink_to_fit();
-        self.pending.shrink_to_fit();
     }
 
     /// Queues every advertised route again (the peer sent ROUTE-REFRESH).
     pub(crate) fn resend_all(&mut self) {
-        for (p, a) in self.advertised.drain() {
-            self.pending.entry(p).or_insert(Some(a));
+        let all: Vec<(Prefix, Arc<PathAttributes>)> = self.advertised.drain().collect();
+        for (p, a) in all {
+            self.pending.entry_or_insert(p, Some(a));
         }
     }
 
     /// Encodes pending changes into UPDATE messages and marks them sent.
     pub fn flush(&mut self, ctx: &CodecContext) -> Result<Vec<Vec<u8>>, EncodeError> {
         let mut b = UpdateBuilder::new(*ctx);
-        for (p, a) in self.pending.drain() {
+        let pending = std::mem::take(&mut self.pending);
+        for (p, a) in pending.into_drain() {
             match a {
                 Some(a) => {
                     b.announce(&a, p);

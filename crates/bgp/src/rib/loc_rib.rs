@@ -498,10 +498,14 @@ impl LocRib {
 
     /// Every prefix that has a path from `peer`.
     pub(crate) fn prefixes_of(&self, peer: PeerId) -> Vec<Prefix> {
-        self.iter()
-            .filter(|(_, paths)| paths.iter().any(|p| p.peer == peer))
-            .map(|(p, _)| p)
-            .collect()
+        self.prefixes_where(|v| v.iter().any(|p| p.peer == peer))
+    }
+
+    /// Every prefix whose paths satisfy `keep` (no reference-count traffic).
+    pub(crate) fn prefixes_where(&self, keep: impl Fn(View<'_>) -> bool) -> Vec<Prefix> {
+        let v4 = self.v4.iter().map(|s| Prefix::V4(s.key()));
+        let v6 = self.v6.keys().map(|k| Prefix::V6(*k));
+        v4.chain(v6).filter(|p| keep(self.view(*p))).collect()
     }
 
     /// Shrinks the tables after many removals.

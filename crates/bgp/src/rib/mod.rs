@@ -267,7 +267,7 @@ impl Rib {
     /// Re-runs the decision process for every prefix (call when next-hop
     /// reachability changed).
     pub fn revalidate(&mut self) {
-        let all: Vec<Prefix> = self.loc.iter().map(|(p, _)| p).collect();
+        let all: Vec<Prefix> = self.loc.prefixes_where(|_| true);
         for p in all {
             let before = self.snapshot(p);
             self.decide_and_export(p, before);
@@ -733,12 +733,7 @@ impl Rib {
     }
 
     fn export_all_to(&mut self, id: PeerId) {
-        let prefixes: Vec<Prefix> = self
-            .loc
-            .iter()
-            .filter(|(_, paths)| paths.iter().any(Path::is_best))
-            .map(|(p, _)| p)
-            .collect();
+        let prefixes: Vec<Prefix> = self.loc.prefixes_where(|v| v.best().is_some());
         let advertised: Vec<Prefix> = self
             .peer(id)
             .map(|e| e.out.iter().map(|(p, _)| p).collect())
