@@ -76,7 +76,7 @@ proptest! {
         // What the iBGP peer has been told: prefix -> MED.
         let mut sent: BTreeMap<Ipv4Prefix, Option<u32>> = BTreeMap::new();
         let ctx = CodecContext { four_octet_as: true, ..Default::default() };
-        let mut flush = |rib: &mut Rib, sent: &mut BTreeMap<Ipv4Prefix, Option<u32>>| {
+        let flush = |rib: &mut Rib, sent: &mut BTreeMap<Ipv4Prefix, Option<u32>>| {
             for m in rib.take_updates(ib).expect("encode") {
                 let Ok(Message::Update(u)) = decode_message(&m, &ctx) else { panic!("bad UPDATE") };
                 for w in &u.withdrawn { sent.remove(w); }
