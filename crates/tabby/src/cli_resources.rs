@@ -198,6 +198,19 @@ async fn warn_unmatched(
     for w in unmatched_selector_warnings(&resources, &nodes) {
         eprintln!("Warning: {w}");
     }
+    let filters = store.list(Kind::BgpFilter).await.map_err(store_error)?;
+    for r in &resources {
+        if let Resource::BgpPeer(p) = r {
+            for f in &p.spec.filters {
+                if !filters.iter().any(|x| x.name() == f) {
+                    eprintln!(
+                        "Warning: BGPPeer \"{}\": filter \"{f}\" does not exist (no BGPFilter of that name)",
+                        p.metadata.name
+                    );
+                }
+            }
+        }
+    }
     Ok(())
 }
 
