@@ -134,8 +134,8 @@ impl Kind {
     pub fn from_cli_name(s: &str) -> Option<Kind> {
         let s = s.to_ascii_lowercase();
         let s = s
-            .strip_suffix(".projectcalico.org")
-            .or_else(|| s.strip_suffix(".crd.projectcalico.org"))
+            .strip_suffix(".crd.projectcalico.org")
+            .or_else(|| s.strip_suffix(".projectcalico.org"))
             .unwrap_or(&s);
         Some(match s {
             "bgpconfiguration" | "bgpconfigurations" | "bgpconfig" | "bgpconfigs" => {
@@ -397,5 +397,32 @@ impl Resource {
         if let Resource::IpPool(o) = self {
             o.spec.apply_defaults();
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cli_aliases() {
+        for (alias, kind) in [
+            ("pool", Kind::IpPool),
+            ("IPPools", Kind::IpPool),
+            ("ippools.crd.projectcalico.org", Kind::IpPool),
+            ("ippool.projectcalico.org", Kind::IpPool),
+            ("bgpconfig", Kind::BgpConfiguration),
+            ("bp", Kind::BgpPeer),
+            ("nodes", Kind::Node),
+            ("wep", Kind::WorkloadEndpoint),
+            ("ipamconfig", Kind::IpamConfiguration),
+        ] {
+            assert_eq!(Kind::from_cli_name(alias), Some(kind), "{alias}");
+        }
+        assert_eq!(Kind::from_cli_name("ipamblocks"), None);
+        assert_eq!(
+            Kind::from_kind_name("IPAMConfig"),
+            Some(Kind::IpamConfiguration)
+        );
     }
 }
