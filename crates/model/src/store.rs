@@ -225,6 +225,25 @@ fn stored_bytes(r: &Resource) -> Vec<u8> {
     serde_json::to_vec(&v).unwrap_or_default()
 }
 
+/// Reads a stored value back as a resource (for watchers of
+/// [`kind_prefix`]: a `WatchEvent::Put`'s key, value and `mod_revision`).
+pub fn decode_resource(
+    key: &str,
+    bytes: &[u8],
+    revision: Revision,
+) -> Result<Resource, StoreError> {
+    decode(key, bytes, revision)
+}
+
+/// The kind and name a resource key names (the inverse of [`resource_key`]
+/// for non-namespaced kinds; namespaced keys give `namespace/name`).
+pub fn parse_resource_key(key: &str) -> Option<(Kind, &str)> {
+    let rest = key.strip_prefix(RESOURCE_PREFIX)?;
+    let (plural, name) = rest.split_once('/')?;
+    let kind = Kind::ALL.into_iter().find(|k| k.plural() == plural)?;
+    Some((kind, name))
+}
+
 fn decode(key: &str, bytes: &[u8], revision: Revision) -> Result<Resource, StoreError> {
     let corrupt = |message: String| StoreError::Corrupt {
         key: key.to_string(),

@@ -150,6 +150,18 @@ async fn every_seed_manifest_applies_unchanged(b: Backend) {
             assert_eq!(spec(&got), spec(&want), "{f}: {}", e.resource.name());
             assert_eq!(got.metadata().labels, e.resource.metadata().labels);
         }
+        // Watchers can decode what is stored.
+        let listing = store
+            .datastore()
+            .list("/tabby/resources/v3/")
+            .await
+            .expect("list");
+        for kv in &listing.items {
+            let r = tabby_model::store::decode_resource(&kv.key, &kv.value, kv.mod_revision)
+                .expect("decode");
+            let (kind, name) = tabby_model::store::parse_resource_key(&kv.key).expect("key");
+            assert_eq!((kind, name), (r.kind(), r.name()));
+        }
         // Applying again changes nothing.
         let again = store
             .write_batch(WriteMode::Apply, &entries)
