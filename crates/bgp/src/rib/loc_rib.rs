@@ -379,6 +379,35 @@ impl LocRib {
         }
     }
 
+    /// Inserts `path` as the only path to a new IPv4 prefix, flagged best
+    /// and multipath when `usable`. Gives the path back when the prefix
+    /// already has a path (or the peer id needs the side table).
+    pub(crate) fn insert_vacant_v4(
+        &mut self,
+        k: Ipv4Prefix,
+        mut path: Path,
+        usable: bool,
+    ) -> Result<(), Path> {
+        if path.peer.0 > MAX_PEER_ID {
+            return Err(path);
+        }
+        let (a, l) = (k.addr_bits(), k.len());
+        let hasher = self.hasher;
+        let h = hasher.hash_v4(a, l);
+        match self.v4.entry(
+            h,
+            |s| s.addr == a && s.len == l,
+            |s| hasher.hash_v4(s.addr, s.len),
+        ) {
+            hashbrown::hash_table::Entry::Occupied(_) => Err(path),
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                set_flags(&mut path.flags, (usable, usable));
+                v.insert(V4Slot::from_path(k, path));
+                Ok(())
+            }
+        }
+    }
+
     /// Inserts or replaces the path from `path.peer`; returns the old one.
     pub(crate) fn upsert(&mut self, prefix: Prefix, path: Path) -> Option<Path> {
         match prefix {
