@@ -83,26 +83,28 @@ fn line_of(text: &str, byte: usize) -> usize {
 fn read_documents(text: &str) -> Vec<RawDocument> {
     let first = text.trim_start().chars().next();
     if matches!(first, Some('{') | Some('[')) {
-        let mut out = Vec::new();
-        let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
-        let mut index = 0;
-        loop {
-            let offset = stream.byte_offset();
-            let skipped = text[offset..].len() - text[offset..].trim_start().len();
-            let line = line_of(text, offset + skipped);
-            match stream.next() {
-                None => break,
-                Some(Ok(Value::Array(items))) => {
-                    for v in items {
-                        index += 1;
-                        out.push(RawDocument {
-                            index,
-                            line,
-                            value: Ok(v),
-                        });
-                    }
-                }
-                Some(Ok(v)) => {
+        let json = read_json_documents(text);
+        // `{apiVersion: ...}` is YAML flow style, not JSON: read it as YAML.
+        let flow_yaml = json.len() == 1 && json[0].value.is_err();
+        if !flow_yaml {
+            return json;
+        }
+    }
+    read_yaml_documents(text)
+}
+
+fn read_json_documents(text: &str) -> Vec<RawDocument> {
+    let mut out = Vec::new();
+    let mut stream = serde_json::Deserializer::from_str(text).into_iter::<Value>();
+    let mut index = 0;
+    loop {
+        let offset = stream.byte_offset();
+        let skipped = text[offset..].len() - text[offset..].trim_start().len();
+        let line = line_of(text, offset + skipped);
+        match stream.next() {
+            None => break,
+            Some(Ok(Value::Array(items))) => {
+                for v in items {
                     index += 1;
                     out.push(RawDocument {
                         index,
@@ -110,19 +112,30 @@ fn read_documents(text: &str) -> Vec<RawDocument> {
                         value: Ok(v),
                     });
                 }
-                Some(Err(e)) => {
-                    index += 1;
-                    out.push(RawDocument {
-                        index,
-                        line: e.line(),
-                        value: Err(format!("{e}")),
-                    });
-                    break;
-                }
+            }
+            Some(Ok(v)) => {
+                index += 1;
+                out.push(RawDocument {
+                    index,
+                    line,
+                    value: Ok(v),
+                });
+            }
+            Some(Err(e)) => {
+                index += 1;
+                out.push(RawDocument {
+                    index,
+                    line: e.line(),
+                    value: Err(format!("{e}")),
+                });
+                break;
             }
         }
-        return out;
     }
+    out
+}
+
+fn read_yaml_documents(text: &str) -> Vec<RawDocument> {
     let mut out = Vec::new();
     for (line, chunk) in split_yaml(text) {
         // Blank lines in front keep the parser's line numbers those of the file.

@@ -234,3 +234,13 @@ fn ip_reservations_take_cidrs_and_bare_addresses() {
         "{msg}"
     );
 }
+
+#[test]
+fn yaml_flow_style_is_not_mistaken_for_json() {
+    let es = parse_manifest(
+        "flow.yaml",
+        "{apiVersion: projectcalico.org/v3, kind: IPPool, metadata: {name: f}, spec: {cidr: 10.9.0.0/16}}\n",
+    )
+    .expect("flow YAML parses");
+    assert_eq!(es[0].resource.name(), "f");
+}
