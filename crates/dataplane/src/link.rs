@@ -208,6 +208,23 @@ fn is_permanent(state: NeighbourState) -> bool {
     u16::from(state) & 0x80 != 0
 }
 
+/// The `RTM_NEWLINK` body that creates an IPIP device.
+fn ipip_message(tunnel: &IpipTunnel) -> LinkMessage {
+    let mut data = Vec::new();
+    if let Some(local) = tunnel.local {
+        data.push(InfoIpTunnel::Local(IpAddr::V4(local)));
+    }
+    let mut m = LinkMessage::default();
+    m.attributes
+        .push(LinkAttribute::IfName(tunnel.name.clone()));
+    let mut info = vec![LinkInfo::Kind(InfoKind::IpIp)];
+    if !data.is_empty() {
+        info.push(LinkInfo::Data(InfoData::IpTunnel(data)));
+    }
+    m.attributes.push(LinkAttribute::LinkInfo(info));
+    m
+}
+
 fn link_msg(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;
@@ -551,18 +568,7 @@ impl Netlink {
                 });
             }
             None => {
-                let mut data = Vec::new();
-                if let Some(local) = tunnel.local {
-                    data.push(InfoIpTunnel::Local(IpAddr::V4(local)));
-                }
-                let mut m = LinkMessage::default();
-                m.attributes
-                    .push(LinkAttribute::IfName(tunnel.name.clone()));
-                let mut info = vec![LinkInfo::Kind(InfoKind::IpIp)];
-                if !data.is_empty() {
-                    info.push(LinkInfo::Data(InfoData::IpTunnel(data)));
-                }
-                m.attributes.push(LinkAttribute::LinkInfo(info));
+                let m = ipip_message(tunnel);
                 self.request(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m)?
                     .map_err(|source| match source.errno {
                         libc::EOPNOTSUPP => Error::KernelLacks {
@@ -787,6 +793,35 @@ mod tests {
         assert!("02:aa:00:0b:cc".parse::<MacAddr>().is_err());
         assert!("02:aa:00:0b:cc:ff:00".parse::<MacAddr>().is_err());
         assert!("zz:aa:00:0b:cc:ff".parse::<MacAddr>().is_err());
+    }
+
+    #[test]
+    fn ipip_request_names_the_kind_and_local_address() {
+        use netlink_packet_core::Emitable;
+        let m = ipip_message(&IpipTunnel {
+            name: "tunl0".into(),
+            local: Some(Ipv4Addr::new(192, 168, 0, 1)),
+            mtu: None,
+        });
+        let mut buf = vec![0; m.buffer_len()];
+        m.emit(&mut buf);
+        let back = LinkMessage::parse(&buf[..]).expect("parses");
+        let l = decode_link(&back);
+        assert_eq!(
+            (l.name.as_str(), l.kind.as_deref()),
+            ("tunl0", Some("ipip"))
+        );
+        let local = back.attributes.iter().find_map(|a| match a {
+            LinkAttribute::LinkInfo(i) => i.iter().find_map(|x| match x {
+                LinkInfo::Data(InfoData::IpTunnel(d)) => d.iter().find_map(|t| match t {
+                    InfoIpTunnel::Local(ip) => Some(*ip),
+                    _ => None,
+                }),
+                _ => None,
+            }),
+            _ => None,
+        });
+        assert_eq!(local, Some(IpAddr::V4(Ipv4Addr::new(192, 168, 0, 1))));
     }
 
     #[test]

@@ -100,6 +100,15 @@ pub fn set_proxy_arp(interface: &str, on: bool) -> Result<()> {
     write(&conf_path(Family::V4, interface, "proxy_arp")?, flag(on))
 }
 
+/// `net.ipv4.neigh.<interface>.proxy_delay` in hundredths of a second
+/// (0: answer proxy ARP at once instead of after up to 0.8 s).
+pub fn set_proxy_delay(interface: &str, centiseconds: u32) -> Result<()> {
+    // Same name rules as `conf` paths.
+    conf_path(Family::V4, interface, "proxy_delay")?;
+    let path = PathBuf::from(format!("/proc/sys/net/ipv4/neigh/{interface}/proxy_delay"));
+    write(&path, &centiseconds.to_string())
+}
+
 /// `net.ipv6.conf.<interface>.proxy_ndp`.
 pub fn set_proxy_ndp(interface: &str, on: bool) -> Result<()> {
     write(&conf_path(Family::V6, interface, "proxy_ndp")?, flag(on))

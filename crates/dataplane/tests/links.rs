@@ -61,6 +61,7 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
     host_ns
         .run(|| {
             sysctl::set_proxy_arp("tby0123456789a", true)?;
+            sysctl::set_proxy_delay("tby0123456789a", 0)?;
             sysctl::set_ipv4_forwarding(true)?;
             sysctl::set_rp_filter("tby0123456789a", sysctl::RpFilter::Loose)?;
             sysctl::set_accept_ra("tby0123456789a", 0)
@@ -71,6 +72,13 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
         .exec("cat", ["/proc/sys/net/ipv4/conf/tby0123456789a/proxy_arp"])
         .expect("cat");
     assert_eq!(String::from_utf8_lossy(&proxy.stdout).trim(), "1");
+    let delay = host
+        .exec(
+            "cat",
+            ["/proc/sys/net/ipv4/neigh/tby0123456789a/proxy_delay"],
+        )
+        .expect("cat");
+    assert_eq!(String::from_utf8_lossy(&delay.stdout).trim(), "0");
     h.add_route(&Route::dev(net("10.244.0.5/32"), hidx))
         .expect("host route to pod");
 
