@@ -16,6 +16,12 @@ fn net(s: &str) -> IpNet {
 /// Connects from `from` to `to:8080` and returns what the server said
 /// (the peer address it saw), or `None` if the connection failed.
 fn seen_source(from: &Netns, to: &str) -> Option<String> {
+    // A few attempts, so a slow machine does not fail the test; a wrong
+    // address is returned as soon as it is seen.
+    (0..3).find_map(|_| connect_once(from, to))
+}
+
+fn connect_once(from: &Netns, to: &str) -> Option<String> {
     let out = from
         .command("socat")
         .args(["-T", "2", "-", &format!("TCP:{to}:8080,connect-timeout=2")])
@@ -69,7 +75,7 @@ fn nat_outgoing_masquerades_only_traffic_leaving_the_pools() {
         ]))
         .expect("server");
     wait_until(Duration::from_secs(10), "server listening", || {
-        seen_source(&node, "172.16.5.2").is_some()
+        connect_once(&node, "172.16.5.2").is_some()
     })
     .expect("server up");
 

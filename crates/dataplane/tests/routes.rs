@@ -343,7 +343,7 @@ fn blackhole_drops_traffic() {
     nl.add_route(&Route::via(net("10.80.0.0/24"), ip("10.250.0.2")))
         .expect("route");
     assert!(
-        a.ping("10.80.0.1", 1),
+        a.ping("10.80.0.1", 3),
         "route via b works before the blackhole"
     );
     nl.replace_route(&Route::blackhole(net("10.80.0.0/24")))

@@ -78,7 +78,7 @@ fn vxlan_passes_traffic_between_two_namespaces() {
         nl.set_up(dev).expect("up");
     }
     // Without neighbour/FDB entries and with learning off, nothing crosses.
-    let remote_ok = |from: &Netns, to: IpAddr| from.ping(&to.to_string(), 1);
+    let remote_ok = |from: &Netns, to: IpAddr| from.ping(&to.to_string(), 3);
     for i in 0..2 {
         let j = 1 - i;
         let ns = DpNetns::named(nss[i].name()).expect("ns");
