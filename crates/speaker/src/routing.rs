@@ -48,6 +48,8 @@ struct Neighbor {
     state_since: Instant,
     last_error: Option<String>,
     up_since: Option<Instant>,
+    /// The last error is a connection attempt's, cleared once up.
+    error_is_transient: bool,
     peer_id: Option<std::net::Ipv4Addr>,
     hold_time: Option<u16>,
 }
@@ -129,6 +131,7 @@ impl<S: PeerSpawner> RibTask<S> {
                 state_since: Instant::now(),
                 last_error: None,
                 up_since: None,
+                error_is_transient: false,
                 peer_id: None,
                 hold_time: None,
             },
@@ -211,6 +214,10 @@ impl<S: PeerSpawner> RibTask<S> {
                     return;
                 };
                 n.up_since = Some(Instant::now());
+                if n.error_is_transient {
+                    n.last_error = None;
+                    n.error_is_transient = false;
+                }
                 n.peer_id = Some(negotiated.peer_id);
                 n.hold_time = Some(negotiated.hold_time);
                 let id = n.id;
@@ -230,6 +237,7 @@ impl<S: PeerSpawner> RibTask<S> {
                     );
                     tracing::warn!(%peer, "{msg}");
                     n.last_error = Some(msg);
+                    n.error_is_transient = false;
                 }
                 let id = n.id;
                 self.rib.apply_update(id, &update);
@@ -242,6 +250,7 @@ impl<S: PeerSpawner> RibTask<S> {
             PeerReport::Down { peer, reason } => {
                 if let Some(n) = self.neighbors.get_mut(&peer) {
                     n.last_error = Some(reason);
+                    n.error_is_transient = false;
                     n.up_since = None;
                     let id = n.id;
                     self.rib.peer_down(id);
@@ -251,8 +260,10 @@ impl<S: PeerSpawner> RibTask<S> {
                 tracing::debug!(%peer, "{error}");
                 if let Some(n) = self.neighbors.get_mut(&peer)
                     && n.up_since.is_none()
+                    && (n.last_error.is_none() || n.error_is_transient)
                 {
                     n.last_error = Some(error);
+                    n.error_is_transient = true;
                 }
             }
         }

@@ -38,6 +38,8 @@ fn fib_installs_ecmp_and_removes_on_withdrawal() {
             rr_client: false,
         }],
         cluster_id: None,
+        password: None,
+        ttl_security: false,
     };
     let mut b0 = Daemon::start(&star.spokes[0], spec(0));
     let mut b1 = Daemon::start(&star.spokes[1], spec(1));

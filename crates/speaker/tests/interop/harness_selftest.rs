@@ -22,6 +22,8 @@ fn spec(kind: Kind, asn: u32, addr: &str, peer: &str, peer_as: u32, passive: boo
             rr_client: false,
         }],
         cluster_id: None,
+        password: None,
+        ttl_security: false,
     }
 }
 

@@ -54,6 +54,8 @@ fn run(kind: Kind, tabby_active: bool, ibgp: bool) {
                 rr_client: false,
             }],
             cluster_id: None,
+            password: None,
+            ttl_security: false,
         },
     );
 
@@ -167,6 +169,8 @@ fn tabby_sends_notification(kind: Kind) {
                 rr_client: false,
             }],
             cluster_id: None,
+            password: None,
+            ttl_security: false,
         },
     );
     tabby.wait_established(B, T);
@@ -218,4 +222,56 @@ fn notification_from_tabby_bird2() {
 #[test]
 fn notification_from_tabby_frr() {
     tabby_sends_notification(Kind::Frr);
+}
+
+/// TCP MD5 (RFC 2385) and GTSM (RFC 5082) with FRR and BIRD 2: the session
+/// comes up only when both sides use the same key.
+fn md5_and_gtsm(kind: Kind, tabby_active: bool) {
+    let net = Pair::new(&format!("s{}", kind.tag()));
+    let tabby_conf = |pw: &str| {
+        format!(
+            "asNumber: {TABBY_AS}\nrouterId: {A}\nlisten: [\"{A}:179\"]\npeers:\n  - {{address: {B}, asNumber: 65002, passive: {}, password: {pw}, ttlSecurity: 1, holdTime: 9, connectRetryTime: 2}}\n",
+            !tabby_active
+        )
+    };
+    let tabby = Tabby::start(&net.a, &tabby_conf("wrong-key"));
+    let peer = Daemon::start(
+        &net.b,
+        Spec {
+            kind,
+            asn: 65002,
+            addr: B.to_owned(),
+            neighbors: vec![Neighbor {
+                addr: A.to_owned(),
+                asn: TABBY_AS,
+                passive: tabby_active,
+                rr_client: false,
+            }],
+            cluster_id: None,
+            password: Some("s3cret-key".into()),
+            ttl_security: true,
+        },
+    );
+    // With the wrong key nothing comes up (the kernel drops the segments).
+    std::thread::sleep(Duration::from_secs(5));
+    let n = tabby.neighbor(B).expect("neighbour");
+    assert_ne!(
+        n.state, "Established",
+        "a session came up with mismatched MD5 keys"
+    );
+    // The right key, applied by reload: the session establishes.
+    tabby.rewrite(&tabby_conf("s3cret-key"));
+    tabby.signal("HUP");
+    tabby.wait_established(B, T);
+    peer.wait_established(A, T);
+}
+
+#[test]
+fn md5_gtsm_frr_tabby_active() {
+    md5_and_gtsm(Kind::Frr, true);
+}
+
+#[test]
+fn md5_gtsm_bird2_tabby_passive() {
+    md5_and_gtsm(Kind::Bird2, false);
 }

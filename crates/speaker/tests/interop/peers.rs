@@ -80,6 +80,10 @@ pub struct Spec {
     pub neighbors: Vec<Neighbor>,
     /// Route-reflector cluster id (when some neighbour is a client).
     pub cluster_id: Option<String>,
+    /// TCP MD5 password on every session.
+    pub password: Option<String>,
+    /// GTSM (RFC 5082, one hop) on every session.
+    pub ttl_security: bool,
 }
 
 /// A running daemon.
@@ -279,6 +283,12 @@ impl Daemon {
             if n.passive {
                 p += "  passive on;\n";
             }
+            if let Some(pw) = &s.password {
+                p += &format!("  password \"{pw}\";\n");
+            }
+            if s.ttl_security {
+                p += "  ttl security on;\n";
+            }
             if n.rr_client {
                 p += "  rr client;\n";
                 if let Some(id) = &s.cluster_id {
@@ -317,6 +327,12 @@ impl Daemon {
             );
             if n.passive {
                 c += &format!(" neighbor {} passive\n", n.addr);
+            }
+            if let Some(pw) = &s.password {
+                c += &format!(" neighbor {} password {pw}\n", n.addr);
+            }
+            if s.ttl_security {
+                c += &format!(" neighbor {} ttl-security hops 1\n", n.addr);
             }
         }
         c += " address-family ipv4 unicast\n";

@@ -25,6 +25,8 @@ fn client(kind: Kind, i: usize) -> Spec {
             rr_client: false,
         }],
         cluster_id: None,
+        password: None,
+        ttl_security: false,
     }
 }
 
@@ -91,6 +93,8 @@ fn bird2_reflects_between_tabby_clients() {
             })
             .collect(),
         cluster_id: Some(CLUSTER.to_owned()),
+        password: None,
+        ttl_security: false,
     };
     spec.neighbors.sort_by(|a, b| a.addr.cmp(&b.addr));
     let bird = Daemon::start(&star.hub, spec);
