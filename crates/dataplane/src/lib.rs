@@ -12,6 +12,7 @@
 
 mod error;
 mod link;
+mod monitor;
 pub mod nat;
 mod netlink;
 mod netns;
@@ -21,6 +22,7 @@ pub mod sysctl;
 
 pub use error::{Error, KernelError, Result};
 pub use link::{FdbEntry, IpipTunnel, Link, MacAddr, Neighbour, VethPair, Vxlan};
+pub use monitor::{RouteEvent, RouteMonitor};
 pub use netlink::Netlink;
 pub use netns::Netns;
 pub use route::{

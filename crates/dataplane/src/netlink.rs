@@ -69,11 +69,11 @@ pub(crate) struct Request<'a> {
 }
 
 /// A decoded netlink message (header fields and payload) from the kernel.
-struct Incoming<'a> {
-    kind: u16,
-    flags: u16,
-    seq: u32,
-    payload: &'a [u8],
+pub(crate) struct Incoming<'a> {
+    pub(crate) kind: u16,
+    pub(crate) flags: u16,
+    pub(crate) seq: u32,
+    pub(crate) payload: &'a [u8],
 }
 
 fn align4(n: usize) -> usize {
@@ -89,7 +89,7 @@ fn u32_at(b: &[u8], at: usize) -> u32 {
 }
 
 /// Splits a datagram into netlink messages; stops at the first malformed one.
-fn split(buf: &[u8]) -> Result<Vec<Incoming<'_>>> {
+pub(crate) fn split(buf: &[u8]) -> Result<Vec<Incoming<'_>>> {
     let mut out = Vec::new();
     let mut at = 0;
     while buf.len() - at >= NLMSG_HDRLEN {

@@ -94,6 +94,11 @@ impl Netns {
         })
     }
 
+    /// Subscribes to route changes inside this namespace.
+    pub fn route_monitor(&self) -> Result<crate::RouteMonitor> {
+        self.run(crate::RouteMonitor::open)?
+    }
+
     /// Opens a netlink route socket inside this namespace.
     pub fn netlink(&self) -> Result<Netlink> {
         self.run(Netlink::open)?

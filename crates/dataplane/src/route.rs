@@ -502,7 +502,7 @@ fn ip_of(a: &RouteAddress) -> Option<IpAddr> {
 
 /// Decodes a kernel route message; `None` for what is not IPv4/IPv6 or
 /// not a route tabby could describe (cloned cache entries).
-fn decode(m: &RouteMessage) -> Option<InstalledRoute> {
+pub(crate) fn decode(m: &RouteMessage) -> Option<InstalledRoute> {
     let v4 = match m.header.address_family {
         AddressFamily::Inet => true,
         AddressFamily::Inet6 => false,

@@ -6,7 +6,9 @@
 use std::net::IpAddr;
 
 use ipnet::IpNet;
-use tabby_dataplane::{Error, NextHop, Route, RouteChange, RouteKind, RouteTable, TABBY_PROTOCOL};
+use tabby_dataplane::{
+    Error, NextHop, Route, RouteChange, RouteEvent, RouteKind, RouteTable, TABBY_PROTOCOL,
+};
 use tabby_testbed::{Netns, veth};
 
 fn net(s: &str) -> IpNet {
@@ -221,6 +223,45 @@ fn owned_reconcile_leaves_other_tabby_components_routes() {
     assert_eq!(r.conflicts.len(), 1, "{r:?}");
     assert_eq!(r.conflicts[0].1, TABBY_PROTOCOL);
     assert!(nl.routes(None).expect("list").contains(&block));
+}
+
+#[test]
+fn monitor_sees_our_route_removed_behind_our_back() {
+    let (a, _b) = pair();
+    let ns = tabby_dataplane::Netns::named(a.name()).expect("ns");
+    let mut mon = ns.route_monitor().expect("monitor");
+    let mut nl = netlink(&a);
+    let r = Route::via(net("10.66.0.0/24"), ip("10.250.0.2"));
+    nl.add_route(&r).expect("add");
+    a.ip(["route", "del", "10.66.0.0/24"])
+        .expect("operator deletes it");
+    let mut added = false;
+    let mut removed = false;
+    // Bounded: at most 20 reads of up to 1 s; both events come at once.
+    for _ in 0..20 {
+        for e in mon
+            .next(Some(std::time::Duration::from_secs(1)))
+            .expect("next")
+        {
+            match e {
+                RouteEvent::Added(i) if i.route.satisfies(&r) && i.protocol == TABBY_PROTOCOL => {
+                    added = true
+                }
+                RouteEvent::Removed(i) if i.route.destination == r.destination => removed = true,
+                _ => {}
+            }
+        }
+        if added && removed {
+            break;
+        }
+    }
+    assert!(added && removed, "added {added} removed {removed}");
+    assert!(
+        mon.next(Some(std::time::Duration::from_millis(50)))
+            .expect("quiet")
+            .is_empty(),
+        "no further events"
+    );
 }
 
 #[test]
