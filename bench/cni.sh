@@ -38,7 +38,8 @@ if [ "${1:-}" = "__inner" ]; then
 fi
 
 echo "== building tabby (release)"
-[ "${TABBY_BENCH_SKIP:-}" = 1 ] || cargo build --release --locked -p tabby
+cargo build --release --locked -p tabby
+cargo build --release --locked -p tabby-cni --example put_pool
 TABBY=$PWD/target/release/tabby
 
 WORK=$(mktemp -d /tmp/tabby-bench-cni.XXXXXX)
@@ -73,16 +74,6 @@ JSON
 
 # --- tabby: SQLite datastore with one pool ----------------------------------
 DS="sqlite://$WORK/tabby.db"
-cat >"$WORK/pool.yaml" <<YAML
-apiVersion: projectcalico.org/v3
-kind: IPPool
-metadata:
-  name: bench-pool
-spec:
-  cidr: 10.245.0.0/16
-  blockSize: 26
-  natOutgoing: false
-YAML
 cat >"$WORK/tabby.conf" <<JSON
 {"cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby", "nodename": "bench-node",
  "datastore": "$DS", "mtu": 1500, "ipam": {"type": "tabby-ipam"}}
@@ -90,10 +81,8 @@ JSON
 
 echo "== $PODS pods per plugin, ADD then DEL, one process per call"
 bench ptp "$REF/ptp" "$WORK/ptp.conf"
-if [ "${TABBY_BENCH_SKIP:-}" != "1" ]; then
-  "$TABBY" apply --datastore "$DS" -f "$WORK/pool.yaml" >/dev/null
-  bench tabby "$TABBY" "$WORK/tabby.conf"
-fi
+target/release/examples/put_pool "$DS" bench-pool 10.245.0.0/16 26
+bench tabby "$TABBY" "$WORK/tabby.conf"
 
 printf '\n%-26s %10s %10s %10s %10s\n' plugin "ADD p50" "ADD p90" "DEL p50" "DEL p90"
 for l in ptp tabby; do

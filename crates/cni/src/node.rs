@@ -2,13 +2,12 @@
 //!
 //! ADD, step by step (the plugin role):
 //! 1. open the pod's namespace (`CNI_NETNS`; missing: error 3);
-//! 2. read the endpoint record of `(network, container, ifname)`; if the
-//!    handle already holds addresses (a repeated ADD), reuse them, else ask
-//!    IPAM for new ones (block affinity for this node, handle
-//!    `<network>.<containerID>`);
+//! 2. if the IPAM handle `<network>.<containerID>` already holds addresses
+//!    (a repeated ADD), reuse them, else ask IPAM for new ones (block
+//!    affinity for this node);
 //! 3. wire the pod ([`crate::wiring::attach`]): veth, addresses, routes,
 //!    proxy ARP/NDP, host routes;
-//! 4. write the endpoint record;
+//! 4. write the pod's WorkloadEndpoint (`tabby-model`'s resource);
 //! 5. print the result.
 //!
 //! Rollback: if step 3 or 4 fails, the host veth is deleted (taking the pod
@@ -16,7 +15,8 @@
 //! released, so a failed ADD leaves nothing allocated and no interface.
 //!
 //! DEL deletes the host veth (if any), releases the handle (if it holds
-//! anything) and deletes the record; each of those may already be gone.
+//! anything) and deletes the WorkloadEndpoint if it is this container's;
+//! each of those may already be gone.
 //!
 //! Under the name `tabby-ipam` only steps 2 and 4 happen, and the result
 //! carries the address with its pool's prefix and the 169.254.1.1 (fe80::1)
@@ -30,59 +30,165 @@ use std::net::IpAddr;
 use std::path::Path;
 
 use ipnet::IpNet;
-use serde::{Deserialize, Serialize};
 use tabby_dataplane::{self as dp, Netlink};
 use tabby_datastore::{Datastore, DatastoreError};
+use tabby_model::{Cidr, IpAddress, Object, Resource, WorkloadEndpoint, WorkloadEndpointSpec};
 
 use crate::addresses::{self, AssignRequest, Assigned, datastore_error};
 use crate::config::{
     self, ANNOTATION_IPV4_POOLS, ANNOTATION_IPV6_POOLS, Attachment, Family, NetConf, PoolRef,
 };
+use crate::env::PodIdentity;
 use crate::error::{CniError, ErrorCode};
 use crate::naming;
 use crate::plugin::{AttachRequest, Backend, Role};
 use crate::result::{CniResult, Interface, IpConfig};
 use crate::wiring::{self, GATEWAY_V4, GATEWAY_V6, PodInterface};
 
-/// Where endpoint records live: `<prefix><node>/<network>/<container>/<ifname>`.
-pub const ENDPOINT_PREFIX: &str = "/tabby/cni/v1/endpoints/";
+/// Where WorkloadEndpoints live (`tabby-model`'s key layout):
+/// `<prefix><namespace>/<name>`.
+pub const ENDPOINT_PREFIX: &str = "/tabby/resources/v3/workloadendpoints/";
 
-/// What the plugin remembers about one attachment.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase")]
+/// Annotation on a WorkloadEndpoint naming the CNI network it belongs to
+/// (GC only touches endpoints of its own network).
+pub const NETWORK_ANNOTATION: &str = "cni.tabby.dev/network";
+
+/// What the plugin needs back from a stored WorkloadEndpoint.
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct EndpointRecord {
-    /// The node.
-    pub node: String,
-    /// The CNI network name.
-    pub network: String,
-    /// `CNI_CONTAINERID`.
+    /// Its datastore key.
+    pub key: String,
+    /// `CNI_CONTAINERID` of the ADD that wrote it.
     pub container_id: String,
     /// `CNI_IFNAME`.
     pub ifname: String,
-    /// The host end of the veth (absent when acting as `tabby-ipam`).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
+    /// The node.
+    pub node: String,
+    /// The CNI network (from [`NETWORK_ANNOTATION`]).
+    pub network: Option<String>,
+    /// The host end of the veth (absent when written by `tabby-ipam`).
     pub host_ifname: Option<String>,
-    /// `CNI_NETNS` at ADD.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub netns: Option<String>,
-    /// The pod's namespace, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_namespace: Option<String>,
-    /// The pod's name, when known.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub pod_name: Option<String>,
-    /// The IPAM handle.
-    pub handle: String,
-    /// The pod's addresses.
-    pub addresses: Vec<IpAddr>,
-    /// The pod end's MAC.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub mac: Option<String>,
 }
 
-/// The datastore key of an endpoint record.
-pub fn endpoint_key(node: &str, network: &str, container_id: &str, ifname: &str) -> String {
-    format!("{ENDPOINT_PREFIX}{node}/{network}/{container_id}/{ifname}")
+fn escape_dashes(s: &str) -> String {
+    s.replace('-', "--")
+}
+
+/// The namespace and name of the WorkloadEndpoint of an attachment, as
+/// Calico names them: `<node>-k8s-<pod>-<ifname>` in the pod's namespace, or
+/// `<node>-cni-<containerID>-<ifname>` in `default` outside Kubernetes
+/// (dashes inside each part doubled).
+pub fn endpoint_name(
+    node: &str,
+    pod: Option<&PodIdentity>,
+    container_id: &str,
+    ifname: &str,
+) -> (String, String) {
+    match pod {
+        Some(p) => (
+            p.namespace.clone(),
+            format!(
+                "{}-k8s-{}-{}",
+                escape_dashes(node),
+                escape_dashes(&p.name),
+                escape_dashes(ifname)
+            ),
+        ),
+        None => (
+            "default".to_owned(),
+            format!(
+                "{}-cni-{}-{}",
+                escape_dashes(node),
+                escape_dashes(container_id),
+                escape_dashes(ifname)
+            ),
+        ),
+    }
+}
+
+/// The datastore key of the WorkloadEndpoint of an attachment.
+pub fn endpoint_key(
+    node: &str,
+    pod: Option<&PodIdentity>,
+    container_id: &str,
+    ifname: &str,
+) -> String {
+    let (ns, name) = endpoint_name(node, pod, container_id, ifname);
+    format!("{ENDPOINT_PREFIX}{ns}/{name}")
+}
+
+fn decode_endpoint(key: &str, bytes: &[u8]) -> Option<EndpointRecord> {
+    let v: serde_json::Value = serde_json::from_slice(bytes).ok()?;
+    let Ok(Resource::WorkloadEndpoint(w)) = Resource::from_value(v) else {
+        return None;
+    };
+    Some(EndpointRecord {
+        key: key.to_owned(),
+        container_id: w.spec.container_id,
+        ifname: w.spec.endpoint,
+        node: w.spec.node,
+        network: w.metadata.annotations.get(NETWORK_ANNOTATION).cloned(),
+        host_ifname: Some(w.spec.interface_name).filter(|n| !n.is_empty()),
+    })
+}
+
+/// What a WorkloadEndpoint is written from.
+struct NewEndpoint<'a> {
+    req: &'a AttachRequest,
+    node: &'a str,
+    host_ifname: Option<&'a str>,
+    addresses: &'a [IpAddr],
+    mac: Option<String>,
+}
+
+fn encode_endpoint(e: &NewEndpoint<'_>) -> Vec<u8> {
+    let req = e.req;
+    let (namespace, name) = endpoint_name(e.node, req.pod.as_ref(), &req.container_id, &req.ifname);
+    let spec = WorkloadEndpointSpec {
+        orchestrator: if req.pod.is_some() { "k8s" } else { "cni" }.to_owned(),
+        workload: match &req.pod {
+            Some(p) => format!("{}/{}", p.namespace, p.name),
+            None => req.container_id.clone(),
+        },
+        node: e.node.to_owned(),
+        container_id: req.container_id.clone(),
+        pod: req.pod.as_ref().map(|p| p.name.clone()).unwrap_or_default(),
+        endpoint: req.ifname.clone(),
+        ip_networks: e
+            .addresses
+            .iter()
+            .map(|a| Cidr::from(IpNet::from(*a)))
+            .collect(),
+        ipv4_gateway: e
+            .addresses
+            .iter()
+            .any(IpAddr::is_ipv4)
+            .then_some(IpAddress(IpAddr::V4(GATEWAY_V4))),
+        ipv6_gateway: e
+            .addresses
+            .iter()
+            .any(IpAddr::is_ipv6)
+            .then_some(IpAddress(IpAddr::V6(GATEWAY_V6))),
+        profiles: req
+            .pod
+            .as_ref()
+            .map(|p| vec![format!("kns.{}", p.namespace)])
+            .unwrap_or_default(),
+        interface_name: e.host_ifname.unwrap_or_default().to_owned(),
+        mac: e.mac.clone().unwrap_or_default(),
+        ..WorkloadEndpointSpec::default()
+    };
+    let mut wep: WorkloadEndpoint = Object::new(name, spec);
+    wep.metadata.namespace = Some(namespace);
+    wep.metadata
+        .annotations
+        .insert(NETWORK_ANNOTATION.to_owned(), req.conf.name.clone());
+    if let Some(ns) = &req.netns {
+        wep.metadata
+            .annotations
+            .insert("cni.tabby.dev/netns".to_owned(), ns.display().to_string());
+    }
+    serde_json::to_vec(&Resource::WorkloadEndpoint(wep).to_value()).unwrap_or_default()
 }
 
 /// The backend that does the real work on this node.
@@ -151,7 +257,7 @@ impl NodeBackend {
             .runtime
             .block_on(store.get(key))
             .map_err(|e| datastore_error(e, key))?;
-        Ok(kv.and_then(|kv| serde_json::from_slice(&kv.value).ok()))
+        Ok(kv.and_then(|kv| decode_endpoint(key, &kv.value)))
     }
 
     /// Steps 2: the addresses for this attachment, and whether this call
@@ -193,10 +299,8 @@ impl NodeBackend {
         self.runtime.block_on(addresses::release(&store, handle))
     }
 
-    fn write_record(&mut self, key: &str, rec: &EndpointRecord) -> Result<(), CniError> {
+    fn write_record(&mut self, key: &str, value: Vec<u8>) -> Result<(), CniError> {
         let store = self.store()?;
-        let value = serde_json::to_vec(rec)
-            .map_err(|e| CniError::new(ErrorCode::Internal, format!("endpoint record: {e}")))?;
         self.runtime
             .block_on(store.put(key, value))
             .map(|_| ())
@@ -218,12 +322,8 @@ impl NodeBackend {
     ) -> Result<CniResult, CniError> {
         let conf = &req.conf;
         let handle = naming::ipam_handle(&conf.name, &req.container_id);
-        let key = endpoint_key(&self.node, &conf.name, &req.container_id, &req.ifname);
-        let previous = self.read_record(&key)?;
-        let host_ifname = previous
-            .as_ref()
-            .and_then(|r| r.host_ifname.clone())
-            .unwrap_or_else(|| naming::host_veth_name(&req.container_id, req.pod.as_ref()));
+        let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
+        let host_ifname = naming::host_veth_name(&req.container_id, req.pod.as_ref());
         let (assigned, fresh) = self.addresses_for(req, &handle)?;
         let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
 
@@ -247,20 +347,14 @@ impl NodeBackend {
                 return Err(CniError::new(ErrorCode::Internal, e.to_string()));
             }
         };
-        let rec = EndpointRecord {
-            node: self.node.clone(),
-            network: conf.name.clone(),
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
-            host_ifname: Some(host_ifname.clone()),
-            netns: req.netns.as_ref().map(|p| p.display().to_string()),
-            pod_namespace: req.pod.as_ref().map(|p| p.namespace.clone()),
-            pod_name: req.pod.as_ref().map(|p| p.name.clone()),
-            handle: handle.clone(),
-            addresses: ips.clone(),
+        let rec = encode_endpoint(&NewEndpoint {
+            req,
+            node: &self.node,
+            host_ifname: Some(&host_ifname),
+            addresses: &ips,
             mac: attached.pod_mac.map(|m| m.to_string()),
-        };
-        if let Err(e) = self.write_record(&key, &rec) {
+        });
+        if let Err(e) = self.write_record(&key, rec) {
             let _ = wiring::detach(&mut nl, &host_ifname);
             if fresh {
                 let _ = self.release(&handle);
@@ -299,22 +393,17 @@ impl NodeBackend {
     fn add_ipam(&mut self, req: &AttachRequest) -> Result<CniResult, CniError> {
         let conf = &req.conf;
         let handle = naming::ipam_handle(&conf.name, &req.container_id);
-        let key = endpoint_key(&self.node, &conf.name, &req.container_id, &req.ifname);
+        let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
         let (assigned, fresh) = self.addresses_for(req, &handle)?;
-        let rec = EndpointRecord {
-            node: self.node.clone(),
-            network: conf.name.clone(),
-            container_id: req.container_id.clone(),
-            ifname: req.ifname.clone(),
+        let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
+        let rec = encode_endpoint(&NewEndpoint {
+            req,
+            node: &self.node,
             host_ifname: None,
-            netns: req.netns.as_ref().map(|p| p.display().to_string()),
-            pod_namespace: req.pod.as_ref().map(|p| p.namespace.clone()),
-            pod_name: req.pod.as_ref().map(|p| p.name.clone()),
-            handle: handle.clone(),
-            addresses: assigned.iter().map(|a| a.address).collect(),
+            addresses: &ips,
             mac: None,
-        };
-        if let Err(e) = self.write_record(&key, &rec) {
+        });
+        if let Err(e) = self.write_record(&key, rec) {
             if fresh {
                 let _ = self.release(&handle);
             }
@@ -335,10 +424,13 @@ impl NodeBackend {
         })
     }
 
-    /// Detaches one attachment; everything may already be gone.
+    /// Detaches one attachment: the host veth (plugin role), the handle's
+    /// addresses, and the endpoint record if it is this container's (a newer
+    /// sandbox of the same pod keeps its record). Everything may already be
+    /// gone.
     fn detach(
         &mut self,
-        node_key: &str,
+        container_id: &str,
         rec: Option<&EndpointRecord>,
         handle: &str,
         host_ifname: Option<String>,
@@ -349,8 +441,8 @@ impl NodeBackend {
                 .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
         }
         self.release(handle)?;
-        if rec.is_some() {
-            self.delete_record(node_key)?;
+        if let Some(rec) = rec.filter(|r| r.container_id == container_id) {
+            self.delete_record(&rec.key)?;
         }
         Ok(())
     }
@@ -366,26 +458,19 @@ impl Backend for NodeBackend {
     }
 
     fn del(&mut self, req: &AttachRequest) -> Result<(), CniError> {
-        let conf = &req.conf;
-        let handle = naming::ipam_handle(&conf.name, &req.container_id);
-        let key = endpoint_key(&self.node, &conf.name, &req.container_id, &req.ifname);
+        let handle = naming::ipam_handle(&req.conf.name, &req.container_id);
+        let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
         let rec = self.read_record(&key)?;
-        let host_ifname = match self.role {
-            Role::Ipam => None,
-            Role::Plugin => Some(
-                rec.as_ref()
-                    .and_then(|r| r.host_ifname.clone())
-                    .unwrap_or_else(|| naming::host_veth_name(&req.container_id, req.pod.as_ref())),
-            ),
-        };
-        self.detach(&key, rec.as_ref(), &handle, host_ifname)
+        let host_ifname = (self.role == Role::Plugin)
+            .then(|| naming::host_veth_name(&req.container_id, req.pod.as_ref()));
+        self.detach(&req.container_id, rec.as_ref(), &handle, host_ifname)
     }
 
     fn check(&mut self, req: &AttachRequest, prev: &CniResult) -> Result<(), CniError> {
         let netns = open_netns(req)?;
         let conf = &req.conf;
         let handle = naming::ipam_handle(&conf.name, &req.container_id);
-        let key = endpoint_key(&self.node, &conf.name, &req.container_id, &req.ifname);
+        let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
         let failed = |why: String| CniError::new(ErrorCode::CheckFailed, why);
         // The addresses prevResult gave the container's interface.
         let wanted: Vec<IpAddr> = prev
@@ -419,7 +504,8 @@ impl Backend for NodeBackend {
         }
         let rec = self
             .read_record(&key)?
-            .ok_or_else(|| failed(format!("no endpoint record {key}")))?;
+            .filter(|r| r.container_id == req.container_id)
+            .ok_or_else(|| failed(format!("no WorkloadEndpoint {key} for this container")))?;
         let host_ifname = rec
             .host_ifname
             .clone()
@@ -454,27 +540,28 @@ impl Backend for NodeBackend {
 
     fn gc(&mut self, conf: &NetConf, valid: &[Attachment]) -> Result<(), CniError> {
         let store = self.store()?;
-        let prefix = format!("{ENDPOINT_PREFIX}{}/{}/", self.node, conf.name);
         let listing = self
             .runtime
-            .block_on(store.list(&prefix))
-            .map_err(|e| datastore_error(e, &prefix))?;
+            .block_on(store.list(ENDPOINT_PREFIX))
+            .map_err(|e| datastore_error(e, ENDPOINT_PREFIX))?;
         let mut failures = Vec::new();
         for kv in listing.items {
-            let Ok(rec) = serde_json::from_slice::<EndpointRecord>(&kv.value) else {
+            let Some(rec) = decode_endpoint(&kv.key, &kv.value) else {
                 continue;
             };
-            let keep = valid
+            let ours = rec.node == self.node && rec.network.as_deref() == Some(conf.name.as_str());
+            let valid = valid
                 .iter()
                 .any(|a| a.container_id == rec.container_id && a.ifname == rec.ifname);
-            if keep {
+            if !ours || valid {
                 continue;
             }
             let host = match self.role {
                 Role::Plugin => rec.host_ifname.clone(),
                 Role::Ipam => None,
             };
-            if let Err(e) = self.detach(&kv.key, Some(&rec), &rec.handle, host) {
+            let handle = naming::ipam_handle(&conf.name, &rec.container_id);
+            if let Err(e) = self.detach(&rec.container_id, Some(&rec), &handle, host) {
                 failures.push(format!("{}: {}", rec.container_id, e.details));
             }
         }
@@ -546,4 +633,29 @@ fn hostname() -> Result<String, CniError> {
         .ok()
         .filter(|s| !s.is_empty())
         .ok_or_else(|| CniError::config("nodename", "not set and the host name cannot be read"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn endpoint_names_are_calicos() {
+        let pod = PodIdentity {
+            namespace: "web".into(),
+            name: "front-0".into(),
+        };
+        assert_eq!(
+            endpoint_name("node-1", Some(&pod), "abc", "eth0"),
+            ("web".to_owned(), "node--1-k8s-front--0-eth0".to_owned())
+        );
+        assert_eq!(
+            endpoint_name("n1", None, "c-1", "eth0"),
+            ("default".to_owned(), "n1-cni-c--1-eth0".to_owned())
+        );
+        assert_eq!(
+            endpoint_key("n1", None, "c1", "eth0"),
+            "/tabby/resources/v3/workloadendpoints/default/n1-cni-c1-eth0"
+        );
+    }
 }

@@ -78,6 +78,17 @@ impl Cluster {
         (rt, tabby_ipam::Ipam::new(ds))
     }
 
+    /// A stored resource, decoded by tabby-model.
+    fn get(&self, key: &str) -> Option<Resource> {
+        let rt = runtime();
+        let kv = rt.block_on(async {
+            let ds = Datastore::connect(&self.url).await.expect("datastore");
+            ds.get(key).await.expect("get")
+        })?;
+        let v: Value = serde_json::from_slice(&kv.value).expect("json");
+        Some(Resource::from_value(v).expect("resource"))
+    }
+
     /// Every address allocated in any block.
     fn allocated(&self) -> Vec<IpAddr> {
         let (rt, ipam) = self.ipam();
@@ -343,6 +354,18 @@ fn add_check_del_and_pods_reach_the_host_and_each_other() {
         "pod b cannot reach pod a"
     );
 
+    // The WorkloadEndpoint, as tabby-model reads it.
+    let wep = cluster
+        .get("/tabby/resources/v3/workloadendpoints/default/node--1-cni-ctr--a-eth0")
+        .expect("WorkloadEndpoint of pod a");
+    let Resource::WorkloadEndpoint(wep) = wep else {
+        panic!("not a WorkloadEndpoint: {wep:?}");
+    };
+    assert_eq!(wep.spec.node, "node-1");
+    assert_eq!(wep.spec.container_id, "ctr-a");
+    assert_eq!(wep.spec.interface_name, host_if);
+    assert_eq!(wep.spec.ip_networks[0].net(), addr_a);
+
     // CHECK with the ADD's result passes...
     let mut check = node.conf("1.0.0");
     check["prevResult"] = result.clone();
@@ -375,6 +398,12 @@ fn add_check_del_and_pods_reach_the_host_and_each_other() {
         cluster.allocated().is_empty(),
         "addresses left: {:?}",
         cluster.allocated()
+    );
+    assert!(
+        cluster
+            .get("/tabby/resources/v3/workloadendpoints/default/node--1-cni-ctr--a-eth0")
+            .is_none(),
+        "WorkloadEndpoint left after DEL"
     );
 }
 
