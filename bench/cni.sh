@@ -39,7 +39,6 @@ fi
 
 echo "== building tabby (release)"
 cargo build --release --locked -p tabby
-cargo build --release --locked -p tabby-cni --example put_pool
 TABBY=$PWD/target/release/tabby
 
 WORK=$(mktemp -d /tmp/tabby-bench-cni.XXXXXX)
@@ -81,7 +80,16 @@ JSON
 
 echo "== $PODS pods per plugin, ADD then DEL, one process per call"
 bench ptp "$REF/ptp" "$WORK/ptp.conf"
-target/release/examples/put_pool "$DS" bench-pool 10.245.0.0/16 26
+cat >"$WORK/pool.yaml" <<YAML
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata:
+  name: bench-pool
+spec:
+  cidr: 10.245.0.0/16
+  blockSize: 26
+YAML
+"$TABBY" --datastore "$DS" apply -f "$WORK/pool.yaml" >/dev/null
 bench tabby "$TABBY" "$WORK/tabby.conf"
 
 printf '\n%-26s %10s %10s %10s %10s\n' plugin "ADD p50" "ADD p90" "DEL p50" "DEL p90"

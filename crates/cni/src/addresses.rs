@@ -1,9 +1,7 @@
 //! The plugin's view of IPAM: assign addresses to a handle for this node,
 //! find what a handle already holds, release a handle. Allocation itself
 //! (pools, blocks, affinities, compare-and-swap) is `tabby-ipam`'s; this
-//! module loads the resources allocation reads (IPPools, the
-//! IPAMConfiguration, IPReservations, this node's labels) and translates
-//! requests and errors into CNI terms.
+//! module translates requests and errors into CNI terms.
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
@@ -11,14 +9,10 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tabby_datastore::{Datastore, DatastoreError};
 use tabby_ipam::{Environment, Ipam, IpamError};
-use tabby_model::ipam_config::IPAM_CONFIGURATION_NAME;
-use tabby_model::{AllowedUse, IpPool, IpReservation, IpamConfiguration, Kind, Node, Resource};
+use tabby_model::AllowedUse;
 
 use crate::config::PoolRef;
 use crate::error::{CniError, ErrorCode};
-
-/// Prefix of stored resources (`tabby-model`'s key layout).
-const RESOURCE_PREFIX: &str = "/tabby/resources/v3/";
 
 /// What to assign.
 #[derive(Debug, Clone)]
@@ -132,74 +126,15 @@ pub async fn release(store: &Datastore, handle: &str) -> Result<usize, CniError>
 }
 
 async fn environment(store: &Datastore) -> Result<Environment, CniError> {
-    let pools: Vec<IpPool> = list(store, Kind::IpPool, |r| match r {
-        Resource::IpPool(p) => Some(p),
-        _ => None,
-    })
-    .await?;
-    let reservations: Vec<IpReservation> = list(store, Kind::IpReservation, |r| match r {
-        Resource::IpReservation(p) => Some(p),
-        _ => None,
-    })
-    .await?;
-    let config = match get(store, Kind::IpamConfiguration, IPAM_CONFIGURATION_NAME).await? {
-        Some(Resource::IpamConfiguration(c)) => Some(c),
-        _ => None,
-    };
-    Ok(Environment::from_resources(
-        &pools,
-        config.as_ref().map(|c: &IpamConfiguration| &c.spec),
-        &reservations,
-    ))
+    tabby_ipam::resources::load_environment(store)
+        .await
+        .map_err(|e| ipam_error(e, "(pools)"))
 }
 
 async fn node_labels(store: &Datastore, node: &str) -> Result<BTreeMap<String, String>, CniError> {
-    Ok(match get(store, Kind::Node, node).await? {
-        Some(Resource::Node(n)) => {
-            let n: Node = n;
-            n.metadata.labels
-        }
-        _ => BTreeMap::new(),
-    })
-}
-
-fn decode(key: &str, bytes: &[u8]) -> Result<Resource, CniError> {
-    let v: serde_json::Value = serde_json::from_slice(bytes).map_err(|e| {
-        CniError::new(
-            ErrorCode::Internal,
-            format!("{key}: stored resource is not JSON: {e}"),
-        )
-    })?;
-    Resource::from_value(v)
-        .map_err(|e| CniError::new(ErrorCode::Internal, format!("{key}: stored resource: {e}")))
-}
-
-async fn get(store: &Datastore, kind: Kind, name: &str) -> Result<Option<Resource>, CniError> {
-    let key = format!("{RESOURCE_PREFIX}{}/{name}", kind.plural());
-    match store.get(&key).await {
-        Ok(Some(kv)) => decode(&key, &kv.value).map(Some),
-        Ok(None) => Ok(None),
-        Err(e) => Err(datastore_error(e, &key)),
-    }
-}
-
-async fn list<T>(
-    store: &Datastore,
-    kind: Kind,
-    pick: impl Fn(Resource) -> Option<T>,
-) -> Result<Vec<T>, CniError> {
-    let prefix = format!("{RESOURCE_PREFIX}{}/", kind.plural());
-    let listing = store
-        .list(&prefix)
+    tabby_ipam::resources::node_labels(store, node)
         .await
-        .map_err(|e| datastore_error(e, &prefix))?;
-    let mut out = Vec::with_capacity(listing.items.len());
-    for kv in &listing.items {
-        if let Some(t) = pick(decode(&kv.key, &kv.value)?) {
-            out.push(t);
-        }
-    }
-    Ok(out)
+        .map_err(|e| ipam_error(e, "(node labels)"))
 }
 
 /// Maps a datastore failure to the CNI code a runtime acts on.
