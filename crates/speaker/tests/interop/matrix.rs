@@ -133,15 +133,12 @@ fn run(kind: Kind, tabby_active: bool, ibgp: bool) {
     // A NOTIFICATION from the peer is reported with its code. ExaBGP's
     // `teardown` API command does not take effect from our process pipe,
     // so ExaBGP's row is covered by the raw sender in `malformed` instead.
-    if kind == Kind::Exabgp {
-        return;
-    }
     peer.shutdown_peer(A);
     let mut last = None;
     let got = tabby_testbed::wait_until(T, "the peer's Cease in tabby's status", || {
         last = tabby.neighbor(B).and_then(|n| n.last_error);
         last.as_deref()
-            .is_some_and(|e| e.contains("received NOTIFICATION 6/"))
+            .is_some_and(|e| e.contains("received NOTIFICATION 6/2"))
     });
     assert!(
         got.is_ok(),
@@ -183,11 +180,8 @@ fn tabby_sends_notification(kind: Kind) {
     let mut seen = String::new();
     let ok = tabby_testbed::wait_until(T, "the peer reports tabby's Cease", || {
         seen = peer.last_error(A).to_lowercase();
-        seen.contains("de-configured")
-            || seen.contains("deconfigured")
-            || seen.contains("peer_deconfigured")
-            || seen.contains("6/3")
-            || seen.contains("cease")
+        // Cease / Peer De-configured (6/3), as each implementation words it.
+        seen.contains("peer de-configured") || seen.contains("subcode=3")
     });
     assert!(
         ok.is_ok(),
@@ -274,4 +268,19 @@ fn md5_gtsm_frr_tabby_active() {
 #[test]
 fn md5_gtsm_bird2_tabby_passive() {
     md5_and_gtsm(Kind::Bird2, false);
+}
+
+#[test]
+fn notification_from_tabby_bird1() {
+    tabby_sends_notification(Kind::Bird1);
+}
+
+#[test]
+fn notification_from_tabby_gobgp() {
+    tabby_sends_notification(Kind::Gobgp);
+}
+
+#[test]
+fn notification_from_tabby_exabgp() {
+    tabby_sends_notification(Kind::Exabgp);
 }

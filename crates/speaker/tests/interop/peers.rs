@@ -206,7 +206,7 @@ impl Daemon {
                     ("exabgp.daemon.drop", "false"),
                     ("exabgp.api.cli", "false"),
                     ("exabgp.api.ack", "false"),
-                    ("exabgp.log.destination", "stdout"),
+                    ("exabgp.log.destination", "stderr"),
                     ("exabgp.log.level", "INFO"),
                     ("exabgp.tcp.bind", self.spec.addr.as_str()),
                     ("exabgp.tcp.port", "179"),
@@ -596,7 +596,7 @@ impl Daemon {
             Kind::Gobgp => {
                 self.gobgp(&["neighbor", peer, "disable"]);
             }
-            Kind::Exabgp => panic!("ExaBGP cannot be made to send a NOTIFICATION here (to {peer})"),
+            Kind::Exabgp => self.exabgp_command(&format!("neighbor {peer} teardown 2")),
         }
     }
 
