@@ -21,6 +21,8 @@ use crate::{
 
 /// How long one unary request may take before it counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
+/// Keys per page of a listing.
+const PAGE: i64 = 2000;
 /// Backoff between attempts to re-establish a broken watch.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
@@ -126,20 +128,41 @@ impl EtcdStore {
         resp.kvs().first().map(kv_from).transpose()
     }
 
+    /// Lists in pages of [`PAGE`] keys, every page read at the revision of
+    /// the first, so a large prefix (100,000 handles) stays under gRPC's
+    /// message size limit and is still one consistent snapshot.
     pub(crate) async fn list(&self, prefix: &str) -> Result<Listing> {
         let mut c = self.client.clone();
-        let options = if prefix.is_empty() {
-            GetOptions::new().with_all_keys()
+        // An empty prefix means every key: from "\0" to the end ("\0").
+        let end = crate::prefix_end(prefix).unwrap_or_else(|| vec![0]);
+        let mut start: Vec<u8> = if prefix.is_empty() {
+            vec![0]
         } else {
-            GetOptions::new().with_prefix()
+            prefix.as_bytes().to_vec()
         };
-        let key = if prefix.is_empty() { "\0" } else { prefix };
-        let resp = Self::timed(c.get(key, Some(options))).await?;
-        let items = resp.kvs().iter().map(kv_from).collect::<Result<_>>()?;
-        Ok(Listing {
-            items,
-            revision: header_revision(resp.header()),
-        })
+        let mut revision = 0;
+        let mut items = Vec::new();
+        loop {
+            let mut options = GetOptions::new().with_range(end.clone()).with_limit(PAGE);
+            if revision > 0 {
+                options = options.with_revision(revision);
+            }
+            let resp = Self::timed(c.get(start.clone(), Some(options))).await?;
+            if revision == 0 {
+                revision = header_revision(resp.header());
+            }
+            for kv in resp.kvs() {
+                items.push(kv_from(kv)?);
+            }
+            match (resp.more(), resp.kvs().last()) {
+                (true, Some(last)) => {
+                    start = last.key().to_vec();
+                    start.push(0);
+                }
+                _ => break,
+            }
+        }
+        Ok(Listing { items, revision })
     }
 
     pub(crate) async fn revision(&self) -> Result<Revision> {

@@ -70,6 +70,7 @@ conformance!(
     watch_from_a_revision,
     watch_after_compaction_resets,
     concurrent_compare_and_swap_loses_no_update,
+    list_of_many_keys_is_complete,
 );
 
 async fn create_get_update_delete(b: &Backend) {
@@ -136,6 +137,24 @@ async fn list_by_prefix(b: &Backend) {
     assert_eq!(l.items[0].value, b"/p/a");
     assert!(ds.list("/zz/").await.expect("list").items.is_empty());
     assert_eq!(ds.list("").await.expect("list all").items.len(), 5);
+}
+
+async fn list_of_many_keys_is_complete(b: &Backend) {
+    // More keys than one etcd page (2000), written 100 per transaction.
+    let ds = &b.ds;
+    for batch in 0..21 {
+        let mut txn = Txn::new();
+        for i in 0..100 {
+            txn.push_put(format!("/many/{:05}", batch * 100 + i), vec![b'x'; 600]);
+        }
+        ds.txn(txn).await.expect("txn");
+    }
+    ds.put("/many0", "outside").await.expect("put");
+    let l = ds.list("/many/").await.expect("list");
+    assert_eq!(l.items.len(), 2100);
+    assert!(l.items.windows(2).all(|w| w[0].key < w[1].key));
+    assert_eq!(l.items[2099].key, "/many/02099");
+    assert_eq!(ds.list("").await.expect("all").items.len(), 2101);
 }
 
 async fn txn_is_all_or_nothing(b: &Backend) {
