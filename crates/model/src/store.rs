@@ -422,6 +422,18 @@ impl ResourceStore {
                 }
             }
             new.apply_defaults();
+            // Node labels stand in for the Kubernetes node's labels, which
+            // `calicoctl apply` of a Node (KDD) never touched: a Node document
+            // without labels (the seeds' `spec.bgp` edits) keeps the stored
+            // labels, and one without status keeps the stored status.
+            if let (Resource::Node(n), Some(Resource::Node(o))) = (&mut new, &old) {
+                if n.metadata.labels.is_empty() {
+                    n.metadata.labels = o.metadata.labels.clone();
+                }
+                if n.status.is_none() {
+                    n.status = o.status.clone();
+                }
+            }
             if let Some(o) = &old {
                 if let Err(v) = new.check_update(o) {
                     errors.push(fields_error(&e.doc, v.errors));

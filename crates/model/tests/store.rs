@@ -482,6 +482,32 @@ async fn seed_002_selector_typo_applies_with_a_warning(b: Backend) {
         warnings[0].contains("as-id"),
         "lists the labels nodes do have: {warnings:?}"
     );
+    // Applying a Node document without labels (the seeds' spec.bgp edits)
+    // keeps the node's labels.
+    store
+        .write_batch(
+            WriteMode::Apply,
+            &manifest("apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: k8s-node3}\nspec: {bgp: {asNumber: 64513, ipv4Address: 192.168.219.21/24}}\n"),
+        )
+        .await
+        .expect("node edit");
+    let n = store
+        .get_typed::<tabby_model::NodeSpec>("k8s-node3")
+        .await
+        .expect("get")
+        .expect("node");
+    assert_eq!(
+        n.metadata.labels.get("as-id").map(String::as_str),
+        Some("as64513")
+    );
+    assert_eq!(
+        n.spec
+            .bgp
+            .and_then(|b| b.ipv4_address)
+            .map(|a| a.to_string())
+            .as_deref(),
+        Some("192.168.219.21/24")
+    );
     // The seed-003 hostname selectors match the implicit hostname label.
     store
         .write_batch(WriteMode::Apply, &seed("003-node-k-w1-bgp.yaml"))
