@@ -218,10 +218,27 @@ fn open_connection(path: &Path) -> Result<Connection> {
         .map_err(err)?;
     conn.execute_batch("PRAGMA synchronous=NORMAL;")
         .map_err(err)?;
-    let tx =
-        rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate).map_err(err)?;
-    tx.execute_batch(SCHEMA).map_err(err)?;
-    tx.commit().map_err(err)?;
+    // Short-lived processes (`tabby ipam`, the CNI plugin) must not pay a
+    // WAL checkpoint each time they exit; writers checkpoint as they go.
+    conn.set_db_config(
+        rusqlite::config::DbConfig::SQLITE_DBCONFIG_NO_CKPT_ON_CLOSE,
+        true,
+    )
+    .map_err(err)?;
+    // Create the schema only when it is missing (a write lock otherwise).
+    let ready: i64 = conn
+        .query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'meta'",
+            [],
+            |r| r.get(0),
+        )
+        .map_err(err)?;
+    if ready == 0 {
+        let tx = rusqlite::Transaction::new_unchecked(&conn, TransactionBehavior::Immediate)
+            .map_err(err)?;
+        tx.execute_batch(SCHEMA).map_err(err)?;
+        tx.commit().map_err(err)?;
+    }
     Ok(conn)
 }
 

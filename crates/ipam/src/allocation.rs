@@ -3,7 +3,7 @@
 //! Auto-assignment for a node, per family, tries in order:
 //!
 //! 1. the node's own blocks (its confirmed affinities, in pools that still
-//!    select it);
+//!    select it), most recently claimed first;
 //! 2. claiming a new block (unless `autoAllocateBlocks` is off or the node
 //!    holds `maxBlocksPerHost` blocks), trying the pool's blocks from a
 //!    start seeded by the node name;
@@ -253,8 +253,11 @@ impl Ipam {
         let reserved = |ip: IpAddr| env.is_reserved(ip);
         let mut got: Vec<(IpAddr, IpNet)> = Vec::new();
 
-        // 1. The node's own blocks.
-        let affinities = self.node_affinities(&req.node, v6).await?;
+        // 1. The node's own blocks, newest claim first: older ones are
+        // usually full, and a node may hold many, so this finds room after
+        // reading one block instead of all of them.
+        let mut affinities = self.node_affinities(&req.node, v6).await?;
+        affinities.sort_by_key(|(kv, _)| std::cmp::Reverse(kv.create_revision));
         for (kv, aff) in &affinities {
             if got.len() >= n {
                 break;
@@ -282,6 +285,7 @@ impl Ipam {
             reason = "autoAllocateBlocks is false".into();
         }
         let mut held = affinities.len() as u32;
+        let mut claimed: BTreeSet<IpNet> = BTreeSet::new();
         while got.len() < n && env.config.auto_allocate_blocks {
             if let Some(max) = env.config.max_blocks_per_host {
                 if held >= max {
@@ -292,6 +296,10 @@ impl Ipam {
             let Some(cidr) = self.claim_block(&req.node, &pools).await? else {
                 break;
             };
+            if !claimed.insert(cidr) {
+                // The same block twice: it has nothing left for us.
+                break;
+            }
             held += 1;
             let ips = self
                 .assign_in_block(&cidr, n - got.len(), &attr, Some(&req.node), &reserved)
@@ -435,6 +443,7 @@ impl Ipam {
             state: AffinityState::Pending,
         };
         // Phase 1: pending affinity (or take over one of ours).
+        let mut already_confirmed = false;
         let mut aff_rev = match self.ds.create(&akey, encode(&pending)).await {
             Ok(r) => r,
             Err(DatastoreError::AlreadyExists { .. }) => {
@@ -442,10 +451,9 @@ impl Ipam {
                     return Ok(false);
                 };
                 let cur: BlockAffinity = decode(&kv)?;
-                if cur.state == AffinityState::Confirmed {
-                    // Someone on this node finished it; the block is ours.
-                    return Ok(true);
-                }
+                // Confirmed by another process of this node: the block is
+                // ours once it exists (phase 2 makes sure it does).
+                already_confirmed = cur.state == AffinityState::Confirmed;
                 kv.mod_revision
             }
             Err(e) => return Err(e.into()),
@@ -475,6 +483,9 @@ impl Ipam {
             Err(e) => return Err(e.into()),
         }
         self.pause_if(ClaimPause::AfterBlockCreated).await;
+        if already_confirmed {
+            return Ok(true);
+        }
 
         // Phase 3: confirm.
         let confirmed = BlockAffinity {

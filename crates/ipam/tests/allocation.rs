@@ -79,6 +79,7 @@ on_both!(
     check_finds_damage_and_fix_repairs_it,
     interrupted_claim_is_found_and_fixed,
     concurrent_tasks_never_share_an_address,
+    a_confirmed_affinity_whose_block_vanished_is_reclaimed,
 );
 
 fn net(s: &str) -> IpNet {
@@ -527,5 +528,30 @@ async fn concurrent_tasks_never_share_an_address(ipam: &Ipam) {
             assert!(in_use.insert(ip), "{ip} handed out twice");
         }
     }
+    clean(ipam, &e, &in_use).await;
+}
+
+async fn a_confirmed_affinity_whose_block_vanished_is_reclaimed(ipam: &Ipam) {
+    // A one-block pool: the node's claim must land on this very block.
+    let e = env(vec![Pool::new("p", net("10.19.0.0/26"), 26)]);
+    let block = net("10.19.0.0/26");
+    let aff = BlockAffinity {
+        host: "n".into(),
+        cidr: block,
+        state: AffinityState::Confirmed,
+    };
+    ipam.datastore()
+        .put(
+            &records::affinity_key("n", &block),
+            serde_json::to_vec(&aff).expect("json"),
+        )
+        .await
+        .expect("put affinity");
+    let got = ipam
+        .auto_assign(&e, &req("n", "k8s-pod-network.v", 1))
+        .await
+        .expect("assign");
+    assert_eq!(got.v4[0].1, block);
+    let in_use = got.v4.iter().map(|(ip, _)| *ip).collect();
     clean(ipam, &e, &in_use).await;
 }
