@@ -144,8 +144,11 @@ pub struct ReloadReport {
     pub added: Vec<IpAddr>,
     /// Neighbours stopped (sessions closed with a Cease).
     pub removed: Vec<IpAddr>,
-    /// Neighbours whose settings changed (session restarted).
+    /// Neighbours whose session settings changed (session restarted).
     pub restarted: Vec<IpAddr>,
+    /// Neighbours whose routing settings (policy, next hop mode, RR client)
+    /// changed: applied without dropping the session.
+    pub updated: Vec<IpAddr>,
     /// Neighbours left untouched.
     pub unchanged: Vec<IpAddr>,
 }

@@ -48,6 +48,8 @@ pub enum PeerCommand {
     Send(Vec<Vec<u8>>),
     /// Close the session with this NOTIFICATION and end the task.
     Stop(Notification),
+    /// Ask the peer to send its routes again (after an import policy change).
+    RouteRefresh,
 }
 
 /// What a peer task reports to the RIB task.
@@ -381,6 +383,12 @@ pub async fn run(
                     Some(PeerCommand::Stop(n)) => {
                         main.session.handle_input(now, Input::ManualStop(Some(n)));
                         stopping = true;
+                    }
+                    Some(PeerCommand::RouteRefresh) => {
+                        let families = main.session.negotiated().map(|n| n.families.clone()).unwrap_or_default();
+                        for f in families {
+                            main.session.send_route_refresh(now, f);
+                        }
                     }
                     Some(PeerCommand::Send(msgs)) => {
                         for m in msgs {

@@ -360,6 +360,19 @@ impl<S: PeerSpawner> RibTask<S> {
                 report.unchanged.push(addr);
                 continue;
             }
+            // Only routing settings changed (policy, next hop mode, RR
+            // client): the session stays; the RIB re-exports, and a changed
+            // import policy asks the peer for a ROUTE-REFRESH.
+            if let (Some(p), Some(n)) = (new_peers.get(&addr), self.neighbors.get_mut(&addr))
+                && same_session(p, &n.config)
+            {
+                n.config = (*p).clone();
+                if self.rib.update_peer(n.id, rib_peer(p)) {
+                    let _ = n.commands.send(PeerCommand::RouteRefresh);
+                }
+                report.updated.push(addr);
+                continue;
+            }
             if let Some(n) = self.neighbors.remove(&addr) {
                 // Cease / Peer De-configured, or Other Configuration Change.
                 let sub = if new_peers.contains_key(&addr) { 6 } else { 3 };
@@ -394,6 +407,21 @@ impl<S: PeerSpawner> RibTask<S> {
         }
         Ok(report)
     }
+}
+
+/// True when two neighbour configs differ at most in routing settings
+/// (import/export policy, next hop mode, RR client, allowOwnAs).
+fn same_session(a: &PeerConfig, b: &PeerConfig) -> bool {
+    let strip = |p: &PeerConfig| {
+        let mut p = p.clone();
+        p.import.clear();
+        p.export.clear();
+        p.next_hop_mode = Default::default();
+        p.route_reflector_client = false;
+        p.allow_own_as = 0;
+        p
+    };
+    strip(a) == strip(b)
 }
 
 impl Neighbor {

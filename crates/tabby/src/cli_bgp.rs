@@ -274,10 +274,11 @@ fn reload_text(r: &ReloadReport) -> String {
         }
     };
     format!(
-        "reloaded\n  added:     {}\n  removed:   {}\n  restarted: {}\n  unchanged: {}\n",
+        "reloaded\n  added:     {}\n  removed:   {}\n  restarted: {}\n  updated:   {}\n  unchanged: {}\n",
         list(&r.added),
         list(&r.removed),
         list(&r.restarted),
+        list(&r.updated),
         list(&r.unchanged)
     )
 }

@@ -284,3 +284,69 @@ fn notification_from_tabby_gobgp() {
 fn notification_from_tabby_exabgp() {
     tabby_sends_notification(Kind::Exabgp);
 }
+
+/// Import and export policy from the config, changed by a reload that keeps
+/// the session: BIRD 2 sees tabby's export community appear, and a new
+/// import rule filters one of BIRD's routes (through a ROUTE-REFRESH).
+#[test]
+fn policy_reload_keeps_the_session_bird2() {
+    let net = Pair::new("pol");
+    let conf = |import: &str, export: &str| {
+        format!(
+            "asNumber: {TABBY_AS}\nrouterId: {A}\nlisten: [\"{A}:179\"]\noriginate: [10.201.0.0/24]\npeers:\n  - address: {B}\n    asNumber: 65002\n    holdTime: 9\n    connectRetryTime: 2\n    import: [{import}]\n    export: [{export}]\n"
+        )
+    };
+    let tabby = Tabby::start(&net.a, &conf("", ""));
+    let mut peer = Daemon::start(
+        &net.b,
+        Spec {
+            kind: Kind::Bird2,
+            asn: 65002,
+            addr: B.to_owned(),
+            neighbors: vec![Neighbor {
+                addr: A.to_owned(),
+                asn: TABBY_AS,
+                passive: true,
+                rr_client: false,
+            }],
+            cluster_id: None,
+            password: None,
+            ttl_security: false,
+        },
+    );
+    tabby.wait_established(B, T);
+    peer.announce("10.80.1.0/24");
+    peer.announce("10.80.2.0/24");
+    tabby.wait_routes("both of BIRD's routes", T, |r| {
+        r.iter().filter(|r| r.prefix.starts_with("10.80.")).count() == 2
+    });
+    let rib = wait_rib(&peer, "tabby's route", T, |r| {
+        r.contains_key("10.201.0.0/24")
+    });
+    assert!(rib["10.201.0.0/24"].communities.is_empty());
+
+    tabby.rewrite(&conf(
+        "{cidr: 10.80.2.0/24, matchOperator: Equal, action: Reject}",
+        "{action: Accept, addCommunity: [\"65001:7\"], setMED: 70}",
+    ));
+    match tabby.ask(&tabby_speaker::control::Request::Reload) {
+        tabby_speaker::control::Response::Reloaded(r) => {
+            assert_eq!(r.updated.len(), 1, "{r:?}");
+            assert!(r.restarted.is_empty(), "{r:?}");
+        }
+        other => panic!("reload: {other:?}"),
+    }
+    let rib = wait_rib(&peer, "the export community", T, |r| {
+        r.get("10.201.0.0/24")
+            .is_some_and(|x| x.communities == vec!["65001:7".to_owned()])
+    });
+    assert_eq!(rib["10.201.0.0/24"].med, Some(70));
+    tabby.wait_routes("10.80.2.0/24 filtered", T, |r| {
+        r.iter().any(|r| r.prefix == "10.80.1.0/24")
+            && !r.iter().any(|r| r.prefix == "10.80.2.0/24")
+    });
+    let n = tabby.neighbor(B).expect("neighbour");
+    assert_eq!(n.state, "Established");
+    assert!(n.last_error.is_none(), "the session was reset: {n:?}");
+    assert_eq!((n.prefixes_received, n.prefixes_accepted), (2, 1), "{n:?}");
+}
