@@ -206,6 +206,16 @@ matrix! {
     gobgp_passive_ebgp: Kind::Gobgp, false, false;
     exabgp_active_ebgp: Kind::Exabgp, true, false;
     exabgp_passive_ibgp: Kind::Exabgp, false, true;
+    bird1_active_ibgp: Kind::Bird1, true, true;
+    bird1_passive_ebgp: Kind::Bird1, false, false;
+    bird2_active_ebgp: Kind::Bird2, true, false;
+    bird2_passive_ibgp: Kind::Bird2, false, true;
+    frr_active_ibgp: Kind::Frr, true, true;
+    frr_passive_ebgp: Kind::Frr, false, false;
+    gobgp_active_ebgp: Kind::Gobgp, true, false;
+    gobgp_passive_ibgp: Kind::Gobgp, false, true;
+    exabgp_active_ibgp: Kind::Exabgp, true, true;
+    exabgp_passive_ebgp: Kind::Exabgp, false, false;
 }
 
 #[test]
