@@ -245,7 +245,7 @@ impl NodeBackend {
         let url = self.url.clone();
         let store = self
             .runtime
-            .block_on(Datastore::connect(&url))
+            .block_on(Datastore::connect_inline(&url))
             .map_err(|e| datastore_error(e, "connect"))?;
         self.store = Some(store.clone());
         Ok(store)
@@ -324,13 +324,19 @@ impl NodeBackend {
         let handle = naming::ipam_handle(&conf.name, &req.container_id);
         let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
         let host_ifname = naming::host_veth_name(&req.container_id, req.pod.as_ref());
+        // Open the socket inside the pod's namespace (a thread that enters
+        // it) while IPAM works on this one.
+        let netns_path = netns.path().to_path_buf();
+        let pod_socket = std::thread::spawn(move || dp::Netns::open(netns_path)?.netlink());
         let (assigned, fresh) = self.addresses_for(req, &handle)?;
+        let pod_socket = pod_socket.join().ok().and_then(Result::ok);
         let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
 
         let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
         let attached = wiring::attach(
             &mut nl,
             netns,
+            pod_socket,
             &PodInterface {
                 host_ifname: &host_ifname,
                 pod_ifname: &req.ifname,

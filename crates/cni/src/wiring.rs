@@ -80,10 +80,13 @@ fn host_route(addr: IpAddr, host_index: u32) -> Route {
 /// Builds the pod's interface. On error everything this call created is
 /// removed again (the host end, which takes the pod end and the host routes
 /// with it). A host end left by an earlier attempt for the same container is
-/// replaced.
+/// replaced. `pod_socket` is a netlink socket already open inside the pod's
+/// namespace (a caller may open it on another thread while it does other
+/// work), or `None` to open one here.
 pub fn attach(
     host: &mut Netlink,
     netns: &Netns,
+    pod_socket: Option<Netlink>,
     pod: &PodInterface<'_>,
 ) -> Result<Attached, WiringError> {
     let pair = VethPair {
@@ -117,7 +120,7 @@ pub fn attach(
             ))(e));
         }
     };
-    match finish(host, host_index, netns, pod) {
+    match finish(host, host_index, netns, pod_socket, pod) {
         Ok(a) => Ok(a),
         Err(e) => {
             let _ = host.delete_link(host_index);
@@ -130,6 +133,7 @@ fn finish(
     host: &mut Netlink,
     host_index: u32,
     netns: &Netns,
+    pod_socket: Option<Netlink>,
     pod: &PodInterface<'_>,
 ) -> Result<Attached, WiringError> {
     let has_v6 = pod.addresses.iter().any(IpAddr::is_ipv6);
@@ -155,9 +159,12 @@ fn finish(
     }
 
     // The pod side, through a socket inside the pod's namespace.
-    let mut podnl = netns
-        .netlink()
-        .map_err(at("open netlink in the pod namespace"))?;
+    let mut podnl = match pod_socket {
+        Some(s) => s,
+        None => netns
+            .netlink()
+            .map_err(at("open netlink in the pod namespace"))?,
+    };
     let p = pod.pod_ifname;
     let link = podnl
         .require_link(p)

@@ -41,6 +41,7 @@ fn attach(
             wiring::attach(
                 &mut nl,
                 &pod_ns,
+                None,
                 &PodInterface {
                     host_ifname: host_if,
                     pod_ifname: "eth0",

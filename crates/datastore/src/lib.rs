@@ -403,6 +403,16 @@ impl Datastore {
         }
     }
 
+    /// Connects like [`Datastore::connect`]; a SQLite store then runs its
+    /// queries on the calling thread (see [`SqliteStore::open_inline`]), for
+    /// one-shot processes such as the CNI plugin. etcd is unaffected.
+    pub async fn connect_inline(url: &str) -> Result<Datastore> {
+        match DatastoreUrl::parse(url)? {
+            DatastoreUrl::Sqlite(path) => Ok(Datastore::Sqlite(SqliteStore::open_inline(&path)?)),
+            DatastoreUrl::Etcd(_) => Datastore::connect(url).await,
+        }
+    }
+
     /// `sqlite` or `etcd`.
     pub fn backend(&self) -> &'static str {
         match self {
