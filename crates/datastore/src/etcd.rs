@@ -22,7 +22,9 @@ use crate::{
 /// How long one unary request may take before it counts as unavailable.
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Keys per page of a listing.
-const PAGE: i64 = 2000;
+const PAGE: i64 = 500;
+/// Largest listing page accepted (500 IPAM blocks of a /20 are ~20 MB).
+const MAX_PAGE_BYTES: usize = 64 << 20;
 /// Backoff between attempts to re-establish a broken watch.
 const WATCH_RETRY: Duration = Duration::from_millis(200);
 
@@ -129,10 +131,14 @@ impl EtcdStore {
     }
 
     /// Lists in pages of [`PAGE`] keys, every page read at the revision of
-    /// the first, so a large prefix (100,000 handles) stays under gRPC's
-    /// message size limit and is still one consistent snapshot.
+    /// the first, so a large prefix (100,000 handles, thousands of blocks)
+    /// stays under gRPC's message size limit and is still one consistent
+    /// snapshot.
     pub(crate) async fn list(&self, prefix: &str) -> Result<Listing> {
-        let mut c = self.client.clone();
+        let mut c = self
+            .client
+            .kv_client()
+            .max_decoding_message_size(MAX_PAGE_BYTES);
         // An empty prefix means every key: from "\0" to the end ("\0").
         let end = crate::prefix_end(prefix).unwrap_or_else(|| vec![0]);
         let mut start: Vec<u8> = if prefix.is_empty() {

@@ -71,6 +71,7 @@ conformance!(
     watch_after_compaction_resets,
     concurrent_compare_and_swap_loses_no_update,
     list_of_many_keys_is_complete,
+    list_of_large_values_is_complete,
 );
 
 async fn create_get_update_delete(b: &Backend) {
@@ -140,7 +141,7 @@ async fn list_by_prefix(b: &Backend) {
 }
 
 async fn list_of_many_keys_is_complete(b: &Backend) {
-    // More keys than one etcd page (2000), written 100 per transaction.
+    // More keys than four etcd pages (500), written 100 per transaction.
     let ds = &b.ds;
     for batch in 0..21 {
         let mut txn = Txn::new();
@@ -155,6 +156,19 @@ async fn list_of_many_keys_is_complete(b: &Backend) {
     assert!(l.items.windows(2).all(|w| w[0].key < w[1].key));
     assert_eq!(l.items[2099].key, "/many/02099");
     assert_eq!(ds.list("").await.expect("all").items.len(), 2101);
+}
+
+async fn list_of_large_values_is_complete(b: &Backend) {
+    // 8 MB in one listing: more than gRPC's default 4 MB message.
+    let ds = &b.ds;
+    for i in 0..40 {
+        ds.put(&format!("/big/{i:02}"), vec![b'v'; 200_000])
+            .await
+            .expect("put");
+    }
+    let l = ds.list("/big/").await.expect("list");
+    assert_eq!(l.items.len(), 40);
+    assert!(l.items.iter().all(|kv| kv.value.len() == 200_000));
 }
 
 async fn txn_is_all_or_nothing(b: &Backend) {
