@@ -108,6 +108,10 @@ pub struct RouteStatus {
     pub cluster_list: Vec<Ipv4Addr>,
     /// The best path for its prefix.
     pub best: bool,
+    /// Its next hop is not reachable through the kernel routing table, so
+    /// it cannot be best (seed 003).
+    #[serde(default)]
+    pub unresolved: bool,
     /// Part of the multipath (ECMP) set.
     pub multipath: bool,
     /// The neighbour it came from; `None` for locally originated routes.

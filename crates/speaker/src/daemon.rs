@@ -5,7 +5,9 @@
 //! the peer task of its source address, refuses strangers), one task per
 //! neighbour ([`crate::peer`]), the RIB task ([`crate::routing`]), the
 //! control-socket server, and the signal handler (SIGHUP reloads,
-//! SIGTERM/SIGINT close every session with a Cease and exit).
+//! SIGTERM/SIGINT close every session with a Cease and exit). Threads: the
+//! FIB sync ([`crate::fib`], with `fib: true`) and the next-hop watcher
+//! ([`crate::nexthop`]).
 
 use std::collections::HashMap;
 use std::io;
@@ -202,7 +204,25 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
     } else {
         (None, None)
     };
-    let rib = RibTask::new(config, spawner, fib_tx, fib_routes);
+    let mut rib = RibTask::new(config, spawner, fib_tx, fib_routes);
+    let next_hops = tabby_dataplane::Netlink::open().and_then(|mut nl| {
+        let k = crate::nexthop::KernelNextHops::load(&mut nl)?;
+        Ok((nl, k))
+    });
+    match next_hops {
+        Ok((nl, k)) => {
+            let (tx, rx) = mpsc::unbounded_channel();
+            let watched = k.clone();
+            std::thread::Builder::new()
+                .name("nexthop".into())
+                .spawn(move || crate::nexthop::watch(nl, watched, tx))
+                .map_err(DaemonError::Runtime)?;
+            rib = rib.with_next_hops(k, rx);
+        }
+        Err(e) => {
+            tracing::error!("cannot read kernel routes, every next hop counts as reachable: {e}")
+        }
+    }
     let rib_task = tokio::spawn(rib.run(report_rx, control_rx));
     tokio::spawn(control_server(control_listener, control_tx.clone()));
 

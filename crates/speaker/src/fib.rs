@@ -4,8 +4,10 @@
 //!
 //! Runs on a thread of its own (netlink calls block). Each wake-up drains
 //! every queued change, keeps only the last one per prefix, and programs
-//! them as one batch. On start it removes tabby routes a previous run left
-//! behind; on exit it removes the routes it installed.
+//! them as one batch. On start it removes gateway routes a previous run
+//! left behind; on exit it removes the routes it installed. It owns only
+//! `proto tabby` routes it could have made ([`made_by_bgpd`]: unicast via
+//! gateways), never the CNI plugin's device routes to pods or blackholes.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -17,6 +19,8 @@ use tabby_bgp::Prefix;
 use tabby_bgp::rib::FibChange;
 use tabby_dataplane::{NextHop, Route, RouteChange, RouteTable};
 use tokio::sync::mpsc;
+
+use crate::nexthop::made_by_bgpd;
 
 fn destination(p: Prefix) -> Option<IpNet> {
     IpNet::new(p.addr(), p.len()).ok()
@@ -43,9 +47,12 @@ pub fn run(mut changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<Atomi
             return;
         }
     };
-    match nl.reconcile_routes(RouteTable::MAIN, &[]) {
+    match nl.reconcile_routes_owned(RouteTable::MAIN, &[], made_by_bgpd) {
         Ok(r) if r.deleted > 0 => {
-            tracing::info!(deleted = r.deleted, "fib: removed stale tabby routes")
+            tracing::info!(
+                deleted = r.deleted,
+                "fib: removed stale tabby gateway routes"
+            )
         }
         Ok(_) => {}
         Err(e) => tracing::warn!("fib: cannot clean stale routes: {e}"),

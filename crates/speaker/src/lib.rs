@@ -10,6 +10,7 @@ pub mod config;
 pub mod control;
 pub mod daemon;
 pub mod fib;
+pub mod nexthop;
 pub mod peer;
 pub mod routing;
 pub mod sockopt;

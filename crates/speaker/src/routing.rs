@@ -17,6 +17,7 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::config::{BgpdConfig, PeerConfig, policy};
 use crate::control::{NeighborStatus, ReloadReport, Request, Response, RouteStatus, Summary};
+use crate::nexthop::KernelNextHops;
 use crate::peer::{PeerCommand, PeerReport};
 
 /// A question from the control socket, with where to send the answer.
@@ -63,6 +64,20 @@ pub struct RibTask<S: PeerSpawner> {
     fib: Option<mpsc::UnboundedSender<FibChange>>,
     fib_routes: Arc<std::sync::atomic::AtomicU64>,
     started: Instant,
+    /// The kernel next-hop resolver the RIB uses (`None`: every next hop
+    /// is reachable).
+    next_hops: Option<KernelNextHops>,
+    /// Says when the resolver's view changed.
+    next_hop_changes: Option<mpsc::UnboundedReceiver<()>>,
+}
+
+/// Waits for a next-hop change: true for one, false once the channel
+/// closed; never returns without a channel.
+async fn next_hops_changed(rx: &mut Option<mpsc::UnboundedReceiver<()>>) -> bool {
+    match rx {
+        Some(rx) => rx.recv().await.is_some(),
+        None => std::future::pending().await,
+    }
 }
 
 /// The `tabby-bgp` view of a configured neighbour.
@@ -106,6 +121,8 @@ impl<S: PeerSpawner> RibTask<S> {
             fib,
             fib_routes,
             started: Instant::now(),
+            next_hops: None,
+            next_hop_changes: None,
         };
         for net in &config.originate {
             if let Some(p) = to_prefix(net) {
@@ -116,6 +133,20 @@ impl<S: PeerSpawner> RibTask<S> {
             t.add_neighbor(p.clone());
         }
         t
+    }
+
+    /// Makes routes whose next hop `next_hops` cannot resolve ineligible
+    /// (not best, not installed, not advertised); each message on
+    /// `changed` re-runs the decision process.
+    pub fn with_next_hops(
+        mut self,
+        next_hops: KernelNextHops,
+        changed: mpsc::UnboundedReceiver<()>,
+    ) -> Self {
+        self.rib.set_resolver(Box::new(next_hops.clone()));
+        self.next_hops = Some(next_hops);
+        self.next_hop_changes = Some(changed);
+        self
     }
 
     fn add_neighbor(&mut self, p: PeerConfig) {
@@ -171,6 +202,19 @@ impl<S: PeerSpawner> RibTask<S> {
                     }
                     None => return,
                 },
+                more = next_hops_changed(&mut self.next_hop_changes) => {
+                    if more {
+                        // Coalesce a burst into one re-evaluation.
+                        if let Some(rx) = &mut self.next_hop_changes {
+                            while rx.try_recv().is_ok() {}
+                        }
+                        self.rib.revalidate();
+                        self.flush();
+                    } else {
+                        tracing::warn!("next-hop tracking stopped; reachability is frozen");
+                        self.next_hop_changes = None;
+                    }
+                }
             }
         }
     }
@@ -294,6 +338,10 @@ impl<S: PeerSpawner> RibTask<S> {
                             .flatten();
                         let mut r = route_status(p, &path.attrs, from);
                         r.best = path.is_best();
+                        r.unresolved = from.is_some()
+                            && r.next_hop.is_some_and(|nh| {
+                                self.next_hops.as_ref().is_some_and(|k| !k.reachable(nh))
+                            });
                         r.multipath = path.is_multipath();
                         out.push(r);
                     }
@@ -482,6 +530,7 @@ fn route_status(prefix: Prefix, a: &PathAttributes, peer: Option<IpAddr>) -> Rou
         originator_id: a.originator_id,
         cluster_list: a.cluster_list.clone(),
         best: false,
+        unresolved: false,
         multipath: false,
         peer,
     }

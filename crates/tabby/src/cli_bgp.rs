@@ -186,9 +186,10 @@ fn routes_table(v: &[RouteStatus]) -> String {
         .iter()
         .map(|r| {
             let flags = format!(
-                "{}{}",
+                "{}{}{}",
                 if r.best { "*" } else { "" },
-                if r.multipath { "=" } else { "" }
+                if r.multipath { "=" } else { "" },
+                if r.unresolved { "?" } else { "" }
             );
             let mut attrs = Vec::new();
             if let Some(m) = r.med {
@@ -235,7 +236,7 @@ fn routes_table(v: &[RouteStatus]) -> String {
         ],
         &rows,
     );
-    s.push_str("(* best, = multipath)\n");
+    s.push_str("(* best, = multipath, ? next hop unreachable)\n");
     s
 }
 

@@ -7,6 +7,7 @@ mod harness_selftest;
 mod malformed;
 mod matrix;
 mod net;
+mod nexthop;
 mod peers;
 mod reflection;
 mod route;

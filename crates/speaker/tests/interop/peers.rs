@@ -510,6 +510,13 @@ impl Daemon {
         self.apply_route_change(prefix, true);
     }
 
+    /// Makes an ExaBGP daemon announce `prefix` with an explicit (possibly
+    /// third-party) NEXT_HOP.
+    pub fn announce_via(&mut self, prefix: &str, next_hop: &str) {
+        assert_eq!(self.spec.kind, Kind::Exabgp, "announce_via needs ExaBGP");
+        self.exabgp_command(&format!("announce route {prefix} next-hop {next_hop}"));
+    }
+
     /// Makes the daemon withdraw `prefix`.
     pub fn withdraw(&mut self, prefix: &str) {
         self.announced.retain(|p| p != prefix);

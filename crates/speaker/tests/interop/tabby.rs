@@ -81,6 +81,15 @@ impl Tabby {
             .find(|n| n.address.to_string() == addr)
     }
 
+    /// Waits until the daemon has exited (it removes its control socket
+    /// last, after the FIB thread cleaned up).
+    pub fn wait_exit(&self, timeout: Duration) {
+        let sock = self.socket();
+        if wait_until(timeout, "tabby-bgpd exit", || !sock.exists()).is_err() {
+            panic!("tabby-bgpd did not exit:\n{}", self.log());
+        }
+    }
+
     /// `tabby bgp routes`.
     pub fn routes(&self) -> Vec<RouteStatus> {
         match self.ask(&Request::Routes { prefix: None }) {
