@@ -137,3 +137,31 @@ YAML
 # --- tabby-bgp core: the sans-IO codec + RIB on a full-table-sized stream ---
 echo "== bgp core: 1,000,000 IPv4 /24s (10 per attribute set) decoded and applied to the RIB in one process (see BENCHMARKS.md)"
 cargo run --release --locked -q -p tabby-bgp --example ingest -- 1000000
+
+# --- CNI: the tabby binary as a runtime runs it, in namespaces made here ---
+echo "== cni: two pods on one node via the tabby CNI plugin, then DEL"
+(
+  NODE="tby-demo-cni-node-$$" PA="tby-demo-cni-a-$$" PB="tby-demo-cni-b-$$"
+  DIR=$(mktemp -d)
+  trap 'for n in "$PA" "$PB" "$NODE"; do ip netns del "$n" 2>/dev/null || true; done; rm -rf "$DIR"' EXIT
+  for n in "$NODE" "$PA" "$PB"; do ip netns add "$n"; ip -n "$n" link set lo up; done
+  ip netns exec "$NODE" sysctl -qw net.ipv4.ip_forward=1
+  DS="sqlite://$DIR/tabby.db"
+  printf 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: demo-pool}\nspec: {cidr: 10.244.0.0/16, blockSize: 26}\n' \
+    | $TABBY --datastore "$DS" apply -f -
+  CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"demo-node\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
+  cni() { # cni CMD ID POD
+    echo "$CONF" | ip netns exec "$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$2" \
+      CNI_NETNS="/var/run/netns/$3" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin "$PWD/$TABBY"
+  }
+  cni ADD demo-a "$PA"; echo
+  B=$(cni ADD demo-b "$PB" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')
+  echo "-- node routes:"; ip -n "$NODE" route show proto 201
+  echo "-- pod a routes:"; ip -n "$PA" route show
+  echo "-- pod a pings pod b ($B):"; ip netns exec "$PA" ping -c 2 -i 0.2 -W 1 "$B" | tail -2
+  cni DEL demo-a "$PA"; cni DEL demo-b "$PB"
+  echo "-- after DEL: $(ip -n "$NODE" -o link | grep -c ': tby' || true) pod veths left on the node"
+  echo '{"cniVersion":"1.0.0","name":"k8s-pod-network","type":"tabby","mtu":5}' | \
+    CNI_COMMAND=ADD CNI_CONTAINERID=x CNI_IFNAME=eth0 CNI_NETNS=/var/run/netns/$PA "$TABBY" || true
+  echo
+)
