@@ -7,6 +7,8 @@
 //! 2. claiming a new block (unless `autoAllocateBlocks` is off or the node
 //!    holds `maxBlocksPerHost` blocks), trying the pool's blocks from a
 //!    start seeded by the node name;
+//!    when every block of the pools exists, taking over an empty block of
+//!    another node instead (one transaction moves block and affinity);
 //! 3. borrowing from other nodes' blocks, unless `strictAffinity`.
 //!
 //! Claiming a block is Calico's two-phase protocol: (1) create a *pending*
@@ -31,7 +33,7 @@ use ipnet::IpNet;
 use tabby_datastore::{Condition, Datastore, DatastoreError, KeyValue, Txn};
 use tabby_model::AllowedUse;
 
-use crate::block::{AllocationAttribute, Block, ReleaseResult};
+use crate::block::{AllocationAttribute, Block, HOST_AFFINITY_PREFIX, ReleaseResult};
 use crate::pool::{Environment, Pool};
 use crate::records::{
     self, AffinityState, BlockAffinity, Handle, affinities_prefix, affinity_key, block_key,
@@ -293,8 +295,14 @@ impl Ipam {
                     break;
                 }
             }
-            let Some(cidr) = self.claim_block(&req.node, &pools).await? else {
-                break;
+            let cidr = match self.claim_block(&req.node, &pools).await? {
+                Some(cidr) => cidr,
+                // 2b. No unclaimed block left: take over an empty block of
+                // another node.
+                None => match self.reclaim_block(&req.node, &pools, &reserved).await? {
+                    Some(cidr) => cidr,
+                    None => break,
+                },
             };
             if !claimed.insert(cidr) {
                 // The same block twice: it has nothing left for us.
@@ -432,6 +440,126 @@ impl Ipam {
             }
         }
         Ok(None)
+    }
+
+    /// Takes over an empty block of another node for `node`, when every
+    /// block of `pools` exists. Candidates are blocks of `pools` affine to
+    /// another node through a confirmed affinity, with nothing allocated
+    /// and room for us, tried from a start seeded by the node name. One
+    /// transaction per attempt moves the block: it compares the block's
+    /// revision (any allocation by the owner in the meantime changes it),
+    /// the old affinity's and the absence (or revision) of ours, deletes
+    /// the old affinity, rewrites the block as `host:node` and writes our
+    /// affinity confirmed. `None` when no block qualifies.
+    async fn reclaim_block(
+        &self,
+        node: &str,
+        pools: &[&Pool],
+        reserved: &(dyn Fn(IpAddr) -> bool + Sync),
+    ) -> Result<Option<IpNet>> {
+        let Some(first) = pools.first() else {
+            return Ok(None);
+        };
+        let listing = self
+            .ds
+            .list(&blocks_prefix(Some(records::family(&first.cidr))))
+            .await?;
+        let mut candidates: Vec<IpNet> = Vec::new();
+        for kv in &listing.items {
+            let b: Block = decode(kv)?;
+            if Self::reclaimable(&b, node, pools, reserved) {
+                candidates.push(b.cidr);
+            }
+        }
+        if candidates.is_empty() {
+            return Ok(None);
+        }
+        candidates.sort();
+        let start = (crate::pool::node_hash(node) % candidates.len() as u64) as usize;
+        candidates.rotate_left(start);
+        for cidr in candidates {
+            if self.take_over(node, cidr, pools, reserved).await? {
+                return Ok(Some(cidr));
+            }
+        }
+        Ok(None)
+    }
+
+    /// True if `b` is another node's block of one of `pools`, empty, and
+    /// has an address `node` may use.
+    fn reclaimable(
+        b: &Block,
+        node: &str,
+        pools: &[&Pool],
+        reserved: &(dyn Fn(IpAddr) -> bool + Sync),
+    ) -> bool {
+        b.host().is_some_and(|h| h != node)
+            && b.is_empty()
+            && b.free_count(reserved) > 0
+            && pools
+                .iter()
+                .any(|p| p.cidr.contains(&b.cidr) && p.block_size == b.cidr.prefix_len())
+    }
+
+    /// One take-over of block `cidr` for `node` (see
+    /// [`Ipam::reclaim_block`]), re-read and retried on conflict while the
+    /// block still qualifies. False if it no longer does.
+    async fn take_over(
+        &self,
+        node: &str,
+        cidr: IpNet,
+        pools: &[&Pool],
+        reserved: &(dyn Fn(IpAddr) -> bool + Sync),
+    ) -> Result<bool> {
+        let bkey = block_key(&cidr);
+        let new_akey = affinity_key(node, &cidr);
+        for _ in 0..RETRIES {
+            let Some(bkv) = self.ds.get(&bkey).await? else {
+                return Ok(false);
+            };
+            let mut block: Block = decode(&bkv)?;
+            if !Self::reclaimable(&block, node, pools, reserved) {
+                return Ok(false);
+            }
+            let Some(old_host) = block.host().map(str::to_owned) else {
+                return Ok(false);
+            };
+            let old_akey = affinity_key(&old_host, &cidr);
+            // Only a settled affinity is taken: a pending one belongs to a
+            // claim still in progress.
+            let Some(old_akv) = self.ds.get(&old_akey).await? else {
+                return Ok(false);
+            };
+            let old: BlockAffinity = decode(&old_akv)?;
+            if old.state != AffinityState::Confirmed {
+                return Ok(false);
+            }
+            let ours = self.ds.get(&new_akey).await?;
+            block.affinity = Some(format!("{HOST_AFFINITY_PREFIX}{node}"));
+            let confirmed = BlockAffinity {
+                host: node.into(),
+                cidr,
+                state: AffinityState::Confirmed,
+            };
+            let txn = Txn::new()
+                .when(&bkey, Condition::ModRevision(bkv.mod_revision))
+                .when(&old_akey, Condition::ModRevision(old_akv.mod_revision))
+                .when(
+                    &new_akey,
+                    ours.as_ref().map_or(Condition::Absent, |kv| {
+                        Condition::ModRevision(kv.mod_revision)
+                    }),
+                )
+                .delete(&old_akey)
+                .put(&bkey, encode(&block))
+                .put(&new_akey, encode(&confirmed));
+            match self.ds.txn(txn).await {
+                Ok(_) => return Ok(true),
+                Err(e) if e.is_conflict() => continue,
+                Err(e) => return Err(e.into()),
+            }
+        }
+        Ok(false)
     }
 
     /// Claims block `cidr` for `node`; false if another node got it.

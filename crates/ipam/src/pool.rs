@@ -131,7 +131,7 @@ impl Pool {
 }
 
 /// FNV-1a of the node name: a stable seed across runs and machines.
-fn node_hash(node: &str) -> u64 {
+pub(crate) fn node_hash(node: &str) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
     for b in node.bytes() {
         h ^= u64::from(b);

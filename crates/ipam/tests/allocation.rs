@@ -80,6 +80,8 @@ on_both!(
     interrupted_claim_is_found_and_fixed,
     concurrent_tasks_never_share_an_address,
     a_confirmed_affinity_whose_block_vanished_is_reclaimed,
+    an_empty_block_of_another_node_is_taken_over,
+    a_non_empty_block_of_another_node_is_never_taken_over,
 );
 
 fn net(s: &str) -> IpNet {
@@ -553,5 +555,138 @@ async fn a_confirmed_affinity_whose_block_vanished_is_reclaimed(ipam: &Ipam) {
         .expect("assign");
     assert_eq!(got.v4[0].1, block);
     let in_use = got.v4.iter().map(|(ip, _)| *ip).collect();
+    clean(ipam, &e, &in_use).await;
+}
+
+/// A pool of exactly two /28 blocks, both claimed by node a, one address
+/// in each (10.12.0.1 and 10.12.0.17).
+async fn two_blocks_of_a(ipam: &Ipam, e: &Environment) -> (IpNet, IpNet) {
+    let first = ipam
+        .assign_ip(
+            e,
+            "10.12.0.1".parse().expect("ip"),
+            "a",
+            "k8s-pod-network.a1",
+            BTreeMap::new(),
+        )
+        .await
+        .expect("a1");
+    let second = ipam
+        .assign_ip(
+            e,
+            "10.12.0.17".parse().expect("ip"),
+            "a",
+            "k8s-pod-network.a2",
+            BTreeMap::new(),
+        )
+        .await
+        .expect("a2");
+    assert_eq!(first, net("10.12.0.0/28"));
+    assert_eq!(second, net("10.12.0.16/28"));
+    for b in [first, second] {
+        let aff = affinity(ipam, "a", &b).await.expect("a's affinity");
+        assert_eq!(aff.state, AffinityState::Confirmed);
+    }
+    (first, second)
+}
+
+async fn an_empty_block_of_another_node_is_taken_over(ipam: &Ipam) {
+    let mut e = env(vec![Pool::new("p", net("10.12.0.0/27"), 28)]);
+    // Strict affinity: b cannot borrow, so an address proves the take-over.
+    e.config.strict_affinity = true;
+    let (first, second) = two_blocks_of_a(ipam, &e).await;
+    let released = ipam
+        .release(
+            &e,
+            &[ReleaseRequest {
+                ip: "10.12.0.17".parse().expect("ip"),
+                sequence: None,
+                handle: None,
+            }],
+        )
+        .await
+        .expect("release");
+    assert!(matches!(released[0].1, ReleaseResult::Released { .. }));
+    // a's emptied block is still a's until someone needs it.
+    assert!(affinity(ipam, "a", &second).await.is_some());
+
+    let got = ipam
+        .auto_assign(&e, &req("b", "k8s-pod-network.b", 1))
+        .await
+        .expect("b takes over a's empty block");
+    let (ip_b, block_b) = got.v4[0];
+    assert_eq!(block_b, second, "b got a's empty block");
+    let aff_b = affinity(ipam, "b", &second).await.expect("b's affinity");
+    assert_eq!(aff_b.state, AffinityState::Confirmed);
+    assert!(
+        affinity(ipam, "a", &second).await.is_none(),
+        "a's affinity for the taken block is gone"
+    );
+    let aff_a = affinity(ipam, "a", &first)
+        .await
+        .expect("a keeps its other block");
+    assert_eq!(aff_a.state, AffinityState::Confirmed);
+    let info = ipam.address_info(&e, ip_b).await.expect("info");
+    assert_eq!(info.node.as_deref(), Some("b"));
+
+    // b's next address comes from its new block; a still uses its own.
+    let b2 = ipam
+        .auto_assign(&e, &req("b", "k8s-pod-network.b2", 1))
+        .await
+        .expect("b again");
+    assert_eq!(b2.v4[0].1, second);
+    let a3 = ipam
+        .auto_assign(&e, &req("a", "k8s-pod-network.a3", 1))
+        .await
+        .expect("a again");
+    assert_eq!(a3.v4[0].1, first);
+
+    let in_use: BTreeSet<IpAddr> = [
+        "10.12.0.1".parse().expect("ip"),
+        ip_b,
+        b2.v4[0].0,
+        a3.v4[0].0,
+    ]
+    .into_iter()
+    .collect();
+    clean(ipam, &e, &in_use).await;
+}
+
+async fn a_non_empty_block_of_another_node_is_never_taken_over(ipam: &Ipam) {
+    let mut e = env(vec![Pool::new("p", net("10.12.0.0/27"), 28)]);
+    e.config.strict_affinity = true;
+    let (first, second) = two_blocks_of_a(ipam, &e).await;
+    match ipam
+        .auto_assign(&e, &req("b", "k8s-pod-network.b", 1))
+        .await
+    {
+        Err(IpamError::Exhausted { node, reason, .. }) => {
+            assert_eq!(node, "b");
+            assert!(reason.contains("strictAffinity"), "{reason}");
+        }
+        other => panic!("expected exhaustion, got {other:?}"),
+    }
+    // Without strict affinity b borrows; both blocks stay a's.
+    e.config.strict_affinity = false;
+    let got = ipam
+        .auto_assign(&e, &req("b", "k8s-pod-network.b", 1))
+        .await
+        .expect("borrow");
+    let (ip_b, block_b) = got.v4[0];
+    assert!(block_b == first || block_b == second, "{block_b}");
+    for b in [first, second] {
+        assert!(affinity(ipam, "a", &b).await.is_some(), "a keeps {b}");
+        assert!(affinity(ipam, "b", &b).await.is_none(), "b holds no {b}");
+    }
+    let info = ipam.address_info(&e, ip_b).await.expect("info");
+    assert_eq!(info.node.as_deref(), Some("a"));
+    assert_eq!(info.handle.as_deref(), Some("k8s-pod-network.b"));
+    let in_use: BTreeSet<IpAddr> = [
+        "10.12.0.1".parse().expect("ip"),
+        "10.12.0.17".parse().expect("ip"),
+        ip_b,
+    ]
+    .into_iter()
+    .collect();
     clean(ipam, &e, &in_use).await;
 }
