@@ -13,6 +13,6 @@ cargo fmt --all -- --check
 echo "== cargo clippy"
 cargo clippy --workspace --all-targets --locked -- -D warnings
 echo "== cargo test"
-cargo test --workspace --locked
+cargo test --workspace --locked --no-fail-fast
 echo "== fuzz targets build (stable toolchain; run them with cargo-fuzz, see TESTING.md)"
 cargo build --manifest-path fuzz/Cargo.toml --locked
