@@ -9,7 +9,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use tabby_datastore::{Datastore, DatastoreError};
 use tabby_ipam::{Environment, Ipam, IpamError};
-use tabby_model::AllowedUse;
+use tabby_model::{AllowedUse, selector};
 
 use crate::config::PoolRef;
 use crate::error::{CniError, ErrorCode};
@@ -67,7 +67,17 @@ pub async fn assigned(store: &Datastore, handle: &str) -> Result<Vec<Assigned>, 
 /// Assigns the requested addresses to `req.handle`, all or nothing.
 pub async fn assign(store: &Datastore, req: &AssignRequest<'_>) -> Result<Vec<Assigned>, CniError> {
     let env = environment(store).await?;
-    let node_labels = node_labels(store, req.node).await?;
+    // The node's labels only matter to a pool with a node selector; when
+    // every pool takes `all()` (the usual case) their read is skipped.
+    let node_labels = if env
+        .pools
+        .iter()
+        .all(|p| matches!(p.node_selector.expr(), selector::Expr::All))
+    {
+        BTreeMap::new()
+    } else {
+        node_labels(store, req.node).await?
+    };
     let pools: Vec<String> = req
         .ipv4_pools
         .iter()

@@ -1,7 +1,6 @@
 //! Reads the resources IPAM depends on (IPPools, the IPAMConfiguration,
 //! IPReservations, a Node's labels, WorkloadEndpoint addresses) through
-//! `tabby-model`'s typed storage, plus the addresses in `tabby-cni`'s
-//! endpoint records. Writing resources stays with `tabby-model`; the one exception,
+//! `tabby-model`'s typed storage. Writing resources stays with `tabby-model`; the one exception,
 //! [`write_ipam_config`] (`tabby ipam configure`), keeps every other field
 //! of the stored object and compare-and-swaps on its revision.
 
@@ -128,31 +127,17 @@ pub async fn node_labels(ds: &Datastore, node: &str) -> Result<BTreeMap<String, 
     }
 }
 
-/// Where `tabby-cni` records each pod attachment (with its addresses).
-pub const CNI_ENDPOINT_PREFIX: &str = "/tabby/cni/v1/endpoints/";
-
-/// The part of a CNI endpoint record IPAM reads.
-#[derive(serde::Deserialize)]
-struct EndpointAddresses {
-    #[serde(default)]
-    addresses: Vec<IpAddr>,
-}
-
-/// Every address in use by a pod: those of stored WorkloadEndpoints and
-/// those of the CNI plugin's endpoint records.
+/// Every address in use by a pod: those of stored WorkloadEndpoints (where
+/// `tabby-cni` records each attachment).
 pub async fn workload_addresses(ds: &Datastore) -> Result<BTreeSet<IpAddr>> {
     let store = ResourceStore::new(ds.clone());
     let weps = store
         .list_typed::<WorkloadEndpointSpec>()
         .await
         .map_err(store_err)?;
-    let mut out: BTreeSet<IpAddr> = weps
+    let out: BTreeSet<IpAddr> = weps
         .iter()
         .flat_map(|w| w.spec.ip_networks.iter().map(|c| c.net().addr()))
         .collect();
-    for kv in ds.list(CNI_ENDPOINT_PREFIX).await?.items {
-        let rec: EndpointAddresses = decode(&kv)?;
-        out.extend(rec.addresses);
-    }
     Ok(out)
 }
