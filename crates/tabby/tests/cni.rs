@@ -49,24 +49,33 @@ impl Cluster {
     }
 
     fn put_pool(&self, name: &str, cidr: &str, block_size: u8) {
-        let doc = json!({
-            "apiVersion": "projectcalico.org/v3",
-            "kind": "IPPool",
-            "metadata": {"name": name},
-            "spec": {"cidr": cidr, "blockSize": block_size}
-        });
-        let mut r = Resource::from_value(doc).expect("pool resource");
-        r.check().expect("valid pool");
+        self.put_resource(
+            "ippools",
+            name,
+            json!({
+                "apiVersion": "projectcalico.org/v3",
+                "kind": "IPPool",
+                "metadata": {"name": name},
+                "spec": {"cidr": cidr, "blockSize": block_size}
+            }),
+        );
+    }
+
+    /// Stores a resource (checked and defaulted by tabby-model) under
+    /// `/tabby/resources/v3/<plural>/<name>`.
+    fn put_resource(&self, plural: &str, name: &str, doc: Value) {
+        let mut r = Resource::from_value(doc).expect("resource");
+        r.check().expect("valid resource");
         r.apply_defaults();
         let rt = runtime();
         rt.block_on(async {
             let ds = Datastore::connect(&self.url).await.expect("datastore");
             ds.put(
-                &format!("/tabby/resources/v3/ippools/{name}"),
+                &format!("/tabby/resources/v3/{plural}/{name}"),
                 serde_json::to_vec(&r.to_value()).expect("json"),
             )
             .await
-            .expect("put pool");
+            .expect("put resource");
         });
     }
 
@@ -444,6 +453,52 @@ fn every_spec_version_gets_its_result_format() {
         );
         node.call("DEL", &id, Some(&pod), &node.conf(v)).ok();
     }
+}
+
+#[test]
+fn pool_node_selector_follows_the_node_labels() {
+    // The only pool selects `rack == 'a'`: a node labelled so gets an
+    // address from it, an unlabelled node gets "addresses exhausted" (101).
+    let cluster = Cluster::new(false);
+    cluster.put_resource(
+        "ippools",
+        "pool-v4",
+        json!({
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "IPPool",
+            "metadata": {"name": "pool-v4"},
+            "spec": {"cidr": "10.96.0.0/16", "blockSize": 26, "nodeSelector": "rack == 'a'"}
+        }),
+    );
+    cluster.put_resource(
+        "nodes",
+        "node-ra",
+        json!({
+            "apiVersion": "projectcalico.org/v3",
+            "kind": "Node",
+            "metadata": {"name": "node-ra", "labels": {"rack": "a"}},
+            "spec": {}
+        }),
+    );
+    let labelled = Node::new("cni-sela", "node-ra", &cluster);
+    let unlabelled = Node::new("cni-selb", "node-rb", &cluster);
+    let pod_a = Netns::new("cni-psa").expect("pod");
+    let pod_b = Netns::new("cni-psb").expect("pod");
+    let got = labelled.add("ctr-sa", &pod_a).address();
+    assert!(
+        "10.96.0.0/16"
+            .parse::<IpNet>()
+            .expect("net")
+            .contains(&got.addr()),
+        "{got}"
+    );
+    let refused = unlabelled.add("ctr-sb", &pod_b);
+    assert_eq!(refused.error_code(), 101, "{}", refused.details());
+    assert_eq!(cluster.allocated(), vec![got.addr()]);
+    labelled.del("ctr-sa", Some(&pod_a)).ok();
+    unlabelled.del("ctr-sb", Some(&pod_b)).ok();
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    cluster.ipam_check_is_clean();
 }
 
 #[test]
