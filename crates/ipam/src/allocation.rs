@@ -657,51 +657,20 @@ impl Ipam {
         reserved: &(dyn Fn(IpAddr) -> bool + Sync),
     ) -> Result<Vec<IpAddr>> {
         let handle_id = attr.handle_id.clone().unwrap_or_default();
-        let bkey = block_key(cidr);
-        let hkey = handle_key(&handle_id);
-        for _ in 0..RETRIES {
-            let Some(bkv) = self.ds.get(&bkey).await? else {
-                return Ok(Vec::new());
+        self.commit_assignment(cidr, &handle_id, |block| {
+            let Some(block) = block else {
+                return Ok((Vec::new(), 0));
             };
-            let mut block: Block = decode(&bkv)?;
             if let Some(host) = require_host {
                 if block.host() != Some(host) {
-                    return Ok(Vec::new());
+                    return Ok((Vec::new(), 0));
                 }
             }
             let ips = block.assign(n, attr.clone(), reserved);
-            if ips.is_empty() {
-                return Ok(ips);
-            }
-            let hkv = self.ds.get(&hkey).await?;
-            let mut handle = match &hkv {
-                Some(kv) => decode::<Handle>(kv)?,
-                None => Handle {
-                    handle_id: handle_id.clone(),
-                    block: BTreeMap::new(),
-                },
-            };
-            *handle.block.entry(cidr.to_string()).or_insert(0) += ips.len() as u32;
-            let txn = Txn::new()
-                .when(&bkey, Condition::ModRevision(bkv.mod_revision))
-                .when(
-                    &hkey,
-                    hkv.as_ref().map_or(Condition::Absent, |kv| {
-                        Condition::ModRevision(kv.mod_revision)
-                    }),
-                )
-                .put(&bkey, encode(&block))
-                .put(&hkey, encode(&handle));
-            match self.ds.txn(txn).await {
-                Ok(_) => return Ok(ips),
-                Err(e) if e.is_conflict() => continue,
-                Err(e) => return Err(e.into()),
-            }
-        }
-        Err(IpamError::Datastore(DatastoreError::Unavailable {
-            backend: self.ds.backend(),
-            reason: format!("block {cidr}: still conflicting after {RETRIES} retries"),
-        }))
+            let count = ips.len() as u32;
+            Ok((ips, count))
+        })
+        .await
     }
 
     /// Assigns one specific address to `handle` (claiming its block for
@@ -733,25 +702,49 @@ impl Ipam {
             handle_id: Some(handle.into()),
             secondary: attributes,
         };
-        let bkey = block_key(&cidr);
-        let hkey = handle_key(handle);
-        for _ in 0..RETRIES {
-            let Some(bkv) = self.ds.get(&bkey).await? else {
+        self.commit_assignment(&cidr, handle, |block| {
+            let Some(block) = block else {
                 return Err(IpamError::NotInPool { ip });
             };
-            let mut block: Block = decode(&bkv)?;
             if !block.assign_ip(ip, attr.clone()) {
                 return Err(IpamError::AddressInUse { ip });
             }
+            Ok((cidr, 1))
+        })
+        .await
+    }
+
+    /// Changes block `cidr` and the record of `handle_id` in one
+    /// transaction, retrying on conflict. `assign` gets the freshly read
+    /// block (`None` if it does not exist), may assign addresses in it, and
+    /// returns its result with how many addresses it assigned; with none,
+    /// nothing is written.
+    async fn commit_assignment<R>(
+        &self,
+        cidr: &IpNet,
+        handle_id: &str,
+        mut assign: impl FnMut(Option<&mut Block>) -> Result<(R, u32)>,
+    ) -> Result<R> {
+        let bkey = block_key(cidr);
+        let hkey = handle_key(handle_id);
+        for _ in 0..RETRIES {
+            let Some(bkv) = self.ds.get(&bkey).await? else {
+                return assign(None).map(|(r, _)| r);
+            };
+            let mut block: Block = decode(&bkv)?;
+            let (result, count) = assign(Some(&mut block))?;
+            if count == 0 {
+                return Ok(result);
+            }
             let hkv = self.ds.get(&hkey).await?;
-            let mut h = match &hkv {
+            let mut handle = match &hkv {
                 Some(kv) => decode::<Handle>(kv)?,
                 None => Handle {
-                    handle_id: handle.into(),
+                    handle_id: handle_id.to_owned(),
                     block: BTreeMap::new(),
                 },
             };
-            *h.block.entry(cidr.to_string()).or_insert(0) += 1;
+            *handle.block.entry(cidr.to_string()).or_insert(0) += count;
             let txn = Txn::new()
                 .when(&bkey, Condition::ModRevision(bkv.mod_revision))
                 .when(
@@ -761,9 +754,9 @@ impl Ipam {
                     }),
                 )
                 .put(&bkey, encode(&block))
-                .put(&hkey, encode(&h));
+                .put(&hkey, encode(&handle));
             match self.ds.txn(txn).await {
-                Ok(_) => return Ok(cidr),
+                Ok(_) => return Ok(result),
                 Err(e) if e.is_conflict() => continue,
                 Err(e) => return Err(e.into()),
             }
