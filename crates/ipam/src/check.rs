@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
-use tabby_datastore::{Condition, DatastoreError, Revision, Txn};
+use tabby_datastore::{Condition, Datastore, DatastoreError, Revision, Txn};
 
 use crate::allocation::{Ipam, ReleaseRequest, decode_kv, encode_value};
 use crate::block::{Block, ReleaseResult};
@@ -557,49 +557,11 @@ impl Ipam {
             } => {
                 // An interrupted claim: give the block back if it is empty,
                 // otherwise confirm it (its addresses are in use).
-                let akey = affinity_key(host, block);
-                let bkey = block_key(block);
-                let Some(bkv) = ds.get(&bkey).await? else {
-                    return Ok(Some("block is gone".into()));
-                };
-                let b: Block = decode_kv(&bkv)?;
-                let mut txn = Txn::new()
-                    .when(&akey, Condition::ModRevision(*revision))
-                    .when(&bkey, Condition::ModRevision(bkv.mod_revision));
-                if b.is_empty() {
-                    txn.push_delete(&akey);
-                    txn.push_delete(&bkey);
-                } else {
-                    let confirmed = BlockAffinity {
-                        host: host.clone(),
-                        cidr: *block,
-                        state: AffinityState::Confirmed,
-                    };
-                    txn.push_put(&akey, encode_value(&confirmed));
-                }
-                cas(ds.txn(txn).await)
+                settle_block_affinity(ds, host, block, Condition::ModRevision(*revision), true)
+                    .await
             }
             Problem::BlockWithoutAffinity { block, host } => {
-                let akey = affinity_key(host, block);
-                let bkey = block_key(block);
-                let Some(bkv) = ds.get(&bkey).await? else {
-                    return Ok(Some("block is gone".into()));
-                };
-                let b: Block = decode_kv(&bkv)?;
-                let mut txn = Txn::new()
-                    .when(&akey, Condition::Absent)
-                    .when(&bkey, Condition::ModRevision(bkv.mod_revision));
-                if b.is_empty() {
-                    txn.push_delete(&bkey);
-                } else {
-                    let confirmed = BlockAffinity {
-                        host: host.clone(),
-                        cidr: *block,
-                        state: AffinityState::Confirmed,
-                    };
-                    txn.push_put(&akey, encode_value(&confirmed));
-                }
-                cas(ds.txn(txn).await)
+                settle_block_affinity(ds, host, block, Condition::Absent, false).await
             }
             Problem::BlockOutsidePools { block, .. } => {
                 let bkey = block_key(block);
@@ -677,6 +639,43 @@ impl Ipam {
         }
         cas(ds.txn(txn).await)
     }
+}
+
+/// Settles a block whose affinity is unconfirmed or missing: an empty block
+/// is deleted (with the affinity, when `delete_affinity`), a block holding
+/// addresses gets a confirmed affinity for `host`. Guarded by the block's
+/// revision and by `affinity_now` on the affinity key, so anything that
+/// changed since the check makes the fix a no-op to re-run.
+async fn settle_block_affinity(
+    ds: &Datastore,
+    host: &str,
+    block: &IpNet,
+    affinity_now: Condition,
+    delete_affinity: bool,
+) -> Result<Option<String>> {
+    let akey = affinity_key(host, block);
+    let bkey = block_key(block);
+    let Some(bkv) = ds.get(&bkey).await? else {
+        return Ok(Some("block is gone".into()));
+    };
+    let b: Block = decode_kv(&bkv)?;
+    let mut txn = Txn::new()
+        .when(&akey, affinity_now)
+        .when(&bkey, Condition::ModRevision(bkv.mod_revision));
+    if b.is_empty() {
+        if delete_affinity {
+            txn.push_delete(&akey);
+        }
+        txn.push_delete(&bkey);
+    } else {
+        let confirmed = BlockAffinity {
+            host: host.to_owned(),
+            cidr: *block,
+            state: AffinityState::Confirmed,
+        };
+        txn.push_put(&akey, encode_value(&confirmed));
+    }
+    cas(ds.txn(txn).await)
 }
 
 /// A guarded write's outcome as a fix result.
