@@ -184,6 +184,11 @@ pub struct PeerConfig {
     /// Export rules, first match wins; no match accepts.
     #[serde(default)]
     pub export: Vec<Rule>,
+    /// Free text shown by `tabby bgp neighbors` (the node agent writes the
+    /// peer's origin here: `node-to-node mesh`, `global`, ...). Changing it
+    /// never touches the session.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 impl PeerConfig {

@@ -80,6 +80,9 @@ pub struct NeighborStatus {
     pub prefixes_advertised: u64,
     /// Whether the neighbour is a route-reflector client.
     pub route_reflector_client: bool,
+    /// The configured description, if any.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
 }
 
 /// One path in the Loc-RIB.

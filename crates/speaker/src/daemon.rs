@@ -55,6 +55,17 @@ pub enum DaemonError {
     Runtime(io::Error),
 }
 
+/// How [`serve_until`] runs the speaker.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct ServeOptions {
+    /// Handle SIGHUP (reload), SIGTERM and SIGINT (stop) itself, as
+    /// `tabby bgpd` does. An embedding process (the node agent) handles
+    /// signals on its own and stops the speaker through `stop`.
+    pub handle_signals: bool,
+    /// Leave the kernel routes the FIB sync installed when stopping.
+    pub keep_kernel_routes: bool,
+}
+
 /// Loads `config_path` and runs the daemon until SIGTERM/SIGINT.
 pub fn run(config_path: &Path) -> Result<(), DaemonError> {
     let config = BgpdConfig::load(config_path)?;
@@ -63,7 +74,16 @@ pub fn run(config_path: &Path) -> Result<(), DaemonError> {
         .enable_all()
         .build()
         .map_err(DaemonError::Runtime)?;
-    rt.block_on(serve(config_path.to_owned(), config))
+    let options = ServeOptions {
+        handle_signals: true,
+        keep_kernel_routes: false,
+    };
+    rt.block_on(serve_until(
+        config_path.to_owned(),
+        config,
+        options,
+        std::future::pending(),
+    ))
 }
 
 type PeerMap = Arc<Mutex<HashMap<IpAddr, (mpsc::UnboundedSender<PeerCommand>, Transport)>>>;
@@ -159,7 +179,17 @@ fn bind(addr: SocketAddr) -> io::Result<TcpListener> {
     s.listen(128)
 }
 
-async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonError> {
+/// Runs the speaker on the current tokio runtime with `config` (read from
+/// `config_path`, which a `reload` re-reads) until `stop` completes (or,
+/// with `options.handle_signals`, SIGTERM/SIGINT). On the way out every
+/// session gets a Cease; kernel routes go unless
+/// `options.keep_kernel_routes`.
+pub async fn serve_until(
+    config_path: PathBuf,
+    config: BgpdConfig,
+    options: ServeOptions,
+    stop: impl std::future::Future<Output = ()>,
+) -> Result<(), DaemonError> {
     let mut listeners = Vec::new();
     for addr in &config.listen {
         let l = bind(*addr).map_err(|source| DaemonError::Listen {
@@ -183,8 +213,11 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (control_tx, control_rx) = mpsc::channel::<ControlCall>(16);
     let peers: PeerMap = Arc::default();
+    // Tasks to end on the way out, so that an embedding process can start
+    // the speaker again on the same addresses.
+    let mut background = Vec::new();
     for l in &listeners {
-        tokio::spawn(accept_loop(l.clone(), peers.clone()));
+        background.push(tokio::spawn(accept_loop(l.clone(), peers.clone())));
     }
     let spawner = Spawner {
         config_path,
@@ -198,7 +231,7 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
         let counter = fib_routes.clone();
         let thread = std::thread::Builder::new()
             .name("fib".into())
-            .spawn(move || crate::fib::run(rx, counter))
+            .spawn(move || crate::fib::run_until_closed(rx, counter, options.keep_kernel_routes))
             .map_err(DaemonError::Runtime)?;
         (Some(tx), Some(thread))
     } else {
@@ -224,14 +257,24 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
         }
     }
     let rib_task = tokio::spawn(rib.run(report_rx, control_rx));
-    tokio::spawn(control_server(control_listener, control_tx.clone()));
+    background.push(tokio::spawn(control_server(
+        control_listener,
+        control_tx.clone(),
+    )));
 
-    let mut hup = signal(tokio::signal::unix::SignalKind::hangup())?;
-    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
-    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let (mut hup, mut term, mut int) = if options.handle_signals {
+        (
+            Some(signal(tokio::signal::unix::SignalKind::hangup())?),
+            Some(signal(tokio::signal::unix::SignalKind::terminate())?),
+            Some(signal(tokio::signal::unix::SignalKind::interrupt())?),
+        )
+    } else {
+        (None, None, None)
+    };
+    tokio::pin!(stop);
     loop {
         tokio::select! {
-            _ = hup.recv() => {
+            _ = received(&mut hup) => {
                 let (reply, rx) = oneshot::channel();
                 if control_tx.send(ControlCall { request: Request::Reload, reply }).await.is_ok() {
                     match rx.await {
@@ -241,8 +284,9 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
                     }
                 }
             }
-            _ = term.recv() => break,
-            _ = int.recv() => break,
+            _ = received(&mut term) => break,
+            _ = received(&mut int) => break,
+            () = &mut stop => break,
         }
     }
     tracing::info!("shutting down: closing every session");
@@ -258,11 +302,25 @@ async fn serve(config_path: PathBuf, config: BgpdConfig) -> Result<(), DaemonErr
     // the kernel routes it installed and ends.
     rib_task.abort();
     let _ = rib_task.await;
+    for task in background {
+        task.abort();
+        let _ = task.await;
+    }
     if let Some(t) = fib_thread {
         let _ = tokio::task::spawn_blocking(move || t.join()).await;
     }
     let _ = std::fs::remove_file(&control_path);
     Ok(())
+}
+
+/// Waits for a signal; never returns when signals are not handled.
+async fn received(s: &mut Option<tokio::signal::unix::Signal>) {
+    match s {
+        Some(s) => {
+            s.recv().await;
+        }
+        None => std::future::pending().await,
+    }
 }
 
 fn signal(

@@ -39,7 +39,19 @@ pub fn kernel_route(dest: IpNet, next_hops: &[IpAddr]) -> Option<Route> {
 }
 
 /// Runs the FIB thread until the channel closes, then removes our routes.
-pub fn run(mut changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
+pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
+    run_until_closed(changes, installed, false)
+}
+
+/// Runs the FIB thread until the channel closes; then removes the routes
+/// it installed unless `keep_on_exit` (the node agent keeps them so that
+/// traffic keeps flowing while it restarts; the next run's start-up
+/// clean-up removes what is stale).
+pub fn run_until_closed(
+    mut changes: mpsc::UnboundedReceiver<FibChange>,
+    installed: Arc<AtomicU64>,
+    keep_on_exit: bool,
+) {
     let mut nl = match tabby_dataplane::Netlink::open() {
         Ok(nl) => nl,
         Err(e) => {
@@ -92,6 +104,10 @@ pub fn run(mut changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<Atomi
             Err(e) => tracing::error!("fib: batch of {} changes failed: {e}", batch.len()),
         }
         installed.store(ours.len() as u64, Ordering::Relaxed);
+    }
+    if keep_on_exit {
+        tracing::info!(routes = ours.len(), "fib: leaving kernel routes in place");
+        return;
     }
     let batch: Vec<RouteChange> = ours.into_values().map(RouteChange::Delete).collect();
     if let Err(e) = nl.apply_routes(&batch) {

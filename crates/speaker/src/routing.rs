@@ -458,7 +458,8 @@ impl<S: PeerSpawner> RibTask<S> {
 }
 
 /// True when two neighbour configs differ at most in routing settings
-/// (import/export policy, next hop mode, RR client, allowOwnAs).
+/// (import/export policy, next hop mode, RR client, allowOwnAs) and the
+/// description.
 fn same_session(a: &PeerConfig, b: &PeerConfig) -> bool {
     let strip = |p: &PeerConfig| {
         let mut p = p.clone();
@@ -467,6 +468,7 @@ fn same_session(a: &PeerConfig, b: &PeerConfig) -> bool {
         p.next_hop_mode = Default::default();
         p.route_reflector_client = false;
         p.allow_own_as = 0;
+        p.description = None;
         p
     };
     strip(a) == strip(b)
@@ -499,6 +501,7 @@ impl Neighbor {
             prefixes_accepted: stats.accepted as u64,
             prefixes_advertised: stats.advertised as u64,
             route_reflector_client: self.config.route_reflector_client,
+            description: self.config.description.clone(),
         }
     }
 }
