@@ -1,1 +1,48 @@
-//! The node agent: from resources to BGP peers, exports and kernel routes; status API; metrics.
+//! The node agent (`tabby agent`): registers the node, turns the cluster's
+//! resources into BGP sessions and announcements for an in-process
+//! `tabby-speaker`, and keeps the node's kernel state (block blackholes,
+//! NAT table, forwarding sysctls) in line; `tabby node status` reads its
+//! sessions back.
+//!
+//! The decisions are pure functions with unit tests of their own:
+//! [`peers::speaker_plan`] (resources to neighbours, Calico's rules) and
+//! [`exports::node_exports`] (IPAM state to announcements and blackholes).
+//! [`daemon`] is the loop that feeds them and applies their output;
+//! [`registration`] writes the Node resource; [`status`] renders sessions.
+
+pub mod daemon;
+pub mod exports;
+pub mod peers;
+pub mod registration;
+pub mod status;
+
+use std::path::PathBuf;
+
+/// Why the agent stopped or could not start.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum AgentError {
+    /// The datastore failed.
+    #[error("datastore: {0}")]
+    Datastore(#[from] tabby_datastore::DatastoreError),
+    /// Reading or writing resources failed.
+    #[error("resources: {0}")]
+    Store(#[from] tabby_model::StoreError),
+    /// A kernel operation failed.
+    #[error("kernel: {0}")]
+    Dataplane(#[from] tabby_dataplane::Error),
+    /// The Node resource could not be written.
+    #[error("node registration: {0}")]
+    Registration(String),
+    /// The state directory could not be created.
+    #[error("cannot create {path}: {source}")]
+    StateDir {
+        /// The directory.
+        path: PathBuf,
+        /// The OS error.
+        source: std::io::Error,
+    },
+    /// The runtime or a signal handler could not start.
+    #[error("runtime: {0}")]
+    Runtime(std::io::Error),
+}

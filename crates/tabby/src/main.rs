@@ -10,9 +10,11 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+mod cli_agent;
 mod cli_bgp;
 mod cli_dataplane;
 mod cli_ipam;
+mod cli_node;
 mod cli_resources;
 mod cni_mode;
 
@@ -50,6 +52,10 @@ enum Command {
     Bgp(cli_bgp::BgpArgs),
     /// IP address management: show usage, check for leaks, release, configure.
     Ipam(cli_ipam::IpamArgs),
+    /// Runs the node agent: registers the node, BGP sessions from resources, kernel routes.
+    Agent(cli_agent::AgentArgs),
+    /// The local agent's state: `tabby node status`.
+    Node(cli_node::NodeArgs),
     /// Resources, calicoctl style: apply, create, replace, delete, get, patch, label.
     #[command(flatten)]
     Resources(cli_resources::ResourceCommand),
@@ -76,6 +82,8 @@ fn main() -> ExitCode {
         Command::Bgpd(args) => cli_bgp::bgpd(args),
         Command::Bgp(args) => cli_bgp::bgp(args),
         Command::Ipam(args) => cli_ipam::run(&cli.datastore, args),
+        Command::Agent(args) => cli_agent::run(&cli.datastore, args),
+        Command::Node(args) => cli_node::run(args),
         Command::Resources(cmd) => cli_resources::run(cmd, &cli.datastore),
     };
     match result {

@@ -1,0 +1,433 @@
+//! `tabby agent`: the node daemon's loop.
+//!
+//! Start-up: connect to the datastore, find the node's address, register
+//! the Node resource, turn on forwarding. Then, each time the datastore's
+//! revision moves (polled; SQLite and etcd both give one) and every 30 s
+//! regardless:
+//!
+//! 1. read the BGP resources, the pools and the IPAM blocks and affinities;
+//! 2. compute the speaker configuration ([`crate::peers::speaker_plan`])
+//!    and the exports ([`crate::exports::node_exports`]), both pure;
+//! 3. if the configuration changed, write it to `<state dir>/bgpd.json`
+//!    and ask the in-process speaker to reload it (the speaker's own
+//!    per-neighbour diff keeps every unchanged session up); changes the
+//!    speaker cannot reload (AS, router id, cluster id, listen port) restart
+//!    it in-process;
+//! 4. reconcile the local blocks' blackhole routes (`proto tabby`, only
+//!    blackholes are the agent's: CNI device routes and the speaker's
+//!    gateway routes are never touched) and the NAT table.
+//!
+//! SIGTERM/SIGINT: sessions get a Cease, kernel routes (learned routes,
+//! blackholes, pod routes) and the NAT table stay, so pods keep forwarding
+//! while the agent is restarted.
+
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use ipnet::IpNet;
+use tabby_dataplane::{Netlink, Route, RouteKind, RouteTable};
+use tabby_datastore::Datastore;
+use tabby_ipam::{Block, BlockAffinity};
+use tabby_model::store::ResourceStore;
+use tabby_model::{AsNumber, InterfaceAddress, IpPool};
+use tabby_speaker::config::BgpdConfig;
+use tabby_speaker::control::{Request, Response};
+use tabby_speaker::daemon::{ServeOptions, serve_until};
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+use crate::AgentError;
+use crate::exports::{NodeExports, node_exports};
+use crate::peers::{BgpResources, NoSecrets, PlanSettings, SecretSource, SecretsDir, speaker_plan};
+use crate::registration::{AutodetectMethod, Registration, autodetect, register};
+
+/// Default control socket of the agent (its speaker's).
+pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tabby/agent.sock";
+/// Default directory for the generated speaker configuration.
+pub const DEFAULT_STATE_DIR: &str = "/run/tabby/agent";
+
+/// Where the node's address comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AddressSetting {
+    /// This address (`--ip 10.0.0.1/24`).
+    Fixed(InterfaceAddress),
+    /// Found with the autodetection method.
+    Autodetect,
+    /// None of this family (`--ip none`): keep what the Node has.
+    Keep,
+}
+
+/// How the agent runs.
+#[derive(Debug, Clone)]
+pub struct AgentOptions {
+    /// Datastore URL.
+    pub datastore: String,
+    /// This node's name.
+    pub node: String,
+    /// IPv4 address.
+    pub ipv4: AddressSetting,
+    /// IPv6 address.
+    pub ipv6: AddressSetting,
+    /// How to find an address to autodetect.
+    pub autodetect: AutodetectMethod,
+    /// `spec.bgp.asNumber` to set on the node.
+    pub as_number: Option<AsNumber>,
+    /// The speaker's control socket (`tabby node status` reads it).
+    pub control_socket: PathBuf,
+    /// Directory for `bgpd.json`.
+    pub state_dir: PathBuf,
+    /// Directory of BGP password secrets (`<dir>/<secret>/<key>`).
+    pub secrets_dir: Option<PathBuf>,
+    /// How often the datastore revision is polled.
+    pub poll_interval: Duration,
+    /// Manage the NAT table from `natOutgoing` pools.
+    pub nat: bool,
+}
+
+/// A running in-process speaker.
+struct RunningSpeaker {
+    config: BgpdConfig,
+    stop: oneshot::Sender<()>,
+    task: JoinHandle<()>,
+}
+
+/// Runs the agent until SIGTERM/SIGINT.
+pub fn run(options: AgentOptions) -> Result<(), AgentError> {
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .map_err(AgentError::Runtime)?;
+    rt.block_on(serve(options))
+}
+
+async fn resolve_address(
+    setting: &AddressSetting,
+    method: &AutodetectMethod,
+    v6: bool,
+) -> Result<Option<InterfaceAddress>, AgentError> {
+    match setting {
+        AddressSetting::Fixed(a) => Ok(Some(*a)),
+        AddressSetting::Keep => Ok(None),
+        AddressSetting::Autodetect => {
+            let method = method.clone();
+            tokio::task::spawn_blocking(move || {
+                let mut nl = Netlink::open()?;
+                autodetect(&mut nl, &method, v6)
+            })
+            .await
+            .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
+        }
+    }
+}
+
+async fn serve(options: AgentOptions) -> Result<(), AgentError> {
+    let ds = Datastore::connect(&options.datastore).await?;
+    let store = ResourceStore::new(ds.clone());
+    let ipv4 = resolve_address(&options.ipv4, &options.autodetect, false).await?;
+    if options.ipv4 == AddressSetting::Autodetect && ipv4.is_none() {
+        return Err(AgentError::Registration(
+            "no IPv4 address found to autodetect; set --ip (env IP) or --ip-autodetection-method"
+                .into(),
+        ));
+    }
+    let ipv6 = resolve_address(&options.ipv6, &options.autodetect, true).await?;
+    let reg = Registration {
+        name: options.node.clone(),
+        ipv4,
+        ipv6,
+        as_number: options.as_number,
+    };
+    let node = register(&store, &reg).await?;
+    tracing::info!(node = %options.node, bgp = ?node.spec.bgp, "node registered");
+    if let Err(e) = tabby_dataplane::sysctl::set_ipv4_forwarding(true) {
+        tracing::warn!("cannot enable IPv4 forwarding: {e}");
+    }
+    if ipv6.is_some()
+        && let Err(e) = tabby_dataplane::sysctl::set_ipv6_forwarding("all", true)
+    {
+        tracing::warn!("cannot enable IPv6 forwarding: {e}");
+    }
+    std::fs::create_dir_all(&options.state_dir).map_err(|source| AgentError::StateDir {
+        path: options.state_dir.clone(),
+        source,
+    })?;
+    let secrets: Box<dyn SecretSource + Send + Sync> = match &options.secrets_dir {
+        Some(d) => Box::new(SecretsDir(d.clone())),
+        None => Box::new(NoSecrets),
+    };
+    let settings = PlanSettings {
+        node: options.node.clone(),
+        control_socket: options.control_socket.clone(),
+        fib: true,
+    };
+    let config_path = options.state_dir.join("bgpd.json");
+
+    let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
+    let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
+    let mut speaker: Option<RunningSpeaker> = None;
+    let mut last_revision = -1;
+    let mut last_full = Instant::now();
+    let mut last_exports: Option<NodeExports> = None;
+    let mut last_nat: Option<tabby_dataplane::nat::NatPools> = None;
+    let mut last_warnings: Vec<String> = Vec::new();
+    loop {
+        let revision = ds.revision().await.unwrap_or(-1);
+        let due = last_full.elapsed() >= Duration::from_secs(30);
+        if revision != last_revision || due || speaker.is_none() {
+            match read_state(&store, &ds, &options.node).await {
+                Ok(state) => {
+                    last_revision = revision;
+                    if due {
+                        last_full = Instant::now();
+                        last_exports = None;
+                    }
+                    match speaker_plan(&state.bgp, &settings, secrets.as_ref()) {
+                        Ok(plan) => {
+                            if plan.warnings != last_warnings {
+                                for w in &plan.warnings {
+                                    tracing::warn!("{w}");
+                                }
+                                last_warnings = plan.warnings.clone();
+                            }
+                            let exports = node_exports(
+                                &options.node,
+                                &state.pools,
+                                &state.blocks,
+                                &state.affinities,
+                                &state.bgp.default_configuration(),
+                            );
+                            let mut config = plan.config;
+                            config.originate = exports.originate.clone();
+                            speaker = apply_speaker(speaker, config, &config_path).await;
+                            if last_exports.as_ref() != Some(&exports) {
+                                match reconcile_blackholes(exports.blackholes.clone()).await {
+                                    Ok(()) => last_exports = Some(exports),
+                                    Err(e) => tracing::error!("blackhole routes: {e}"),
+                                }
+                            }
+                        }
+                        Err(e) => tracing::error!("{e}"),
+                    }
+                    if options.nat {
+                        let nat = nat_pools(&state.pools);
+                        if last_nat.as_ref() != Some(&nat) {
+                            let n = nat.clone();
+                            let applied = tokio::task::spawn_blocking(move || {
+                                tabby_dataplane::nat::apply(&n)
+                            })
+                            .await;
+                            match applied {
+                                Ok(Ok(())) => last_nat = Some(nat),
+                                Ok(Err(e)) => tracing::error!("NAT table: {e}"),
+                                Err(e) => tracing::error!("NAT table: {e}"),
+                            }
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!("reading the datastore: {e}"),
+            }
+        }
+        tokio::select! {
+            () = tokio::time::sleep(options.poll_interval) => {}
+            _ = term.recv() => break,
+            _ = int.recv() => break,
+        }
+    }
+    tracing::info!("shutting down: sessions closed, kernel routes and NAT kept");
+    if let Some(s) = speaker {
+        stop_speaker(s).await;
+    }
+    Ok(())
+}
+
+fn signal(
+    kind: tokio::signal::unix::SignalKind,
+) -> Result<tokio::signal::unix::Signal, AgentError> {
+    tokio::signal::unix::signal(kind).map_err(AgentError::Runtime)
+}
+
+/// Everything the agent computes from, read from the datastore.
+struct ClusterState {
+    bgp: BgpResources,
+    pools: Vec<IpPool>,
+    blocks: Vec<Block>,
+    affinities: Vec<BlockAffinity>,
+}
+
+async fn read_state(
+    store: &ResourceStore,
+    ds: &Datastore,
+    node: &str,
+) -> Result<ClusterState, AgentError> {
+    let bgp = BgpResources {
+        nodes: store.list_typed().await?,
+        configurations: store.list_typed().await?,
+        peers: store.list_typed().await?,
+        filters: store.list_typed().await?,
+    };
+    let pools = store.list_typed().await?;
+    let mut blocks = Vec::new();
+    for kv in ds
+        .list(&tabby_ipam::records::blocks_prefix(None))
+        .await?
+        .items
+    {
+        match serde_json::from_slice::<Block>(&kv.value) {
+            Ok(b) => blocks.push(b),
+            Err(e) => tracing::warn!(key = %kv.key, "unreadable IPAM block: {e}"),
+        }
+    }
+    let mut affinities = Vec::new();
+    for kv in ds
+        .list(&tabby_ipam::records::affinities_prefix(Some(node), None))
+        .await?
+        .items
+    {
+        match serde_json::from_slice::<BlockAffinity>(&kv.value) {
+            Ok(a) => affinities.push(a),
+            Err(e) => tracing::warn!(key = %kv.key, "unreadable block affinity: {e}"),
+        }
+    }
+    Ok(ClusterState {
+        bgp,
+        pools,
+        blocks,
+        affinities,
+    })
+}
+
+/// The NAT table's input: pools with `natOutgoing` and every pool.
+pub fn nat_pools(pools: &[IpPool]) -> tabby_dataplane::nat::NatPools {
+    let live = || pools.iter().filter(|p| !p.spec.disabled);
+    tabby_dataplane::nat::NatPools {
+        masquerade: live()
+            .filter(|p| p.spec.nat_outgoing)
+            .map(|p| p.spec.cidr.network())
+            .collect(),
+        all: pools.iter().map(|p| p.spec.cidr.network()).collect(),
+    }
+}
+
+fn is_agent_route(r: &Route) -> bool {
+    r.kind == RouteKind::Blackhole
+}
+
+async fn reconcile_blackholes(blocks: Vec<IpNet>) -> Result<(), AgentError> {
+    tokio::task::spawn_blocking(move || {
+        let mut nl = Netlink::open()?;
+        for v6 in [false, true] {
+            let desired: Vec<Route> = blocks
+                .iter()
+                .filter(|b| b.addr().is_ipv6() == v6)
+                .map(|b| Route::blackhole(*b))
+                .collect();
+            let owns = |r: &Route| is_agent_route(r) && r.destination.addr().is_ipv6() == v6;
+            let report = nl.reconcile_routes_owned(RouteTable::MAIN, &desired, owns)?;
+            if report.added + report.deleted + report.replaced > 0 {
+                tracing::info!(
+                    added = report.added,
+                    deleted = report.deleted,
+                    "block blackhole routes reconciled"
+                );
+            }
+            for c in &report.conflicts {
+                tracing::warn!("local block route held by another protocol: {c:?}");
+            }
+        }
+        Ok(())
+    })
+    .await
+    .map_err(|e| AgentError::Runtime(std::io::Error::other(e)))?
+}
+
+fn write_config(path: &std::path::Path, config: &BgpdConfig) -> Result<(), String> {
+    let text = serde_json::to_string_pretty(config).map_err(|e| e.to_string())?;
+    // The speaker will read it back: refuse here what it would refuse.
+    BgpdConfig::parse(&text, &path.display().to_string()).map_err(|e| e.to_string())?;
+    let tmp = path.with_extension("json.tmp");
+    std::fs::write(&tmp, &text).map_err(|e| format!("{}: {e}", tmp.display()))?;
+    std::fs::rename(&tmp, path).map_err(|e| format!("{}: {e}", path.display()))
+}
+
+fn start_speaker(config: BgpdConfig, path: &std::path::Path) -> RunningSpeaker {
+    let (stop, stopped) = oneshot::channel::<()>();
+    let c = config.clone();
+    let p = path.to_owned();
+    let task = tokio::spawn(async move {
+        let options = ServeOptions {
+            handle_signals: false,
+            keep_kernel_routes: true,
+        };
+        let stop = async move {
+            let _ = stopped.await;
+        };
+        if let Err(e) = serve_until(p, c, options, stop).await {
+            tracing::error!("BGP speaker: {e}");
+        }
+    });
+    tracing::info!(
+        peers = config.peers.len(),
+        originate = config.originate.len(),
+        "BGP speaker started"
+    );
+    RunningSpeaker { config, stop, task }
+}
+
+async fn stop_speaker(s: RunningSpeaker) {
+    let _ = s.stop.send(());
+    let _ = s.task.await;
+}
+
+async fn reload(socket: PathBuf) -> Result<(), String> {
+    let answer = tokio::task::spawn_blocking(move || {
+        tabby_speaker::control::request(&socket, &Request::Reload, Duration::from_secs(10))
+    })
+    .await
+    .map_err(|e| e.to_string())?;
+    match answer {
+        Ok(Response::Reloaded(r)) => {
+            tracing::info!(?r, "BGP configuration reloaded");
+            Ok(())
+        }
+        Ok(Response::Error(e)) => Err(e),
+        Ok(other) => Err(format!("unexpected answer {other:?}")),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+/// Brings the speaker to `config`: start, reload, or restart.
+async fn apply_speaker(
+    running: Option<RunningSpeaker>,
+    config: BgpdConfig,
+    path: &std::path::Path,
+) -> Option<RunningSpeaker> {
+    if let Some(r) = &running
+        && r.config == config
+        && !r.task.is_finished()
+    {
+        return running;
+    }
+    if let Err(e) = write_config(path, &config) {
+        tracing::error!("refusing the generated BGP configuration, keeping the running one: {e}");
+        return running;
+    }
+    match running {
+        None => Some(start_speaker(config, path)),
+        Some(r) if r.task.is_finished() => {
+            tracing::warn!("BGP speaker had stopped; starting it again");
+            Some(start_speaker(config, path))
+        }
+        Some(mut r) => match reload(r.config.control_socket.clone()).await {
+            Ok(()) => {
+                r.config = config;
+                Some(r)
+            }
+            Err(e) => {
+                tracing::info!("restarting the BGP speaker: {e}");
+                stop_speaker(r).await;
+                Some(start_speaker(config, path))
+            }
+        },
+    }
+}

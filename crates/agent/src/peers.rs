@@ -1,0 +1,590 @@
+//! From resources to the speaker's desired configuration: a pure function
+//! ([`speaker_plan`]) with Calico's semantics, so that the rules users rely
+//! on are unit-tested one by one.
+//!
+//! Rules (as calico-node's confd templates for BIRD apply them):
+//!
+//! - **AS**: the node's `spec.bgp.asNumber`, else the `default`
+//!   BGPConfiguration's `asNumber`, else 64512. Remote nodes likewise.
+//! - **Node-to-node mesh** (`nodeToNodeMeshEnabled`, default on): one
+//!   session to every other node with a BGP address of the same family,
+//!   unless either end is a route reflector (`routeReflectorClusterID`).
+//!   Only one side connects: a node is *passive* toward every node whose
+//!   address is greater **as text** (Calico's Go template compares the
+//!   strings; comparing numerically would leave both sides passive against
+//!   a Calico node for pairs such as 10.0.0.9 / 10.0.0.10).
+//! - **BGPPeer**: applies to this node when `node` names it, or
+//!   `nodeSelector` matches its labels, or neither is set (a *global*
+//!   peer). The remote side is `peerIP` (with `asNumber`, default our AS)
+//!   or every node matched by `peerSelector` (their own AS, each of their
+//!   BGP addresses). A peer at one of this node's own addresses is skipped.
+//! - **Route reflection**: on a node with a cluster id, every same-AS peer
+//!   whose node has an empty or different cluster id is a route-reflector
+//!   client; same cluster id is plain iBGP.
+//! - Per peer: `password.secretKeyRef` (resolved by the caller, see
+//!   [`SecretSource`]), `keepaliveTime` (hold time three times it, at least
+//!   the default 90 s), `sourceAddress` (`UseNodeIP`, the default, binds
+//!   the node's address), `ttlSecurity` (GTSM hops), eBGP multihop TTL 64
+//!   otherwise (Calico's template sets `multihop` for every peer),
+//!   `numAllowedLocalASNumbers`, `nextHopMode`/`keepOriginalNextHop`,
+//!   `filters` (BGPFilters in the order listed; their rules concatenated,
+//!   first match wins, no match accepts).
+//! - The same remote address from two sources: the first wins (BGPPeers in
+//!   name order, then the mesh) and a warning names the loser.
+//!
+//! Not applied yet (a warning says so when set): `localASNumber`,
+//! `reachableBy`, `maxRestartTime` (graceful restart is not implemented),
+//! `reversePeering`, `localWorkloadSelector`, and BGPFilter `interface`
+//! rules and large communities.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::path::PathBuf;
+
+use tabby_bgp::policy::{Action, Rule};
+use tabby_model::bgp_configuration::DEFAULT_BGP_CONFIGURATION;
+use tabby_model::bgp_filter::{BgpFilterRule, FilterAction};
+use tabby_model::bgp_peer::{NextHopMode as ModelNextHop, SecretKeyRef, SourceAddress};
+use tabby_model::{BgpConfiguration, BgpConfigurationSpec, BgpFilter, BgpPeer, Node};
+use tabby_speaker::config::{BgpdConfig, DEFAULT_HOLD_TIME, NextHopMode, PeerConfig};
+
+/// Calico's default AS number.
+pub const DEFAULT_AS: u32 = 64512;
+
+/// Where a session comes from; shown as the type column of
+/// `tabby node status`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum PeerOrigin {
+    /// The node-to-node mesh.
+    Mesh,
+    /// A BGPPeer without `node`/`nodeSelector`.
+    Global,
+    /// A BGPPeer with `node` or `nodeSelector`.
+    NodeSpecific,
+}
+
+impl PeerOrigin {
+    /// Calico's wording (`calicoctl node status`).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PeerOrigin::Mesh => "node-to-node mesh",
+            PeerOrigin::Global => "global",
+            PeerOrigin::NodeSpecific => "node specific",
+        }
+    }
+}
+
+/// Resolves a BGPPeer's `password.secretKeyRef` to the password.
+pub trait SecretSource {
+    /// The secret's value, or why there is none.
+    fn password(&self, secret: &SecretKeyRef) -> Result<String, String>;
+}
+
+/// No secrets at all: every password reference fails with a message.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct NoSecrets;
+
+impl SecretSource for NoSecrets {
+    fn password(&self, secret: &SecretKeyRef) -> Result<String, String> {
+        Err(format!(
+            "secret {}/{}: no secrets directory configured (--secrets-dir)",
+            secret.name, secret.key
+        ))
+    }
+}
+
+/// Secrets as files `<dir>/<secret name>/<key>` (the layout of a
+/// Kubernetes secret volume); a trailing newline is removed.
+#[derive(Debug, Clone)]
+pub struct SecretsDir(pub PathBuf);
+
+impl SecretSource for SecretsDir {
+    fn password(&self, secret: &SecretKeyRef) -> Result<String, String> {
+        let path = self.0.join(&secret.name).join(&secret.key);
+        let text = std::fs::read_to_string(&path)
+            .map_err(|e| format!("secret {}: {e}", path.display()))?;
+        Ok(text.trim_end_matches(['\n', '\r']).to_owned())
+    }
+}
+
+/// The resources the plan is computed from.
+#[derive(Debug, Clone, Default)]
+pub struct BgpResources {
+    /// Every Node.
+    pub nodes: Vec<Node>,
+    /// Every BGPConfiguration (`default`, `node.<name>`).
+    pub configurations: Vec<BgpConfiguration>,
+    /// Every BGPPeer.
+    pub peers: Vec<BgpPeer>,
+    /// Every BGPFilter.
+    pub filters: Vec<BgpFilter>,
+}
+
+impl BgpResources {
+    fn configuration(&self, name: &str) -> Option<&BgpConfigurationSpec> {
+        self.configurations
+            .iter()
+            .find(|c| c.metadata.name == name)
+            .map(|c| &c.spec)
+    }
+
+    /// The `default` BGPConfiguration's spec (empty when absent).
+    pub fn default_configuration(&self) -> BgpConfigurationSpec {
+        self.configuration(DEFAULT_BGP_CONFIGURATION)
+            .cloned()
+            .unwrap_or_default()
+    }
+
+    /// The cluster-wide AS.
+    pub fn global_as(&self) -> u32 {
+        self.configuration(DEFAULT_BGP_CONFIGURATION)
+            .and_then(|c| c.as_number)
+            .map_or(DEFAULT_AS, |a| a.0)
+    }
+
+    /// A node's AS (its own, else the cluster's).
+    pub fn node_as(&self, node: &Node) -> u32 {
+        node.spec
+            .bgp
+            .as_ref()
+            .and_then(|b| b.as_number)
+            .map_or_else(|| self.global_as(), |a| a.0)
+    }
+}
+
+/// What the node needs from the plan besides resources.
+#[derive(Debug, Clone)]
+pub struct PlanSettings {
+    /// This node's name.
+    pub node: String,
+    /// The speaker's control socket.
+    pub control_socket: PathBuf,
+    /// Program learned routes into the kernel.
+    pub fib: bool,
+}
+
+/// The speaker configuration for one node and what it was made from.
+#[derive(Debug, Clone, PartialEq)]
+pub struct SpeakerPlan {
+    /// The configuration (`tabby bgpd`'s format); `originate` is empty
+    /// (exports are computed separately, see [`crate::exports`]).
+    pub config: BgpdConfig,
+    /// Where each neighbour came from.
+    pub origins: BTreeMap<IpAddr, PeerOrigin>,
+    /// Things the user set that were skipped or not applied, one sentence each.
+    pub warnings: Vec<String>,
+}
+
+/// Why no plan can be made for the node.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PlanError {
+    /// The Node resource does not exist (yet).
+    #[error("node {0} is not registered (no Node resource)")]
+    UnknownNode(String),
+    /// The node has no IPv4 BGP address, which the router id is made from.
+    #[error(
+        "node {0} has no spec.bgp.ipv4Address: the BGP router id is taken from it (set --ip or IP)"
+    )]
+    NoRouterId(String),
+    /// The node's cluster id is not an IPv4 address.
+    #[error("node {node}: spec.bgp.routeReflectorClusterID {value:?} is not an IPv4 address")]
+    BadClusterId {
+        /// The node.
+        node: String,
+        /// The value.
+        value: String,
+    },
+}
+
+/// A node's BGP addresses (IPv4 first).
+fn node_addresses(node: &Node) -> Vec<IpAddr> {
+    let Some(bgp) = &node.spec.bgp else {
+        return Vec::new();
+    };
+    bgp.ipv4_address
+        .iter()
+        .chain(bgp.ipv6_address.iter())
+        .map(|a| a.addr)
+        .collect()
+}
+
+fn cluster_id(node: &Node) -> Option<&str> {
+    node.spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.route_reflector_cluster_id.as_deref())
+        .filter(|s| !s.is_empty())
+}
+
+/// Calico's mesh direction: passive toward a node whose address is
+/// greater as text.
+pub fn mesh_passive(local: IpAddr, remote: IpAddr) -> bool {
+    remote.to_string() > local.to_string()
+}
+
+/// Computes the speaker configuration of node `settings.node`.
+pub fn speaker_plan(
+    res: &BgpResources,
+    settings: &PlanSettings,
+    secrets: &dyn SecretSource,
+) -> Result<SpeakerPlan, PlanError> {
+    let me = res
+        .nodes
+        .iter()
+        .find(|n| n.metadata.name == settings.node)
+        .ok_or_else(|| PlanError::UnknownNode(settings.node.clone()))?;
+    let my_v4 = me
+        .spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_address)
+        .and_then(|a| match a.addr {
+            IpAddr::V4(v4) => Some(v4),
+            IpAddr::V6(_) => None,
+        })
+        .ok_or_else(|| PlanError::NoRouterId(settings.node.clone()))?;
+    let my_addrs = node_addresses(me);
+    let my_as = res.node_as(me);
+    let my_cluster = match cluster_id(me) {
+        Some(c) => Some(c.parse::<Ipv4Addr>().map_err(|_| PlanError::BadClusterId {
+            node: settings.node.clone(),
+            value: c.to_owned(),
+        })?),
+        None => None,
+    };
+    let global = res.default_configuration();
+    let port = res
+        .configuration(&format!("node.{}", settings.node))
+        .and_then(|c| c.listen_port)
+        .or(global.listen_port)
+        .unwrap_or(179);
+    let mut listen = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))];
+    if my_addrs.iter().any(IpAddr::is_ipv6) {
+        listen.push(SocketAddr::from(([0u16; 8], port)));
+    }
+
+    let mut warnings = Vec::new();
+    let mut out: Vec<(PeerConfig, PeerOrigin)> = Vec::new();
+    let source_for = |remote: IpAddr| {
+        my_addrs
+            .iter()
+            .copied()
+            .find(|a| a.is_ipv4() == remote.is_ipv4())
+    };
+
+    // Explicit BGPPeers, in name order.
+    let mut peers: Vec<&BgpPeer> = res.peers.iter().collect();
+    peers.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+    let my_labels = me.selector_labels();
+    for bp in peers {
+        let s = &bp.spec;
+        let name = &bp.metadata.name;
+        let origin = match (&s.node, &s.node_selector) {
+            (Some(n), _) if *n != settings.node => continue,
+            (Some(_), _) => PeerOrigin::NodeSpecific,
+            (None, Some(sel)) if !sel.matches(&my_labels) => continue,
+            (None, Some(_)) => PeerOrigin::NodeSpecific,
+            (None, None) => PeerOrigin::Global,
+        };
+        // Remote ends: (address, port, AS, the remote node's cluster id).
+        let mut remotes: Vec<(IpAddr, Option<u16>, u32, Option<&str>)> = Vec::new();
+        if let Some(ip) = &s.peer_ip {
+            let as_number = s.as_number.map_or(my_as, |a| a.0);
+            let node = res
+                .nodes
+                .iter()
+                .find(|n| node_addresses(n).contains(&ip.ip));
+            remotes.push((ip.ip, ip.port, as_number, node.and_then(cluster_id)));
+        } else if let Some(sel) = &s.peer_selector {
+            for n in &res.nodes {
+                if n.metadata.name == settings.node || !sel.matches(&n.selector_labels()) {
+                    continue;
+                }
+                for addr in node_addresses(n) {
+                    remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                }
+            }
+        }
+        let password = match &s.password {
+            Some(p) => match &p.secret_key_ref {
+                Some(r) => match secrets.password(r) {
+                    Ok(pw) => Some(pw),
+                    Err(e) => {
+                        warnings.push(format!("BGPPeer {name}: skipped, password: {e}"));
+                        continue;
+                    }
+                },
+                None => None,
+            },
+            None => None,
+        };
+        let (import, export) = match filter_rules(res, &s.filters) {
+            Ok(r) => r,
+            Err(e) => {
+                warnings.push(format!("BGPPeer {name}: skipped, {e}"));
+                continue;
+            }
+        };
+        for (field, set) in [
+            ("localASNumber", s.local_as_number.is_some()),
+            ("reachableBy", s.reachable_by.is_some()),
+            ("maxRestartTime", s.max_restart_time.is_some()),
+            ("reversePeering", s.reverse_peering.is_some()),
+            ("localWorkloadSelector", s.local_workload_selector.is_some()),
+        ] {
+            if set {
+                warnings.push(format!(
+                    "BGPPeer {name}: spec.{field} is not supported by tabby yet and is ignored"
+                ));
+            }
+        }
+        let keepalive = s
+            .keepalive_time
+            .as_ref()
+            .map(|d| d.duration().as_secs())
+            .filter(|k| *k > 0)
+            .map(|k| u16::try_from(k).unwrap_or(u16::MAX / 3));
+        let next_hop_mode = if s.keep_original_next_hop {
+            NextHopMode::Keep
+        } else {
+            match s.next_hop_mode {
+                None | Some(ModelNextHop::Auto) => NextHopMode::Auto,
+                Some(ModelNextHop::SelfAddress) => NextHopMode::SelfAddress,
+                Some(ModelNextHop::Keep) => NextHopMode::Keep,
+            }
+        };
+        let allow_own_as = s
+            .num_allowed_local_as_numbers
+            .map_or(0, |n| u8::try_from(n.clamp(0, 255)).unwrap_or(u8::MAX));
+        for (addr, port, as_number, remote_cluster) in remotes {
+            if my_addrs.contains(&addr) {
+                continue;
+            }
+            let rr_client = match my_cluster {
+                Some(c) => {
+                    as_number == my_as
+                        && remote_cluster.and_then(|r| r.parse::<Ipv4Addr>().ok()) != Some(c)
+                }
+                None => false,
+            };
+            let ebgp = as_number != my_as;
+            let mut p = base_peer(addr, as_number, origin);
+            p.port = port.filter(|p| *p != 179);
+            p.password = password.clone();
+            p.keepalive_time = keepalive;
+            p.hold_time = keepalive
+                .map(|k| u32::from(k) * 3)
+                .filter(|h| *h > u32::from(DEFAULT_HOLD_TIME))
+                .map(|h| u16::try_from(h).unwrap_or(u16::MAX));
+            p.source_address = match s.source_address {
+                Some(SourceAddress::None) => None,
+                _ => source_for(addr),
+            };
+            p.ttl_security = s.ttl_security.filter(|h| *h > 0);
+            p.multihop = (ebgp && p.ttl_security.is_none()).then_some(64);
+            p.allow_own_as = allow_own_as;
+            p.next_hop_mode = next_hop_mode;
+            p.route_reflector_client = rr_client;
+            p.import = import.clone();
+            p.export = export.clone();
+            out.push((p, origin));
+        }
+    }
+
+    // The node-to-node mesh.
+    if global.node_to_node_mesh_enabled() && my_cluster.is_none() {
+        let password = match global
+            .node_mesh_password
+            .as_ref()
+            .and_then(|p| p.secret_key_ref.as_ref())
+        {
+            Some(r) => match secrets.password(r) {
+                Ok(pw) => Some(Some(pw)),
+                Err(e) => {
+                    warnings.push(format!("node-to-node mesh: skipped, nodeMeshPassword: {e}"));
+                    None
+                }
+            },
+            None => Some(None),
+        };
+        if let Some(password) = password {
+            let mut others: Vec<&Node> = res
+                .nodes
+                .iter()
+                .filter(|n| n.metadata.name != settings.node && cluster_id(n).is_none())
+                .collect();
+            others.sort_by(|a, b| a.metadata.name.cmp(&b.metadata.name));
+            for n in others {
+                for addr in node_addresses(n) {
+                    let Some(local) = source_for(addr) else {
+                        continue;
+                    };
+                    if my_addrs.contains(&addr) {
+                        continue;
+                    }
+                    let mut p = base_peer(addr, res.node_as(n), PeerOrigin::Mesh);
+                    p.passive = mesh_passive(local, addr);
+                    p.source_address = Some(local);
+                    p.password = password.clone();
+                    p.multihop = (p.as_number != my_as).then_some(64);
+                    out.push((p, PeerOrigin::Mesh));
+                }
+            }
+        }
+    }
+
+    let mut origins = BTreeMap::new();
+    let mut peers_out = Vec::new();
+    for (p, origin) in out {
+        if let Some(first) = origins.get(&p.address) {
+            warnings.push(format!(
+                "{} peer {} is already configured as a {} peer; the {} one is used",
+                origin.as_str(),
+                p.address,
+                PeerOrigin::as_str(*first),
+                PeerOrigin::as_str(*first),
+            ));
+            continue;
+        }
+        origins.insert(p.address, origin);
+        peers_out.push(p);
+    }
+    let config = BgpdConfig {
+        as_number: my_as,
+        router_id: my_v4,
+        listen,
+        peers: peers_out,
+        originate: Vec::new(),
+        fib: settings.fib,
+        control_socket: settings.control_socket.clone(),
+        cluster_id: my_cluster,
+    };
+    Ok(SpeakerPlan {
+        config,
+        origins,
+        warnings,
+    })
+}
+
+fn base_peer(address: IpAddr, as_number: u32, origin: PeerOrigin) -> PeerConfig {
+    PeerConfig {
+        address,
+        as_number,
+        port: None,
+        passive: false,
+        route_reflector_client: false,
+        next_hop_mode: NextHopMode::Auto,
+        allow_own_as: 0,
+        multihop: None,
+        hold_time: None,
+        keepalive_time: None,
+        connect_retry_time: Some(5),
+        password: None,
+        ttl_security: None,
+        source_address: None,
+        import: Vec::new(),
+        export: Vec::new(),
+        description: Some(origin.as_str().to_owned()),
+    }
+}
+
+/// The import and export rules of the named BGPFilters, in order.
+fn filter_rules(res: &BgpResources, names: &[String]) -> Result<(Vec<Rule>, Vec<Rule>), String> {
+    let mut import = Vec::new();
+    let mut export = Vec::new();
+    for name in names {
+        let f = res
+            .filters
+            .iter()
+            .find(|f| &f.metadata.name == name)
+            .ok_or_else(|| format!("BGPFilter {name} does not exist"))?;
+        for (list, rules, is_import) in [
+            ("importV4", &f.spec.import_v4, true),
+            ("importV6", &f.spec.import_v6, true),
+            ("exportV4", &f.spec.export_v4, false),
+            ("exportV6", &f.spec.export_v6, false),
+        ] {
+            let out = if is_import { &mut import } else { &mut export };
+            for (i, r) in rules.iter().enumerate() {
+                out.push(filter_rule(r).map_err(|e| format!("BGPFilter {name} {list}[{i}]: {e}"))?);
+            }
+        }
+    }
+    Ok((import, export))
+}
+
+/// One BGPFilter rule as a `tabby-bgp` policy rule.
+pub fn filter_rule(r: &BgpFilterRule) -> Result<Rule, String> {
+    if r.interface.is_some() {
+        return Err("interface rules are not supported by tabby yet".into());
+    }
+    let mut v = serde_json::Map::new();
+    let action = match r.action {
+        FilterAction::Accept => Action::Accept,
+        FilterAction::Reject => Action::Reject,
+    };
+    v.insert("action".into(), json(&action)?);
+    if let Some(c) = &r.cidr {
+        v.insert("cidr".into(), c.to_string().into());
+    }
+    if let Some(m) = &r.match_operator {
+        v.insert("matchOperator".into(), json(m)?);
+    }
+    if let Some(pl) = &r.prefix_length {
+        let mut m = serde_json::Map::new();
+        for (k, x) in [("min", pl.min), ("max", pl.max)] {
+            if let Some(x) = x {
+                m.insert(k.into(), x.into());
+            }
+        }
+        v.insert("prefixLength".into(), m.into());
+    }
+    if let Some(s) = &r.source {
+        v.insert("source".into(), json(s)?);
+    }
+    if let Some(t) = &r.peer_type {
+        v.insert("peerType".into(), json(t)?);
+    }
+    if let Some(c) = &r.communities {
+        if c.values.iter().any(|x| x.split(':').count() != 2) {
+            return Err("large communities are not supported in filters yet".into());
+        }
+        v.insert("communities".into(), c.values.clone().into());
+    }
+    if let Some(p) = &r.as_path_prefix {
+        v.insert(
+            "asPathPrefix".into(),
+            p.iter().map(|a| a.0).collect::<Vec<u32>>().into(),
+        );
+    }
+    let mut add = Vec::new();
+    let mut prepend = Vec::new();
+    for op in &r.operations {
+        if let Some(c) = &op.add_community {
+            if c.value.split(':').count() != 2 {
+                return Err("adding large communities is not supported yet".into());
+            }
+            add.push(c.value.clone());
+        }
+        if let Some(p) = &op.prepend_as_path {
+            prepend.extend(p.prefix.iter().map(|a| a.0));
+        }
+    }
+    if !add.is_empty() {
+        v.insert("addCommunity".into(), add.into());
+    }
+    if !prepend.is_empty() {
+        v.insert("prependASPath".into(), prepend.into());
+    }
+    serde_json::from_value(serde_json::Value::Object(v)).map_err(|e| e.to_string())
+}
+
+fn json<T: serde::Serialize>(x: &T) -> Result<serde_json::Value, String> {
+    serde_json::to_value(x).map_err(|e| e.to_string())
+}
+
+/// Every distinct peer address of the plan, for checks.
+pub fn peer_addresses(plan: &SpeakerPlan) -> BTreeSet<IpAddr> {
+    plan.config.peers.iter().map(|p| p.address).collect()
+}

@@ -1,0 +1,153 @@
+//! `tabby node status`: the agent's sessions as calicoctl shows them
+//! (peer address, type, state, since, info), from the speaker's
+//! neighbour list; also the stable JSON form for scripts.
+
+use std::net::IpAddr;
+
+use serde::{Deserialize, Serialize};
+use tabby_speaker::control::NeighborStatus;
+
+/// One session row.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct SessionRow {
+    /// The peer's address.
+    pub peer_address: IpAddr,
+    /// The peer's AS.
+    pub as_number: u32,
+    /// `node-to-node mesh`, `global`, `node specific`, with `, RR client`
+    /// when this node reflects routes to it.
+    pub peer_type: String,
+    /// FSM state (`Established`, `Active`, ...).
+    pub state: String,
+    /// `up` when Established, else `down` (calicoctl's `start`/`up`).
+    pub summary: String,
+    /// Seconds in the current state.
+    pub since_secs: Option<u64>,
+    /// The last error, or `Established`.
+    pub info: String,
+}
+
+/// Rows from the speaker's neighbours.
+pub fn session_rows(neighbors: &[NeighborStatus]) -> Vec<SessionRow> {
+    neighbors
+        .iter()
+        .map(|n| {
+            let mut peer_type = n
+                .description
+                .clone()
+                .unwrap_or_else(|| "configured".to_owned());
+            if n.route_reflector_client {
+                peer_type.push_str(", RR client");
+            }
+            let up = n.state == "Established";
+            SessionRow {
+                peer_address: n.address,
+                as_number: n.as_number,
+                peer_type,
+                state: n.state.clone(),
+                summary: if up { "up" } else { "down" }.to_owned(),
+                since_secs: n.uptime_secs,
+                info: if up {
+                    "Established".to_owned()
+                } else {
+                    n.last_error.clone().unwrap_or_default()
+                },
+            }
+        })
+        .collect()
+}
+
+fn since(secs: Option<u64>) -> String {
+    match secs {
+        None => "-".to_owned(),
+        Some(s) if s < 60 => format!("{s}s"),
+        Some(s) if s < 3600 => format!("{}m{}s", s / 60, s % 60),
+        Some(s) if s < 86400 => format!("{}h{}m", s / 3600, (s % 3600) / 60),
+        Some(s) => format!("{}d{}h", s / 86400, (s % 86400) / 3600),
+    }
+}
+
+/// The table `tabby node status` prints.
+pub fn render_table(rows: &[SessionRow]) -> String {
+    let header = ["PEER ADDRESS", "PEER TYPE", "STATE", "SINCE", "INFO"];
+    let cells: Vec<[String; 5]> = rows
+        .iter()
+        .map(|r| {
+            [
+                r.peer_address.to_string(),
+                r.peer_type.clone(),
+                r.summary.clone(),
+                since(r.since_secs),
+                if r.info.is_empty() {
+                    r.state.clone()
+                } else if r.summary == "up" {
+                    r.info.clone()
+                } else {
+                    format!("{} {}", r.state, r.info)
+                },
+            ]
+        })
+        .collect();
+    let mut widths = header.map(str::len);
+    for c in &cells {
+        for (w, v) in widths.iter_mut().zip(c) {
+            *w = (*w).max(v.len());
+        }
+    }
+    let line = |vals: &[&str]| {
+        let mut s = String::new();
+        for (i, v) in vals.iter().enumerate() {
+            if i + 1 == vals.len() {
+                s.push_str(v);
+            } else {
+                s.push_str(&format!("{v:<w$}  ", w = widths[i]));
+            }
+        }
+        s.trim_end().to_owned() + "\n"
+    };
+    let mut out = line(&header);
+    for c in &cells {
+        out.push_str(&line(&c.iter().map(String::as_str).collect::<Vec<_>>()));
+    }
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn neighbor(addr: &str, state: &str, desc: &str, rr: bool) -> NeighborStatus {
+        serde_json::from_value(serde_json::json!({
+            "address": addr, "port": 179, "asNumber": 64512, "sessionType": "iBGP",
+            "state": state, "uptimeSecs": 75, "routerId": null, "holdTime": null,
+            "lastError": if state == "Established" { serde_json::Value::Null } else { "connection refused".into() },
+            "prefixesReceived": 0, "prefixesAccepted": 0, "prefixesAdvertised": 0,
+            "routeReflectorClient": rr, "description": desc
+        }))
+        .expect("neighbor")
+    }
+
+    #[test]
+    fn rows_and_table_show_type_state_and_info() {
+        let rows = session_rows(&[
+            neighbor("10.0.0.2", "Established", "node-to-node mesh", false),
+            neighbor("10.0.0.9", "Active", "global", true),
+        ]);
+        assert_eq!(rows[0].summary, "up");
+        assert_eq!(rows[0].info, "Established");
+        assert_eq!(rows[1].peer_type, "global, RR client");
+        assert_eq!(rows[1].info, "connection refused");
+        let t = render_table(&rows);
+        let lines: Vec<&str> = t.lines().collect();
+        assert!(lines[0].starts_with("PEER ADDRESS"), "{t}");
+        assert!(
+            lines[1].contains("node-to-node mesh") && lines[1].contains("1m15s"),
+            "{t}"
+        );
+        assert!(
+            lines[2].contains("down") && lines[2].contains("Active connection refused"),
+            "{t}"
+        );
+    }
+}

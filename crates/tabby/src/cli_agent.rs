@@ -1,0 +1,110 @@
+//! `tabby agent`: argument parsing for the node daemon (`tabby-agent`).
+//! Flags follow calico-node's environment variables (`NODENAME`, `IP`,
+//! `IP6`, `AS`, `IP_AUTODETECTION_METHOD`).
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{Context, bail};
+use clap::Args;
+use tabby_agent::daemon::{
+    AddressSetting, AgentOptions, DEFAULT_CONTROL_SOCKET, DEFAULT_STATE_DIR,
+};
+use tabby_agent::registration::AutodetectMethod;
+use tabby_model::{AsNumber, InterfaceAddress};
+
+/// `tabby agent` options.
+#[derive(Debug, Args)]
+pub struct AgentArgs {
+    /// This node's name (default: the host name).
+    #[arg(long, env = "NODENAME")]
+    nodename: Option<String>,
+    /// IPv4 BGP address with its subnet (`10.0.0.1/24`), `autodetect`
+    /// (default), or `none` (keep what the Node resource has).
+    #[arg(long, env = "IP", default_value = "autodetect")]
+    ip: String,
+    /// IPv6 BGP address (`fd00::1/64`), `autodetect`, or `none` (default).
+    #[arg(long, env = "IP6", default_value = "none")]
+    ip6: String,
+    /// How to autodetect: `default-route`, `first-found`,
+    /// `interface=NAME[,NAME]` (`eth*` matches a prefix) or `cidr=CIDR[,CIDR]`.
+    #[arg(long, env = "IP_AUTODETECTION_METHOD", default_value = "default-route")]
+    ip_autodetection_method: String,
+    /// This node's AS number (`spec.bgp.asNumber`; plain or asdot).
+    #[arg(long = "as", env = "AS")]
+    as_number: Option<String>,
+    /// Control socket (`tabby node status` reads it).
+    #[arg(long, env = "TABBY_AGENT_SOCKET", default_value = DEFAULT_CONTROL_SOCKET)]
+    control_socket: PathBuf,
+    /// Directory for the generated speaker configuration (`bgpd.json`).
+    #[arg(long, default_value = DEFAULT_STATE_DIR)]
+    state_dir: PathBuf,
+    /// Directory of BGP password secrets: a BGPPeer's
+    /// `password.secretKeyRef {name, key}` is read from `<dir>/<name>/<key>`.
+    #[arg(long, env = "TABBY_SECRETS_DIR")]
+    secrets_dir: Option<PathBuf>,
+    /// How often the datastore revision is checked, in milliseconds.
+    #[arg(long, default_value_t = 500)]
+    poll_ms: u64,
+    /// Do not manage the NAT table for `natOutgoing` pools.
+    #[arg(long)]
+    no_nat: bool,
+}
+
+fn address(flag: &str, value: &str, v6: bool) -> anyhow::Result<AddressSetting> {
+    match value {
+        "autodetect" => Ok(AddressSetting::Autodetect),
+        "none" | "" => Ok(AddressSetting::Keep),
+        v => {
+            let a: InterfaceAddress = v
+                .parse()
+                .map_err(|e| anyhow::anyhow!("--{flag} {v}: {e}"))?;
+            if a.addr.is_ipv6() != v6 {
+                bail!(
+                    "--{flag} {v}: not an {} address",
+                    if v6 { "IPv6" } else { "IPv4" }
+                );
+            }
+            Ok(AddressSetting::Fixed(a))
+        }
+    }
+}
+
+fn hostname() -> anyhow::Result<String> {
+    let name = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .context("reading the host name (set --nodename or NODENAME)")?;
+    Ok(name.trim().to_owned())
+}
+
+/// Runs `tabby agent`.
+pub fn run(datastore: &str, args: AgentArgs) -> anyhow::Result<()> {
+    let node = match args.nodename {
+        Some(n) if !n.is_empty() => n,
+        _ => hostname()?,
+    };
+    let autodetect: AutodetectMethod = args
+        .ip_autodetection_method
+        .parse()
+        .map_err(|e: String| anyhow::anyhow!("--ip-autodetection-method: {e}"))?;
+    let as_number = match &args.as_number {
+        Some(a) => Some(
+            a.parse::<AsNumber>()
+                .map_err(|e| anyhow::anyhow!("--as {a}: {e}"))?,
+        ),
+        None => None,
+    };
+    let options = AgentOptions {
+        datastore: datastore.to_owned(),
+        node,
+        ipv4: address("ip", &args.ip, false)?,
+        ipv6: address("ip6", &args.ip6, true)?,
+        autodetect,
+        as_number,
+        control_socket: args.control_socket,
+        state_dir: args.state_dir,
+        secrets_dir: args.secrets_dir,
+        poll_interval: Duration::from_millis(args.poll_ms.max(50)),
+        nat: !args.no_nat,
+    };
+    tabby_agent::daemon::run(options).context("tabby agent")
+}
