@@ -1,1 +1,16 @@
-//! Sans-IO BFD (RFC 5880/5881) and its UDP driver.
+//! Sans-IO BFD (RFC 5880) and its UDP driver for single-hop sessions
+//! (RFC 5881).
+//!
+//! - [`packet`]: the Control packet codec and its reception checks;
+//! - [`session`]: one session's state machine, driven from outside with
+//!   `handle_packet` / `handle_timeout` / `poll_transmit` / `poll_timeout`
+//!   / `poll_event`, no I/O and no clock;
+//!
+//! Bidirectional Forwarding Detection tells a routing protocol within a
+//! second that its neighbour is gone, where the BGP hold timer takes 90 s.
+
+pub mod packet;
+pub mod session;
+
+pub use packet::{ControlPacket, DecodeError, Diagnostic, State, decode};
+pub use session::{ConfigError, Event, PacketError, Session, SessionConfig};

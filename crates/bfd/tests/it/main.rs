@@ -1,0 +1,6 @@
+//! Tests of the BFD crate, in one binary: codec properties, the session
+//! state machine on a virtual clock, the UDP driver in namespaces and
+//! interop with real BFD daemons.
+
+mod codec;
+mod session;
