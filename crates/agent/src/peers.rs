@@ -18,6 +18,9 @@
 //!   peer). The remote side is `peerIP` (with `asNumber`, default our AS)
 //!   or every node matched by `peerSelector` (their own AS, each of their
 //!   BGP addresses). A peer at one of this node's own addresses is skipped.
+//!   With `peerSelector`, the nodes it selects peer back with the nodes of
+//!   the local side (Calico's `reversePeering: Auto`, the default;
+//!   `Manual` turns it off), so one BGPPeer configures both ends.
 //! - **Route reflection**: on a node with a cluster id, every same-AS peer
 //!   whose node has an empty or different cluster id is a route-reflector
 //!   client; same cluster id is plain iBGP.
@@ -34,7 +37,7 @@
 //!
 //! Not applied yet (a warning says so when set): `localASNumber`,
 //! `reachableBy`, `maxRestartTime` (graceful restart is not implemented),
-//! `reversePeering`, `localWorkloadSelector`, and BGPFilter `interface`
+//! `localWorkloadSelector`, and BGPFilter `interface`
 //! rules and large communities.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -44,7 +47,9 @@ use std::path::PathBuf;
 use tabby_bgp::policy::{Action, Rule};
 use tabby_model::bgp_configuration::DEFAULT_BGP_CONFIGURATION;
 use tabby_model::bgp_filter::{BgpFilterRule, FilterAction};
-use tabby_model::bgp_peer::{NextHopMode as ModelNextHop, SecretKeyRef, SourceAddress};
+use tabby_model::bgp_peer::{
+    NextHopMode as ModelNextHop, ReversePeering, SecretKeyRef, SourceAddress,
+};
 use tabby_model::{BgpConfiguration, BgpConfigurationSpec, BgpFilter, BgpPeer, Node};
 use tabby_speaker::config::{BgpdConfig, DEFAULT_HOLD_TIME, NextHopMode, PeerConfig};
 
@@ -280,31 +285,58 @@ pub fn speaker_plan(
     for bp in peers {
         let s = &bp.spec;
         let name = &bp.metadata.name;
-        let origin = match (&s.node, &s.node_selector) {
-            (Some(n), _) if *n != settings.node => continue,
-            (Some(_), _) => PeerOrigin::NodeSpecific,
-            (None, Some(sel)) if !sel.matches(&my_labels) => continue,
-            (None, Some(_)) => PeerOrigin::NodeSpecific,
-            (None, None) => PeerOrigin::Global,
+        let origin = if s.node.is_some() || s.node_selector.is_some() {
+            PeerOrigin::NodeSpecific
+        } else {
+            PeerOrigin::Global
+        };
+        // Does the BGPPeer's local side (node / nodeSelector / every node) select `n`?
+        let local_side = |n: &Node| match (&s.node, &s.node_selector) {
+            (Some(name), _) => n.metadata.name == *name,
+            (None, Some(sel)) => sel.matches(&n.selector_labels()),
+            (None, None) => true,
         };
         // Remote ends: (address, port, AS, the remote node's cluster id).
         let mut remotes: Vec<(IpAddr, Option<u16>, u32, Option<&str>)> = Vec::new();
-        if let Some(ip) = &s.peer_ip {
-            let as_number = s.as_number.map_or(my_as, |a| a.0);
-            let node = res
-                .nodes
-                .iter()
-                .find(|n| node_addresses(n).contains(&ip.ip));
-            remotes.push((ip.ip, ip.port, as_number, node.and_then(cluster_id)));
-        } else if let Some(sel) = &s.peer_selector {
+        if local_side(me) {
+            if let Some(ip) = &s.peer_ip {
+                let as_number = s.as_number.map_or(my_as, |a| a.0);
+                let node = res
+                    .nodes
+                    .iter()
+                    .find(|n| node_addresses(n).contains(&ip.ip));
+                remotes.push((ip.ip, ip.port, as_number, node.and_then(cluster_id)));
+            } else if let Some(sel) = &s.peer_selector {
+                for n in &res.nodes {
+                    if n.metadata.name == settings.node || !sel.matches(&n.selector_labels()) {
+                        continue;
+                    }
+                    for addr in node_addresses(n) {
+                        remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                    }
+                }
+            }
+        }
+        // Reverse peering (Calico's `reversePeering: Auto`, the default):
+        // a node picked by `peerSelector` peers back with every node of
+        // the local side, so one BGPPeer configures both ends.
+        if let Some(sel) = &s.peer_selector
+            && s.reverse_peering != Some(ReversePeering::Manual)
+            && sel.matches(&my_labels)
+        {
             for n in &res.nodes {
-                if n.metadata.name == settings.node || !sel.matches(&n.selector_labels()) {
+                if n.metadata.name == settings.node || !local_side(n) {
                     continue;
                 }
                 for addr in node_addresses(n) {
-                    remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                    if !remotes.iter().any(|r| r.0 == addr) {
+                        remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                    }
                 }
             }
+        }
+        if remotes.is_empty() {
+            continue;
         }
         let password = match &s.password {
             Some(p) => match &p.secret_key_ref {
@@ -330,7 +362,6 @@ pub fn speaker_plan(
             ("localASNumber", s.local_as_number.is_some()),
             ("reachableBy", s.reachable_by.is_some()),
             ("maxRestartTime", s.max_restart_time.is_some()),
-            ("reversePeering", s.reverse_peering.is_some()),
             ("localWorkloadSelector", s.local_workload_selector.is_some()),
         ] {
             if set {
@@ -438,6 +469,9 @@ pub fn speaker_plan(
     let mut peers_out = Vec::new();
     for (p, origin) in out {
         if let Some(first) = origins.get(&p.address) {
+            if *first == origin {
+                continue;
+            }
             warnings.push(format!(
                 "{} peer {} is already configured as a {} peer; the {} one is used",
                 origin.as_str(),
@@ -587,4 +621,373 @@ fn json<T: serde::Serialize>(x: &T) -> Result<serde_json::Value, String> {
 /// Every distinct peer address of the plan, for checks.
 pub fn peer_addresses(plan: &SpeakerPlan) -> BTreeSet<IpAddr> {
     plan.config.peers.iter().map(|p| p.address).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use tabby_model::{Resource, parse_manifest};
+
+    use super::*;
+
+    /// Resources from a YAML manifest, as `tabby apply` would take them.
+    fn resources(yaml: &str) -> BgpResources {
+        let entries = parse_manifest("test.yaml", yaml).expect("valid manifest");
+        let mut r = BgpResources::default();
+        for e in entries {
+            match e.resource {
+                Resource::Node(n) => r.nodes.push(n),
+                Resource::BgpConfiguration(c) => r.configurations.push(c),
+                Resource::BgpPeer(p) => r.peers.push(p),
+                Resource::BgpFilter(f) => r.filters.push(f),
+                other => panic!("unexpected {:?}", other.kind()),
+            }
+        }
+        r
+    }
+
+    fn node(name: &str, ip: &str, extra: &str) -> String {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: {name}\n{extra_meta}spec:\n  bgp:\n    ipv4Address: {ip}\n{extra_bgp}",
+            extra_meta = extra
+                .lines()
+                .filter(|l| l.starts_with("  labels") || l.starts_with("    "))
+                .filter(|l| !l.trim_start().starts_with("asNumber")
+                    && !l.trim_start().starts_with("routeReflectorClusterID"))
+                .map(|l| format!("{l}\n"))
+                .collect::<String>(),
+            extra_bgp = extra
+                .lines()
+                .filter(|l| l.trim_start().starts_with("asNumber")
+                    || l.trim_start().starts_with("routeReflectorClusterID"))
+                .map(|l| format!("    {}\n", l.trim()))
+                .collect::<String>(),
+        )
+    }
+
+    fn plan(res: &BgpResources, name: &str) -> SpeakerPlan {
+        speaker_plan(
+            res,
+            &PlanSettings {
+                node: name.into(),
+                control_socket: "/tmp/x.sock".into(),
+                fib: true,
+            },
+            &NoSecrets,
+        )
+        .expect("plan")
+    }
+
+    fn peer<'a>(p: &'a SpeakerPlan, addr: &str) -> &'a PeerConfig {
+        let a: IpAddr = addr.parse().expect("ip");
+        p.config
+            .peers
+            .iter()
+            .find(|x| x.address == a)
+            .unwrap_or_else(|| panic!("no peer {addr} in {:?}", peer_addresses(p)))
+    }
+
+    fn addrs(p: &SpeakerPlan) -> Vec<String> {
+        peer_addresses(p).iter().map(ToString::to_string).collect()
+    }
+
+    const BGPCONF_NO_MESH: &str = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n  nodeToNodeMeshEnabled: false\n  asNumber: 64600\n";
+
+    #[test]
+    fn defaults_are_calicos() {
+        let res = resources(&(node("a", "10.0.0.1/24", "") + &node("b", "10.0.0.2/24", "")));
+        let p = plan(&res, "a");
+        assert_eq!(p.config.as_number, 64512);
+        assert_eq!(p.config.router_id, Ipv4Addr::new(10, 0, 0, 1));
+        assert_eq!(p.config.listen, vec!["0.0.0.0:179".parse().expect("addr")]);
+        assert_eq!(p.config.cluster_id, None);
+        assert!(p.config.fib);
+        let b = peer(&p, "10.0.0.2");
+        assert_eq!(b.as_number, 64512);
+        assert_eq!(b.source_address, Some("10.0.0.1".parse().expect("ip")));
+        assert_eq!(p.origins.values().collect::<Vec<_>>(), [&PeerOrigin::Mesh]);
+        assert_eq!(b.description.as_deref(), Some("node-to-node mesh"));
+    }
+
+    #[test]
+    fn mesh_is_one_directional_lower_address_passive() {
+        let res = resources(
+            &(node("a", "10.0.0.1/24", "")
+                + &node("b", "10.0.0.2/24", "")
+                + &node("c", "10.0.0.3/24", "")),
+        );
+        let a = plan(&res, "a");
+        let b = plan(&res, "b");
+        let c = plan(&res, "c");
+        assert!(peer(&a, "10.0.0.2").passive && peer(&a, "10.0.0.3").passive);
+        assert!(!peer(&b, "10.0.0.1").passive && peer(&b, "10.0.0.3").passive);
+        assert!(!peer(&c, "10.0.0.1").passive && !peer(&c, "10.0.0.2").passive);
+        // Exactly one side of each pair connects.
+        for (x, y, px, py) in [
+            ("10.0.0.1", "10.0.0.2", &a, &b),
+            ("10.0.0.1", "10.0.0.3", &a, &c),
+            ("10.0.0.2", "10.0.0.3", &b, &c),
+        ] {
+            assert_ne!(peer(px, y).passive, peer(py, x).passive, "{x} <-> {y}");
+        }
+    }
+
+    #[test]
+    fn mesh_direction_compares_addresses_as_text_like_calico() {
+        // 10.0.0.10 < 10.0.0.9 as text: Calico's .9 node is passive toward
+        // nothing here and the .10 node is passive toward .9; tabby agrees.
+        assert!(mesh_passive(
+            "10.0.0.10".parse().expect("ip"),
+            "10.0.0.9".parse().expect("ip")
+        ));
+        assert!(!mesh_passive(
+            "10.0.0.9".parse().expect("ip"),
+            "10.0.0.10".parse().expect("ip")
+        ));
+    }
+
+    #[test]
+    fn mesh_off_means_no_mesh_peers() {
+        let res = resources(
+            &(BGPCONF_NO_MESH.to_owned()
+                + &node("a", "10.0.0.1/24", "")
+                + &node("b", "10.0.0.2/24", "")),
+        );
+        let p = plan(&res, "a");
+        assert!(p.config.peers.is_empty());
+        assert_eq!(p.config.as_number, 64600);
+    }
+
+    #[test]
+    fn per_node_as_for_local_and_remote() {
+        let res = resources(
+            &(node("a", "10.0.0.1/24", "asNumber: 65001")
+                + &node("b", "10.0.0.2/24", "asNumber: 65002")
+                + &node("c", "10.0.0.3/24", "")),
+        );
+        let p = plan(&res, "a");
+        assert_eq!(p.config.as_number, 65001);
+        assert_eq!(peer(&p, "10.0.0.2").as_number, 65002);
+        assert_eq!(peer(&p, "10.0.0.3").as_number, 64512);
+        // eBGP mesh sessions are multihop like Calico's template.
+        assert_eq!(peer(&p, "10.0.0.2").multihop, Some(64));
+    }
+
+    #[test]
+    fn route_reflectors_leave_the_mesh_and_reflect_to_other_clusters() {
+        let yaml = node("a", "10.0.0.1/24", "")
+            + &node("b", "10.0.0.2/24", "")
+            + &node(
+                "rr1",
+                "10.0.0.11/24",
+                "  labels:\n    route-reflector: \"true\"\nrouteReflectorClusterID: 224.0.0.1",
+            )
+            + &node(
+                "rr2",
+                "10.0.0.12/24",
+                "  labels:\n    route-reflector: \"true\"\nrouteReflectorClusterID: 224.0.0.1",
+            )
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: peer-with-rr}\nspec:\n  nodeSelector: all()\n  peerSelector: route-reflector == 'true'\n";
+        let res = resources(&yaml);
+        // A client: mesh to the other client only, plus both RRs.
+        let a = plan(&res, "a");
+        assert_eq!(addrs(&a), ["10.0.0.2", "10.0.0.11", "10.0.0.12"]);
+        assert_eq!(
+            a.origins[&"10.0.0.2".parse::<IpAddr>().expect("ip")],
+            PeerOrigin::Mesh
+        );
+        assert_eq!(
+            a.origins[&"10.0.0.11".parse::<IpAddr>().expect("ip")],
+            PeerOrigin::NodeSpecific
+        );
+        assert!(!peer(&a, "10.0.0.11").route_reflector_client);
+        // An RR: no mesh; the other RR (same cluster) is plain iBGP; clients are RR clients.
+        let rr = plan(&res, "rr1");
+        assert_eq!(rr.config.cluster_id, Some(Ipv4Addr::new(224, 0, 0, 1)));
+        assert_eq!(addrs(&rr), ["10.0.0.1", "10.0.0.2", "10.0.0.12"]);
+        assert!(peer(&rr, "10.0.0.1").route_reflector_client);
+        assert!(peer(&rr, "10.0.0.2").route_reflector_client);
+        assert!(!peer(&rr, "10.0.0.12").route_reflector_client);
+        assert!(rr.config.peers.iter().all(|p| !p.passive));
+    }
+
+    #[test]
+    fn reverse_peering_manual_configures_one_end_only() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + &node("r", "10.0.0.11/24", "  labels:\n    rr: \"yes\"")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: to-rr}\nspec:\n  node: a\n  peerSelector: rr == 'yes'\n  reversePeering: Manual\n";
+        let res = resources(&yaml);
+        assert_eq!(addrs(&plan(&res, "a")), ["10.0.0.11"]);
+        assert!(plan(&res, "r").config.peers.is_empty());
+        let auto = yaml.replace("  reversePeering: Manual\n", "");
+        assert_eq!(addrs(&plan(&resources(&auto), "r")), ["10.0.0.1"]);
+    }
+
+    #[test]
+    fn rr_clients_only_in_the_same_as() {
+        let yaml = node("rr", "10.0.0.11/24", "routeReflectorClusterID: 1.1.1.1")
+            + &node("x", "10.0.0.2/24", "asNumber: 65002")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: all}\nspec:\n  peerSelector: all()\n";
+        let p = plan(&resources(&yaml), "rr");
+        assert!(!peer(&p, "10.0.0.2").route_reflector_client);
+        assert_eq!(peer(&p, "10.0.0.2").as_number, 65002);
+    }
+
+    #[test]
+    fn bgppeer_node_and_node_selector_pick_local_nodes() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "  labels:\n    region: WDS")
+            + &node("b", "10.0.0.2/24", "  labels:\n    region: Global")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: wds}\nspec:\n  nodeSelector: region == 'WDS'\n  peerIP: 10.0.0.254\n  asNumber: 64600\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: only-b}\nspec:\n  node: b\n  peerIP: 10.0.0.253\n  asNumber: 65000\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n  peerIP: 10.0.0.252:1179\n  asNumber: 65100\n";
+        let res = resources(&yaml);
+        let a = plan(&res, "a");
+        assert_eq!(addrs(&a), ["10.0.0.252", "10.0.0.254"]);
+        assert_eq!(
+            a.origins[&"10.0.0.252".parse::<IpAddr>().expect("ip")],
+            PeerOrigin::Global
+        );
+        assert_eq!(
+            a.origins[&"10.0.0.254".parse::<IpAddr>().expect("ip")],
+            PeerOrigin::NodeSpecific
+        );
+        assert_eq!(peer(&a, "10.0.0.252").port, Some(1179));
+        assert_eq!(peer(&a, "10.0.0.252").as_number, 65100);
+        let b = plan(&res, "b");
+        assert_eq!(addrs(&b), ["10.0.0.252", "10.0.0.253"]);
+        assert_eq!(peer(&b, "10.0.0.253").as_number, 65000);
+    }
+
+    #[test]
+    fn kubernetes_hostname_label_matches_by_default() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("k-master", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: m}\nspec:\n  nodeSelector: kubernetes.io/hostname == \"k-master\"\n  peerIP: 10.0.0.254\n  asNumber: 65011\n";
+        let p = plan(&resources(&yaml), "k-master");
+        assert_eq!(addrs(&p), ["10.0.0.254"]);
+    }
+
+    #[test]
+    fn peer_at_own_address_is_skipped() {
+        let yaml = node("a", "10.0.0.1/24", "")
+            + &node("b", "10.0.0.2/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: self}\nspec:\n  peerIP: 10.0.0.1\n  asNumber: 64512\n";
+        let res = resources(&yaml);
+        let a = plan(&res, "a");
+        assert_eq!(addrs(&a), ["10.0.0.2"]);
+        // b peers with a through the BGPPeer (it wins over the mesh entry).
+        let b = plan(&res, "b");
+        assert_eq!(addrs(&b), ["10.0.0.1"]);
+        assert_eq!(
+            b.origins[&"10.0.0.1".parse::<IpAddr>().expect("ip")],
+            PeerOrigin::Global
+        );
+        assert!(
+            b.warnings.iter().any(|w| w.contains("10.0.0.1")),
+            "{:?}",
+            b.warnings
+        );
+    }
+
+    #[test]
+    fn session_options_are_mapped() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n  peerIP: 10.0.1.1\n  asNumber: 65000\n  keepaliveTime: 40s\n  ttlSecurity: 1\n  numAllowedLocalASNumbers: 2\n  nextHopMode: Self\n  sourceAddress: None\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor2}\nspec:\n  peerIP: 10.0.1.2\n  asNumber: 65000\n  keepaliveTime: 10s\n  keepOriginalNextHop: true\n";
+        let p = plan(&resources(&yaml), "a");
+        let t = peer(&p, "10.0.1.1");
+        assert_eq!(t.keepalive_time, Some(40));
+        assert_eq!(t.hold_time, Some(120));
+        assert_eq!(t.ttl_security, Some(1));
+        assert_eq!(t.multihop, None);
+        assert_eq!(t.allow_own_as, 2);
+        assert_eq!(t.next_hop_mode, NextHopMode::SelfAddress);
+        assert_eq!(t.source_address, None);
+        let t2 = peer(&p, "10.0.1.2");
+        assert_eq!(t2.keepalive_time, Some(10));
+        assert_eq!(t2.hold_time, None);
+        assert_eq!(t2.next_hop_mode, NextHopMode::Keep);
+        assert_eq!(t2.multihop, Some(64));
+        assert_eq!(t2.source_address, Some("10.0.0.1".parse().expect("ip")));
+        // The whole config is one the speaker accepts.
+        let text = serde_json::to_string(&p.config).expect("json");
+        BgpdConfig::parse(&text, "plan").expect("speaker accepts the plan");
+    }
+
+    #[test]
+    fn passwords_come_from_secrets_and_missing_ones_skip_the_peer() {
+        let dir = std::env::temp_dir().join(format!("tabby-agent-secrets-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("bgp")).expect("dir");
+        std::fs::write(dir.join("bgp").join("tor"), "s3cret\n").expect("write");
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n  peerIP: 10.0.1.1\n  asNumber: 65000\n  password:\n    secretKeyRef: {name: bgp, key: tor}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor2}\nspec:\n  peerIP: 10.0.1.2\n  asNumber: 65000\n  password:\n    secretKeyRef: {name: bgp, key: missing}\n";
+        let res = resources(&yaml);
+        let settings = PlanSettings {
+            node: "a".into(),
+            control_socket: "/tmp/x".into(),
+            fib: true,
+        };
+        let p = speaker_plan(&res, &settings, &SecretsDir(dir.clone())).expect("plan");
+        assert_eq!(peer(&p, "10.0.1.1").password.as_deref(), Some("s3cret"));
+        assert_eq!(addrs(&p), ["10.0.1.1"]);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("tor2")),
+            "{:?}",
+            p.warnings
+        );
+        let none = speaker_plan(&res, &settings, &NoSecrets).expect("plan");
+        assert!(none.config.peers.is_empty());
+        let _ = std::fs::remove_dir_all(dir);
+    }
+
+    #[test]
+    fn filters_become_policy_in_order() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {name: f1}\nspec:\n  exportV4:\n  - {action: Accept, cidr: 10.244.0.0/16, matchOperator: In, operations: [{addCommunity: {value: \"65000:100\"}}, {prependASPath: {prefix: [65000]}}]}\n  - {action: Reject}\n  importV4:\n  - {action: Reject, cidr: 0.0.0.0/0, matchOperator: Equal}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n  peerIP: 10.0.1.1\n  asNumber: 65000\n  filters: [f1]\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: bad}\nspec:\n  peerIP: 10.0.1.2\n  asNumber: 65000\n  filters: [nope]\n";
+        let p = plan(&resources(&yaml), "a");
+        let t = peer(&p, "10.0.1.1");
+        assert_eq!(t.export.len(), 2);
+        assert_eq!(t.export[0].action, Action::Accept);
+        assert_eq!(t.export[0].add_community.len(), 1);
+        assert_eq!(t.export[0].prepend_as_path, vec![65000]);
+        assert_eq!(t.export[1].action, Action::Reject);
+        assert_eq!(t.import.len(), 1);
+        assert_eq!(addrs(&p), ["10.0.1.1"]);
+        assert!(
+            p.warnings.iter().any(|w| w.contains("BGPFilter nope")),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn listen_port_and_errors() {
+        let yaml = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {listenPort: 1790}\n".to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {name: nobgp}\nspec: {}\n";
+        let res = resources(&yaml);
+        assert_eq!(plan(&res, "a").config.listen[0].port(), 1790);
+        let settings = |n: &str| PlanSettings {
+            node: n.into(),
+            control_socket: "/tmp/x".into(),
+            fib: true,
+        };
+        assert_eq!(
+            speaker_plan(&res, &settings("ghost"), &NoSecrets),
+            Err(PlanError::UnknownNode("ghost".into()))
+        );
+        assert_eq!(
+            speaker_plan(&res, &settings("nobgp"), &NoSecrets),
+            Err(PlanError::NoRouterId("nobgp".into()))
+        );
+        // A node without a BGP address is not meshed with.
+        assert!(plan(&res, "a").config.peers.is_empty());
+    }
 }

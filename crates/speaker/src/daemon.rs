@@ -226,12 +226,14 @@ pub async fn serve_until(
         listeners,
     };
     let fib_routes = Arc::new(std::sync::atomic::AtomicU64::new(0));
+    let fib_frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (fib_tx, fib_thread) = if config.fib {
         let (tx, rx) = mpsc::unbounded_channel();
         let counter = fib_routes.clone();
+        let frozen = fib_frozen.clone();
         let thread = std::thread::Builder::new()
             .name("fib".into())
-            .spawn(move || crate::fib::run_until_closed(rx, counter, options.keep_kernel_routes))
+            .spawn(move || crate::fib::run_until_closed(rx, counter, frozen))
             .map_err(DaemonError::Runtime)?;
         (Some(tx), Some(thread))
     } else {
@@ -288,6 +290,10 @@ pub async fn serve_until(
             _ = received(&mut int) => break,
             () = &mut stop => break,
         }
+    }
+    if options.keep_kernel_routes {
+        // Sessions going down must not withdraw what is in the kernel.
+        fib_frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
     tracing::info!("shutting down: closing every session");
     let senders: Vec<_> = peers

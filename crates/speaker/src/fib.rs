@@ -12,7 +12,7 @@
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use tabby_bgp::Prefix;
@@ -40,17 +40,19 @@ pub fn kernel_route(dest: IpNet, next_hops: &[IpAddr]) -> Option<Route> {
 
 /// Runs the FIB thread until the channel closes, then removes our routes.
 pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
-    run_until_closed(changes, installed, false)
+    run_until_closed(changes, installed, Arc::new(AtomicBool::new(false)))
 }
 
 /// Runs the FIB thread until the channel closes; then removes the routes
-/// it installed unless `keep_on_exit` (the node agent keeps them so that
-/// traffic keeps flowing while it restarts; the next run's start-up
-/// clean-up removes what is stale).
+/// it installed, unless `frozen` was set: from then on changes are
+/// ignored and the kernel routes are left in place (the node agent
+/// freezes the FIB before closing its sessions so that traffic keeps
+/// flowing while it restarts; the next run's start-up clean-up removes
+/// what is stale).
 pub fn run_until_closed(
     mut changes: mpsc::UnboundedReceiver<FibChange>,
     installed: Arc<AtomicU64>,
-    keep_on_exit: bool,
+    frozen: Arc<AtomicBool>,
 ) {
     let mut nl = match tabby_dataplane::Netlink::open() {
         Ok(nl) => nl,
@@ -71,6 +73,9 @@ pub fn run_until_closed(
     }
     let mut ours: HashMap<IpNet, Route> = HashMap::new();
     while let Some(first) = changes.blocking_recv() {
+        if frozen.load(Ordering::SeqCst) {
+            continue;
+        }
         let mut latest: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
         let mut push = |c: FibChange| {
             if let Some(d) = destination(c.prefix) {
@@ -105,7 +110,7 @@ pub fn run_until_closed(
         }
         installed.store(ours.len() as u64, Ordering::Relaxed);
     }
-    if keep_on_exit {
+    if frozen.load(Ordering::SeqCst) {
         tracing::info!(routes = ours.len(), "fib: leaving kernel routes in place");
         return;
     }

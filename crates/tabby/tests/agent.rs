@@ -1,0 +1,468 @@
+//! `tabby agent` end to end: "nodes" are network namespaces on one L2
+//! segment (a bridge in a namespace of its own), sharing one SQLite
+//! datastore file, each running the real `tabby agent`; pods are created
+//! with the real CNI plugin inside each node namespace; a BIRD 2 "ToR"
+//! runs in a namespace of its own on the same segment.
+//!
+//! Runs as root. Addresses: node segment 10.79.0.0/24, pools 10.80.0.0/16
+//! (mesh test) and 10.81.0.0/16 (ToR test); all inside the test's
+//! namespaces.
+
+use std::collections::BTreeSet;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Duration;
+
+use serde_json::Value;
+use tabby_testbed::{Netns, Process, wait_until};
+
+const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+const BIRD2: &str = "/opt/bird2/usr/sbin/bird";
+const BIRDC2: &str = "/opt/bird2/usr/sbin/birdc";
+const WAIT: Duration = Duration::from_secs(60);
+
+/// An L2 segment: a bridge in a namespace of its own.
+struct Segment {
+    ns: Netns,
+    ports: usize,
+}
+
+impl Segment {
+    fn new() -> Segment {
+        let ns = Netns::new("agsw").expect("switch netns");
+        ns.ip(["link", "add", "br0", "type", "bridge"])
+            .expect("bridge");
+        ns.ip(["link", "set", "br0", "up"]).expect("bridge up");
+        Segment { ns, ports: 0 }
+    }
+
+    /// Plugs `host` in with `eth0` addressed `addr`.
+    fn plug(&mut self, host: &Netns, addr: &str) {
+        self.ports += 1;
+        let port = format!("p{}", self.ports);
+        tabby_testbed::veth(host, "eth0", Some(addr), &self.ns, &port, None).expect("veth");
+        self.ns
+            .ip(["link", "set", &port, "master", "br0"])
+            .expect("enslave");
+    }
+}
+
+/// Temporary state: the datastore file and sockets.
+struct Cluster {
+    dir: tempfile::TempDir,
+    url: String,
+}
+
+impl Cluster {
+    fn new() -> Cluster {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let url = format!("sqlite://{}/tabby.db", dir.path().display());
+        Cluster { dir, url }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    /// `tabby <args>` with this datastore; panics with stderr on failure.
+    fn tabby(&self, args: &[&str], stdin: &str) -> String {
+        let mut child = Command::new(TABBY)
+            .arg("--datastore")
+            .arg(&self.url)
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("spawn tabby");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(stdin.as_bytes())
+            .expect("write stdin");
+        let out = child.wait_with_output().expect("tabby");
+        assert!(
+            out.status.success(),
+            "tabby {args:?} failed: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    fn apply(&self, yaml: &str) {
+        self.tabby(&["apply", "-f", "-"], yaml);
+    }
+}
+
+/// A node namespace with its agent.
+struct Node {
+    name: String,
+    ns: Netns,
+    ip: String,
+    socket: PathBuf,
+    agent: Option<Process>,
+    pods: Vec<(Netns, String)>,
+}
+
+impl Node {
+    fn new(cluster: &Cluster, seg: &mut Segment, name: &str, ip: &str) -> Node {
+        let ns = Netns::new("agnode").expect("node netns");
+        seg.plug(&ns, &format!("{ip}/24"));
+        Node {
+            name: name.to_owned(),
+            ns,
+            ip: ip.to_owned(),
+            socket: cluster.path(&format!("{name}.sock")),
+            agent: None,
+            pods: Vec::new(),
+        }
+    }
+
+    fn start_agent(&mut self, cluster: &Cluster) {
+        let log = std::fs::File::create(cluster.path(&format!("{}.log", self.name))).expect("log");
+        let mut cmd = self.ns.command(TABBY);
+        cmd.args(["--datastore", &cluster.url, "--log", "info", "agent"])
+            .args(["--nodename", &self.name, "--ip", &format!("{}/24", self.ip)])
+            .arg("--control-socket")
+            .arg(&self.socket)
+            .arg("--state-dir")
+            .arg(cluster.path(&format!("{}-state", self.name)))
+            .args(["--poll-ms", "200"])
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.agent = Some(self.ns.spawn(&mut cmd).expect("agent"));
+    }
+
+    fn log(&self, cluster: &Cluster) -> String {
+        std::fs::read_to_string(cluster.path(&format!("{}.log", self.name))).unwrap_or_default()
+    }
+
+    /// `tabby node status -o json`, or None while the agent is not answering.
+    fn status(&self) -> Option<Vec<Value>> {
+        let out = Command::new(TABBY)
+            .args(["node", "status", "-o", "json", "--socket"])
+            .arg(&self.socket)
+            .output()
+            .ok()?;
+        if !out.status.success() {
+            return None;
+        }
+        serde_json::from_slice(&out.stdout).ok()
+    }
+
+    fn established(&self) -> BTreeSet<String> {
+        self.status()
+            .unwrap_or_default()
+            .iter()
+            .filter(|s| s["state"] == "Established")
+            .filter_map(|s| s["peerAddress"].as_str().map(str::to_owned))
+            .collect()
+    }
+
+    /// Adds a pod through the CNI plugin; returns its IPv4 address.
+    fn add_pod(&mut self, cluster: &Cluster, id: &str) -> String {
+        let pod = Netns::new("agpod").expect("pod netns");
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
+            "datastore": cluster.url, "nodename": self.name,
+            "ipam": {"type": "tabby-ipam"}
+        });
+        let mut child = self
+            .ns
+            .command(TABBY)
+            .env("CNI_COMMAND", "ADD")
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes())
+            .expect("conf");
+        let out = child.wait_with_output().expect("cni");
+        assert!(
+            out.status.success(),
+            "CNI ADD on {}: {} {}",
+            self.name,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
+        let addr = result["ips"][0]["address"]
+            .as_str()
+            .expect("address")
+            .split('/')
+            .next()
+            .expect("ip")
+            .to_owned();
+        self.pods.push((pod, addr.clone()));
+        addr
+    }
+
+    fn routes(&self) -> String {
+        self.ns
+            .ip_stdout(["-4", "route", "show", "proto", "tabby"])
+            .expect("ip route")
+    }
+}
+
+/// The pod block (a /26) that `addr` lies in.
+fn block_of(addr: &str) -> String {
+    let ip: std::net::Ipv4Addr = addr.parse().expect("ip");
+    let net = ipnet::Ipv4Net::new(ip, 26).expect("net").trunc();
+    net.to_string()
+}
+
+fn wait(what: &str, cond: impl FnMut() -> bool, context: impl Fn() -> String) {
+    if wait_until(WAIT, what, cond).is_err() {
+        panic!("timed out waiting for {what}\n{}", context());
+    }
+}
+
+fn logs(cluster: &Cluster, nodes: &[Node]) -> String {
+    nodes
+        .iter()
+        .map(|n| {
+            format!(
+                "--- {} routes:\n{}--- log:\n{}",
+                n.name,
+                n.routes(),
+                n.log(cluster)
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.80.0.0/16, natOutgoing: true}\n",
+    );
+    let mut nodes: Vec<Node> = [
+        ("n1", "10.79.0.1"),
+        ("n2", "10.79.0.2"),
+        ("n3", "10.79.0.3"),
+    ]
+    .iter()
+    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+    .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let mut pods = Vec::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        pods.push(n.add_pod(&cluster, &format!("pod{i}")));
+    }
+    // Mesh: every node Established with the two others.
+    for n in &nodes {
+        let others: BTreeSet<String> = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| o.ip.clone())
+            .collect();
+        wait(
+            &format!("{}'s mesh sessions", n.name),
+            || n.established() == others,
+            || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
+        );
+        let status = n.status().expect("status");
+        assert!(
+            status.iter().all(|s| s["peerType"] == "node-to-node mesh"),
+            "{status:?}"
+        );
+    }
+    // Kernel: other nodes' blocks via their address, own block blackholed.
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, o) in nodes.iter().enumerate() {
+            let block = block_of(&pods[j]);
+            let want = if i == j {
+                format!("blackhole {block} ")
+            } else {
+                format!("{block} via {} dev eth0 ", o.ip)
+            };
+            wait(
+                &format!("{} has {want}", n.name),
+                || n.routes().contains(&want),
+                || logs(&cluster, &nodes),
+            );
+        }
+    }
+    // Pods on different nodes reach each other.
+    for (i, n) in nodes.iter().enumerate() {
+        let (pod, _) = &n.pods[0];
+        for (j, dst) in pods.iter().enumerate() {
+            if i != j {
+                assert!(pod.ping(dst, 2), "pod on {} cannot ping {dst}", n.name);
+            }
+        }
+    }
+    // The Node resources carry the registered addresses.
+    let got: Value =
+        serde_json::from_str(&cluster.tabby(&["get", "nodes", "-o", "json"], "")).expect("json");
+    let text = got.to_string();
+    for n in &nodes {
+        assert!(text.contains(&format!("{}/24", n.ip)), "{text}");
+    }
+    // SIGTERM: the agent exits, kernel routes stay (learned and blackhole).
+    let before = nodes[0].routes();
+    let agent = nodes[0].agent.as_mut().expect("agent");
+    agent.signal("TERM").expect("TERM");
+    wait(
+        "n1's agent to exit",
+        || !agent.is_running(),
+        String::new,
+    );
+    let after = nodes[0].routes();
+    for line in before
+        .lines()
+        .filter(|l| l.contains("via") || l.starts_with("blackhole"))
+    {
+        assert!(
+            after.contains(line),
+            "route {line:?} gone after SIGTERM:\n{after}"
+        );
+    }
+    // (The peers withdraw n1's block when its sessions close: keeping
+    // traffic both ways across a restart needs graceful restart, not done.)
+}
+
+fn bird_config(router_id: &str, nodes: &[(&str, &str)]) -> String {
+    let mut c = format!(
+        "router id {router_id};\nprotocol device {{}}\nprotocol kernel {{ ipv4 {{ export none; }}; }}\n"
+    );
+    for (name, ip) in nodes {
+        c += &format!(
+            "protocol bgp {name} {{\n  local {router_id} as 65000;\n  neighbor {ip} as 64512;\n  connect retry time 2;\n  ipv4 {{ import all; export none; }};\n}}\n"
+        );
+    }
+    c
+}
+
+fn birdc(sock: &Path, cmd: &str) -> String {
+    let out = Command::new(BIRDC2)
+        .arg("-s")
+        .arg(sock)
+        .args(cmd.split_whitespace())
+        .output()
+        .expect("birdc");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// Prefixes in BIRD's table.
+fn bird_prefixes(sock: &Path) -> BTreeSet<String> {
+    birdc(sock, "show route")
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|w| w.contains('/') && w.chars().next().is_some_and(|c| c.is_ascii_digit()))
+        .map(str::to_owned)
+        .collect()
+}
+
+#[test]
+fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(concat!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n",
+        "spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\n",
+        "spec: {cidr: 10.81.0.0/16, natOutgoing: false}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\n",
+        "spec: {peerIP: 10.79.0.254, asNumber: 65000}\n",
+    ));
+    let tor = Netns::new("agtor").expect("tor netns");
+    seg.plug(&tor, "10.79.0.254/24");
+    let conf = cluster.path("bird.conf");
+    let sock = cluster.path("bird.ctl");
+    std::fs::write(
+        &conf,
+        bird_config("10.79.0.254", &[("n1", "10.79.0.1"), ("n2", "10.79.0.2")]),
+    )
+    .expect("bird.conf");
+    let mut bird_cmd = tor.command(BIRD2);
+    bird_cmd
+        .arg("-f")
+        .arg("-c")
+        .arg(&conf)
+        .arg("-s")
+        .arg(&sock)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    let _bird = tor.spawn(&mut bird_cmd).expect("bird");
+
+    let mut nodes: Vec<Node> = [("n1", "10.79.0.1"), ("n2", "10.79.0.2")]
+        .iter()
+        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+        .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let mut blocks = BTreeSet::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        // Two pods per node: still one block (one aggregate) each.
+        blocks.insert(block_of(&n.add_pod(&cluster, &format!("a{i}"))));
+        blocks.insert(block_of(&n.add_pod(&cluster, &format!("b{i}"))));
+    }
+    assert_eq!(blocks.len(), 2, "one block per node: {blocks:?}");
+    for n in &nodes {
+        wait(
+            &format!("{}'s session with the ToR", n.name),
+            || n.established() == BTreeSet::from(["10.79.0.254".to_owned()]),
+            || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
+        );
+        let status = n.status().expect("status");
+        assert_eq!(status.len(), 1, "mesh is off: only the ToR: {status:?}");
+        assert_eq!(status[0]["peerType"], "global");
+    }
+    wait(
+        "BIRD to learn exactly the pod blocks",
+        || bird_prefixes(&sock) == blocks,
+        || {
+            format!(
+                "bird has {:?}, want {blocks:?}\n{}",
+                bird_prefixes(&sock),
+                logs(&cluster, &nodes)
+            )
+        },
+    );
+    // Each block from the node that owns it.
+    let all = birdc(&sock, "show route all");
+    for n in &nodes {
+        assert!(all.contains(&format!("via {}", n.ip)), "{all}");
+    }
+
+    // Delete the BGPPeer: sessions go away, the agents keep running.
+    let pids: Vec<u32> = nodes
+        .iter()
+        .map(|n| n.agent.as_ref().expect("agent").id())
+        .collect();
+    cluster.tabby(&["delete", "bgppeer", "tor"], "");
+    for n in &nodes {
+        wait(
+            &format!("{} to drop the ToR session", n.name),
+            || n.status().is_some_and(|s| s.is_empty()),
+            || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
+        );
+    }
+    wait(
+        "BIRD to lose the routes",
+        || bird_prefixes(&sock).is_empty(),
+        || birdc(&sock, "show protocols"),
+    );
+    for (n, pid) in nodes.iter_mut().zip(pids) {
+        let agent = n.agent.as_mut().expect("agent");
+        assert_eq!(agent.id(), pid);
+        assert!(agent.is_running(), "{} restarted or died", n.name);
+    }
+}
