@@ -165,3 +165,49 @@ echo "== cni: two pods on one node via the tabby CNI plugin, then DEL"
     CNI_COMMAND=ADD CNI_CONTAINERID=x CNI_IFNAME=eth0 CNI_NETNS=/var/run/netns/$PA "$TABBY" || true
   echo
 )
+
+# --- agent: three nodes, one datastore, the mesh, cross-node pod traffic ---
+echo "== agent: three nodes (namespaces on one bridge) each running tabby agent; pods on each ping across nodes"
+(
+  P="tby-demo-ag-$$"; SW="$P-sw"; NODES=("$P-n1" "$P-n2" "$P-n3"); PODS=("$P-p1" "$P-p2" "$P-p3")
+  DIR=$(mktemp -d); PIDS=()
+  cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done; sleep 0.5
+    for n in "${PODS[@]}" "${NODES[@]}" "$SW"; do ip netns del "$n" 2>/dev/null || true; done
+    rm -rf "$DIR"
+  }
+  trap cleanup EXIT
+  DS="sqlite://$DIR/tabby.db"
+  ip netns add "$SW"; ip -n "$SW" link add br0 type bridge; ip -n "$SW" link set br0 up
+  printf 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.246.0.0/16, natOutgoing: true}\n' \
+    | $TABBY --datastore "$DS" apply -f -
+  for i in 1 2 3; do
+    N=${NODES[$((i-1))]}; ip netns add "$N"; ip -n "$N" link set lo up
+    ip link add eth0 netns "$N" type veth peer name "p$i" netns "$SW"
+    ip -n "$SW" link set "p$i" master br0 up
+    ip -n "$N" addr add "10.245.0.$i/24" dev eth0; ip -n "$N" link set eth0 up
+    ip netns exec "$N" "$PWD/$TABBY" --datastore "$DS" agent --nodename "node$i" --ip "10.245.0.$i/24" \
+      --control-socket "$DIR/node$i.sock" --state-dir "$DIR/node$i" 2>"$DIR/node$i.log" &
+    PIDS+=($!)
+  done
+  ADDRS=()
+  for i in 1 2 3; do
+    N=${NODES[$((i-1))]} POD=${PODS[$((i-1))]}; ip netns add "$POD"
+    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
+    ADDRS+=("$(echo "$CONF" | ip netns exec "$N" env CNI_COMMAND=ADD CNI_CONTAINERID="pod$i" \
+      CNI_NETNS="/var/run/netns/$POD" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin "$PWD/$TABBY" \
+      | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
+  done
+  for _ in $(seq 1 100); do
+    [ "$($TABBY node status --socket "$DIR/node1.sock" -o json 2>/dev/null | grep -c '"Established"')" = 2 ] \
+      && ip -n "${NODES[0]}" route show proto tabby | grep -c via | grep -q 2 && break
+    sleep 0.2
+  done
+  echo "-- tabby node status (node1)"; $TABBY node status --socket "$DIR/node1.sock"
+  echo "-- node1's kernel routes (proto tabby): its block blackholed, the others' via their node"
+  ip -n "${NODES[0]}" route show proto tabby
+  echo "-- pod on node1 pings the pods on node2 (${ADDRS[1]}) and node3 (${ADDRS[2]})"
+  ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[1]}" | tail -2
+  ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[2]}" | tail -2
+  echo "-- the Node resources the agents registered"; $TABBY --datastore "$DS" get nodes -o wide
+)
