@@ -3,4 +3,6 @@
 //! interop with real BFD daemons.
 
 mod codec;
+mod driver;
+mod net;
 mod session;
