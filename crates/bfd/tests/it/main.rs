@@ -4,5 +4,6 @@
 
 mod codec;
 mod driver;
+mod interop;
 mod net;
 mod session;
