@@ -24,6 +24,8 @@ PKGS=(
   containernetworking-plugins
   # benchmarks
   hyperfine
+  # the guest userland of the VM tests (crates/testbed vm)
+  busybox-static
 )
 
 $SUDO apt-get update -qq
@@ -45,8 +47,38 @@ if [ ! -x /opt/bird2/usr/sbin/bird ]; then
   rm -rf "$tmp"
 fi
 
+# The VM tests (crates/testbed `vm`) boot Debian's own kernel under qemu,
+# because the host kernel may lack what a test needs (no CONFIG_NET_IPIP
+# here). Both are unpacked under /opt/tabby-vm rather than installed:
+# - the kernel package that linux-image-amd64 currently depends on
+#   (boot/vmlinuz-*, boot/config-*, lib/modules/*; nothing is booted on the
+#   host);
+# - qemu-system-x86 with its firmware (qemu-system-common/-data, seabios),
+#   because installing it would remove a newer qemu-utils some images carry.
+#   Its shared libraries are installed normally.
+VM=/opt/tabby-vm
+if ! ls "$VM"/boot/vmlinuz-* >/dev/null 2>&1; then
+  kpkg=$(apt-cache depends linux-image-amd64 | awk '/Depends: linux-image-[0-9]/{print $2; exit}')
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download "$kpkg" >/dev/null 2>&1)
+  $SUDO dpkg -x "$tmp"/linux-image-*.deb "$VM"
+  rm -rf "$tmp"
+fi
+for opt in CONFIG_NET_IPIP CONFIG_VXLAN CONFIG_VETH; do
+  grep -q "^$opt=[my]" "$VM"/boot/config-* || { echo "install-deps: guest kernel lacks $opt" >&2; exit 1; }
+done
+QEMU_PKGS=(qemu-system-x86 qemu-system-common qemu-system-data seabios)
+mapfile -t QEMU_LIBS < <(apt-cache depends qemu-system-x86 | awk '/^  Depends: lib/{print $2}')
+$SUDO apt-get install -y -qq --no-install-recommends "${QEMU_LIBS[@]}" >/dev/null
+if [ ! -x "$VM"/qemu/usr/bin/qemu-system-x86_64 ]; then
+  tmp=$(mktemp -d)
+  (cd "$tmp" && apt-get download "${QEMU_PKGS[@]}" >/dev/null 2>&1)
+  for deb in "$tmp"/*.deb; do $SUDO dpkg -x "$deb" "$VM"/qemu; done
+  rm -rf "$tmp"
+fi
+
 # `ip route` shows our routes as `proto tabby`.
 $SUDO mkdir -p /etc/iproute2/rt_protos.d
 echo "201 tabby" | $SUDO tee /etc/iproute2/rt_protos.d/tabby.conf >/dev/null
 
-echo "install-deps: ok ($(bird --version 2>&1 | head -1); bird2 $(/opt/bird2/usr/sbin/bird --version 2>&1 | head -1); $(gobgpd --version 2>&1 | head -1); etcd $(etcd --version 2>&1 | head -1))"
+echo "install-deps: ok ($(bird --version 2>&1 | head -1); bird2 $(/opt/bird2/usr/sbin/bird --version 2>&1 | head -1); $(gobgpd --version 2>&1 | head -1); etcd $(etcd --version 2>&1 | head -1); guest kernel $(ls "$VM"/boot | sed -n 's/^vmlinuz-//p'); $("$VM"/qemu/usr/bin/qemu-system-x86_64 --version | head -1))"

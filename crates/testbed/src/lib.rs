@@ -9,6 +9,7 @@
 //! drops. Addresses used by callers must stay inside these namespaces.
 
 mod etcd;
+pub mod vm;
 
 pub use etcd::EtcdServer;
 
