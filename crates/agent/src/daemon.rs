@@ -174,7 +174,8 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
     loop {
         let revision = ds.revision().await.unwrap_or(-1);
         let due = last_full.elapsed() >= Duration::from_secs(30);
-        if revision != last_revision || due || speaker.is_none() {
+        let speaker_down = speaker.as_ref().is_none_or(|s| s.task.is_finished());
+        if revision != last_revision || due || speaker_down {
             match read_state(&store, &ds, &options.node).await {
                 Ok(state) => {
                     last_revision = revision;

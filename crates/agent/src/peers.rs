@@ -32,6 +32,12 @@
 //!   `numAllowedLocalASNumbers`, `nextHopMode`/`keepOriginalNextHop`,
 //!   `filters` (BGPFilters in the order listed; their rules concatenated,
 //!   first match wins, no match accepts).
+//! - A BGPPeer session between two cluster nodes (the remote address is
+//!   a Node's) is one-directional like the mesh: the node with the lower
+//!   address (as text) waits. Calico's BIRD connects from both ends; two
+//!   tabby speakers that both connect and both refuse while idle after a
+//!   failure can stay in step forever, and a BIRD peer still connects
+//!   from its side, so nothing is lost.
 //! - The same remote address from two sources: the first wins (BGPPeers in
 //!   name order, then the mesh) and a warning names the loser.
 //!
@@ -296,8 +302,8 @@ pub fn speaker_plan(
             (None, Some(sel)) => sel.matches(&n.selector_labels()),
             (None, None) => true,
         };
-        // Remote ends: (address, port, AS, the remote node's cluster id).
-        let mut remotes: Vec<(IpAddr, Option<u16>, u32, Option<&str>)> = Vec::new();
+        // Remote ends: (address, port, AS, the remote node if it is one).
+        let mut remotes: Vec<(IpAddr, Option<u16>, u32, Option<&Node>)> = Vec::new();
         if local_side(me) {
             if let Some(ip) = &s.peer_ip {
                 let as_number = s.as_number.map_or(my_as, |a| a.0);
@@ -305,14 +311,14 @@ pub fn speaker_plan(
                     .nodes
                     .iter()
                     .find(|n| node_addresses(n).contains(&ip.ip));
-                remotes.push((ip.ip, ip.port, as_number, node.and_then(cluster_id)));
+                remotes.push((ip.ip, ip.port, as_number, node));
             } else if let Some(sel) = &s.peer_selector {
                 for n in &res.nodes {
                     if n.metadata.name == settings.node || !sel.matches(&n.selector_labels()) {
                         continue;
                     }
                     for addr in node_addresses(n) {
-                        remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                        remotes.push((addr, None, res.node_as(n), Some(n)));
                     }
                 }
             }
@@ -330,7 +336,7 @@ pub fn speaker_plan(
                 }
                 for addr in node_addresses(n) {
                     if !remotes.iter().any(|r| r.0 == addr) {
-                        remotes.push((addr, None, res.node_as(n), cluster_id(n)));
+                        remotes.push((addr, None, res.node_as(n), Some(n)));
                     }
                 }
             }
@@ -388,10 +394,11 @@ pub fn speaker_plan(
         let allow_own_as = s
             .num_allowed_local_as_numbers
             .map_or(0, |n| u8::try_from(n.clamp(0, 255)).unwrap_or(u8::MAX));
-        for (addr, port, as_number, remote_cluster) in remotes {
+        for (addr, port, as_number, remote_node) in remotes {
             if my_addrs.contains(&addr) {
                 continue;
             }
+            let remote_cluster = remote_node.and_then(cluster_id);
             let rr_client = match my_cluster {
                 Some(c) => {
                     as_number == my_as
@@ -417,6 +424,13 @@ pub fn speaker_plan(
             p.allow_own_as = allow_own_as;
             p.next_hop_mode = next_hop_mode;
             p.route_reflector_client = rr_client;
+            // Between two cluster nodes, only one side connects (the mesh's
+            // rule); see the module doc.
+            if remote_node.is_some()
+                && let Some(local) = source_for(addr)
+            {
+                p.passive = mesh_passive(local, addr);
+            }
             p.import = import.clone();
             p.export = export.clone();
             out.push((p, origin));
@@ -807,7 +821,21 @@ mod tests {
         assert!(peer(&rr, "10.0.0.1").route_reflector_client);
         assert!(peer(&rr, "10.0.0.2").route_reflector_client);
         assert!(!peer(&rr, "10.0.0.12").route_reflector_client);
-        assert!(rr.config.peers.iter().all(|p| !p.passive));
+        // Node-to-node BGPPeer sessions are one-directional like the mesh.
+        // Exactly one end of each pair connects.
+        let b = plan(&res, "b");
+        let rr2 = plan(&res, "rr2");
+        for (x, y, px, py) in [
+            ("10.0.0.1", "10.0.0.11", &a, &rr),
+            ("10.0.0.2", "10.0.0.11", &b, &rr),
+            ("10.0.0.12", "10.0.0.11", &rr2, &rr),
+        ] {
+            assert_ne!(peer(px, y).passive, peer(py, x).passive, "{x} <-> {y}");
+        }
+        assert!(
+            peer(&a, "10.0.0.11").passive,
+            "10.0.0.1 < 10.0.0.11 as text"
+        );
     }
 
     #[test]

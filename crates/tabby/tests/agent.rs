@@ -282,6 +282,40 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
             "{status:?}"
         );
     }
+    // A new BGPPeer is added by reload: the mesh sessions are not reset.
+    let since = |n: &Node, addr: &str| {
+        n.status()
+            .unwrap_or_default()
+            .iter()
+            .find(|s| s["peerAddress"] == addr)
+            .and_then(|s| s["sinceSecs"].as_u64())
+    };
+    std::thread::sleep(Duration::from_secs(2));
+    let before = since(&nodes[0], "10.79.0.2").expect("mesh session");
+    assert!(before >= 1, "up for {before}s");
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: nobody}\nspec: {peerIP: 10.79.0.250, asNumber: 65000}\n",
+    );
+    wait(
+        "the new BGPPeer on n1",
+        || nodes[0].status().is_some_and(|s| s.len() == 3),
+        || format!("{:?}", nodes[0].status()),
+    );
+    let status = nodes[0].status().expect("status");
+    let global = status
+        .iter()
+        .find(|s| s["peerAddress"] == "10.79.0.250")
+        .expect("global peer");
+    assert_eq!(global["peerType"], "global");
+    assert_ne!(global["state"], "Established");
+    assert_eq!(nodes[0].established().len(), 2, "{status:?}");
+    let after = since(&nodes[0], "10.79.0.2").expect("mesh session");
+    assert!(
+        after >= before,
+        "mesh session reset by the reload: {after}s < {before}s"
+    );
+    cluster.tabby(&["delete", "bgppeer", "nobody"], "");
+
     // Kernel: other nodes' blocks via their address, own block blackholed.
     for (i, n) in nodes.iter().enumerate() {
         for (j, o) in nodes.iter().enumerate() {
@@ -318,11 +352,7 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
     let before = nodes[0].routes();
     let agent = nodes[0].agent.as_mut().expect("agent");
     agent.signal("TERM").expect("TERM");
-    wait(
-        "n1's agent to exit",
-        || !agent.is_running(),
-        String::new,
-    );
+    wait("n1's agent to exit", || !agent.is_running(), String::new);
     let after = nodes[0].routes();
     for line in before
         .lines()
@@ -465,4 +495,76 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
         assert_eq!(agent.id(), pid);
         assert!(agent.is_running(), "{} restarted or died", n.name);
     }
+}
+
+#[test]
+fn route_reflector_node_reflects_between_clients_and_keeps_its_labels() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    // The RR's Node exists before its agent starts (labels and cluster id
+    // set by the operator); registration must keep them.
+    cluster.apply(concat!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n",
+        "spec: {nodeToNodeMeshEnabled: false}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\n",
+        "spec: {cidr: 10.82.0.0/16}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata:\n  name: rr\n  labels: {route-reflector: \"true\"}\n",
+        "spec:\n  bgp: {routeReflectorClusterID: 224.0.0.1}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: peer-with-route-reflectors}\n",
+        "spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}\n",
+    ));
+    let mut nodes: Vec<Node> = [
+        ("n1", "10.79.0.1"),
+        ("n2", "10.79.0.2"),
+        ("rr", "10.79.0.3"),
+    ]
+    .iter()
+    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+    .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let p1 = nodes[0].add_pod(&cluster, "c1");
+    let p2 = nodes[1].add_pod(&cluster, "c2");
+    let rr_status = || nodes[2].status().unwrap_or_default();
+    wait(
+        "the RR's sessions with both clients",
+        || {
+            nodes[2].established()
+                == BTreeSet::from(["10.79.0.1".to_owned(), "10.79.0.2".to_owned()])
+        },
+        || format!("{:?}\n{}", rr_status(), logs(&cluster, &nodes)),
+    );
+    for s in rr_status() {
+        assert_eq!(s["peerType"], "node specific, RR client", "{s}");
+    }
+    // Clients have only the RR (no mesh).
+    for n in &nodes[..2] {
+        wait(
+            &format!("{}'s session with the RR", n.name),
+            || n.established() == BTreeSet::from(["10.79.0.3".to_owned()]),
+            || format!("{:?}", n.status()),
+        );
+    }
+    // Reflected routes keep the originating node as next hop.
+    for (n, other_pod, other_ip) in [(&nodes[0], &p2, "10.79.0.2"), (&nodes[1], &p1, "10.79.0.1")] {
+        let want = format!("{} via {other_ip} dev eth0 ", block_of(other_pod));
+        wait(
+            &format!("{} has {want}", n.name),
+            || n.routes().contains(&want),
+            || logs(&cluster, &nodes),
+        );
+    }
+    assert!(
+        nodes[0].pods[0].0.ping(&p2, 2),
+        "pod on n1 cannot reach {p2}"
+    );
+    let rr: Value = serde_json::from_str(&cluster.tabby(&["get", "node", "rr", "-o", "json"], ""))
+        .expect("json");
+    assert_eq!(rr["metadata"]["labels"]["route-reflector"], "true", "{rr}");
+    assert_eq!(
+        rr["spec"]["bgp"]["routeReflectorClusterID"], "224.0.0.1",
+        "{rr}"
+    );
+    assert_eq!(rr["spec"]["bgp"]["ipv4Address"], "10.79.0.3/24", "{rr}");
 }
