@@ -21,8 +21,9 @@
 //! 169.254.1.1 onlink, proxy ARP and a /32 route on the host side); each
 //! node routes the other node's pod block through the tunnel.
 
+use std::io::{BufRead, BufReader, Read};
 use std::net::IpAddr;
-use std::process::ExitCode;
+use std::process::{ExitCode, Stdio};
 use std::time::Duration;
 
 use ipnet::IpNet;
@@ -30,7 +31,7 @@ use tabby_dataplane::{
     IpipTunnel, MacAddr, Netlink, Netns as DpNetns, NextHop, Route, RouteTable, Vxlan, sysctl,
 };
 use tabby_testbed::vm::{Kernel, Vm};
-use tabby_testbed::{Netns, veth};
+use tabby_testbed::{Netns, Process, veth, wait_until};
 
 /// The one test this binary holds (its name, for filters and `--list`).
 const TEST: &str = "ipip_and_vxlan_pass_pod_traffic_in_a_vm";
@@ -99,6 +100,7 @@ fn host() {
         .module("veth")
         .program(&me, "/usr/local/bin/tunnels-guest")
         .program(ip, "/usr/sbin/ip")
+        .program("/usr/bin/tcpdump", "/usr/bin/tcpdump")
         .command(["tunnels-guest", "--guest"])
         .env("RUST_BACKTRACE", "1")
         .timeout(Duration::from_secs(600))
@@ -185,6 +187,61 @@ fn counter(ns: &Netns, dev: &str, which: &str) -> u64 {
         .trim()
         .parse()
         .expect("number")
+}
+
+/// `tcpdump` on one interface inside a namespace, already listening.
+struct Capture {
+    tcpdump: Process,
+}
+
+impl Capture {
+    /// Captures up to `count` packets matching `filter` on `dev`.
+    fn start(ns: &Netns, dev: &str, filter: &str, count: u32) -> Capture {
+        let mut cmd = ns.command("tcpdump");
+        cmd.args([
+            "-Z",
+            "root",
+            "-n",
+            "-l",
+            "-i",
+            dev,
+            "-c",
+            &count.to_string(),
+        ])
+        .args(filter.split_whitespace())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+        let mut tcpdump = Process::spawn(&mut cmd).expect("start tcpdump");
+        let stderr = tcpdump.child_mut().stderr.take().expect("stderr");
+        let mut lines = BufReader::new(stderr).lines();
+        let mut said = String::new();
+        loop {
+            match lines.next() {
+                Some(Ok(l)) if l.contains("listening on") => break,
+                Some(Ok(l)) => said.push_str(&l),
+                _ => panic!("tcpdump stopped before listening: {said}"),
+            }
+        }
+        // Keep draining its stderr so it never blocks.
+        std::thread::spawn(move || lines.for_each(drop));
+        Capture { tcpdump }
+    }
+
+    /// What it printed once it has seen its packets (it is stopped if it
+    /// has not after a generous while: then the text shows what it saw).
+    fn finish(mut self) -> String {
+        let seen = wait_until(Duration::from_secs(30), "tcpdump packets", || {
+            !self.tcpdump.is_running()
+        });
+        if seen.is_err() {
+            let _ = self.tcpdump.signal("TERM");
+        }
+        let mut out = String::new();
+        if let Some(mut stdout) = self.tcpdump.child_mut().stdout.take() {
+            let _ = stdout.read_to_string(&mut out);
+        }
+        out
+    }
 }
 
 /// Two nodes joined by an underlay veth, each with one pod behind it.
@@ -365,6 +422,8 @@ fn ipip() {
     let rx1 = counter(&nodes.node[1], "tunl0", "rx_packets");
     let tx1 = counter(&nodes.node[1], "tunl0", "tx_packets");
     let rx0 = counter(&nodes.node[0], "tunl0", "rx_packets");
+    // What crosses the underlay at node 2: IP protocol 4 only.
+    let capture = Capture::start(&nodes.node[1], "eth0", "ip proto 4", 2);
     if !nodes.pod_ping(0) {
         nodes.dump();
         panic!("pod 10.97.1.5 cannot reach 10.97.2.5 over ipip");
@@ -388,6 +447,17 @@ fn ipip() {
     assert!(
         moved.iter().all(|m| *m >= 1),
         "tunl0 counters did not move: {moved:?}"
+    );
+    let seen = capture.finish();
+    print!(
+        "{}",
+        seen.lines()
+            .map(|l| format!("tabby-guest: underlay n2 eth0: {l}\n"))
+            .collect::<String>()
+    );
+    assert!(
+        seen.contains("172.16.2.1 > 172.16.2.2: IP 10.97.1.5 > 10.97.2.5: ICMP echo request"),
+        "no IPIP-encapsulated pod packet on the underlay: {seen:?}"
     );
     check("ipip.encapsulated");
 
@@ -462,6 +532,7 @@ fn vxlan() {
     }
     let tx0 = counter(&nodes.node[0], "vxlan.tabby", "tx_packets");
     let rx1 = counter(&nodes.node[1], "vxlan.tabby", "rx_packets");
+    let capture = Capture::start(&nodes.node[1], "eth0", "udp port 4789", 2);
     if !nodes.pod_ping(0) {
         nodes.dump();
         panic!("pod 10.96.1.5 cannot reach 10.96.2.5 over vxlan");
@@ -476,6 +547,19 @@ fn vxlan() {
     assert!(
         moved.iter().all(|m| *m >= 1),
         "vxlan counters did not move: {moved:?}"
+    );
+    let seen = capture.finish();
+    print!(
+        "{}",
+        seen.lines()
+            .map(|l| format!("tabby-guest: underlay n2 eth0: {l}\n"))
+            .collect::<String>()
+    );
+    assert!(
+        seen.contains("> 172.16.3.2.4789: VXLAN")
+            && seen.contains("vni 4096")
+            && seen.contains("10.96.1.5 > 10.96.2.5: ICMP echo request"),
+        "no VXLAN-encapsulated pod packet on the underlay: {seen:?}"
     );
     check("vxlan.encapsulated");
 }

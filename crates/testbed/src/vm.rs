@@ -456,6 +456,13 @@ impl Vm {
         fs.char_device("/dev/console", 5, 1)?;
         fs.char_device("/dev/null", 1, 3)?;
         fs.symlink_if_free(Path::new("/var/run"), "/run")?;
+        // Just root, for programs that look users up (tcpdump -Z root).
+        fs.bytes(
+            Path::new("/etc/passwd"),
+            b"root:x:0:0:root:/root:/bin/sh\n".to_vec(),
+            0o644,
+        )?;
+        fs.bytes(Path::new("/etc/group"), b"root:x:0:\n".to_vec(), 0o644)?;
 
         for f in &self.files {
             fs.copy(&f.host, &f.guest)?;
