@@ -211,3 +211,8 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
   ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[2]}" | tail -2
   echo "-- the Node resources the agents registered"; $TABBY --datastore "$DS" get nodes -o wide
 )
+
+# --- IPIP: this kernel has none, so in a VM with Debian's kernel ------------
+echo "== ipip: pods on two nodes ping over tunl0 (proto tabby routes via the peer node onlink) inside a qemu VM with Debian's kernel; no network device leaves the VM"
+cargo test -q --locked -p tabby-dataplane --test tunnels_vm 2>&1 \
+  | grep -E '^vm:|tabby-guest: (check ipip|ipip ping|underlay n2 eth0: .*IP 10\.97)|^test result'
