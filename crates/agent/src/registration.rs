@@ -145,8 +145,9 @@ pub fn autodetect(
     let found = match method {
         AutodetectMethod::DefaultRoute => {
             let default_dev = nl
-                .routes(Some(RouteTable::MAIN))?
+                .list_routes(Some(RouteTable::MAIN))?
                 .into_iter()
+                .map(|installed| installed.route)
                 .find_map(|r| {
                     (r.destination.prefix_len() == 0 && r.destination.addr().is_ipv6() == v6)
                         .then(|| r.next_hops.iter().find_map(|h| h.device))
