@@ -12,7 +12,8 @@
 //!   specification's types, parsed once with errors naming the field;
 //! - [`naming`]: names derived from a container (host veth, IPAM handle);
 //! - [`node`]: the backend that does the work (datastore, IPAM, dataplane);
-//! - [`process`]: stdin, stdout, exit status.
+//! - [`process`]: stdin, stdout, exit status;
+//! - [`trace`]: phase timings on stderr (`TABBY_CNI_TRACE=1`).
 
 pub mod addresses;
 pub mod config;
@@ -23,6 +24,7 @@ pub mod node;
 pub mod plugin;
 pub mod process;
 pub mod result;
+pub mod trace;
 pub mod version;
 pub mod wiring;
 

@@ -23,8 +23,17 @@
 //! gateway, which is what point-to-point plugins such as the reference
 //! `ptp` need to route the pool through the host.
 //!
-//! The datastore client is async; one current-thread runtime drives it, so
-//! a plugin invocation starts no thread pool.
+//! The datastore client is async. With the SQLite datastore every query
+//! runs on the calling thread and never waits for anything else, so its
+//! futures are driven by a minimal executor ([`Driver::Inline`]: poll, park
+//! the thread if pending) and the plugin starts no runtime at all; only etcd
+//! gets a current-thread tokio runtime.
+//!
+//! ADD runs three things at once, since neither needs the others' result:
+//! IPAM (this thread), the host end of the veth (a thread in the node's
+//! namespace: the pair, the host end's sysctls, up), and the pod's netlink
+//! socket (a thread that enters the pod's namespace). The pod side is then
+//! configured in one pipelined netlink burst.
 
 use std::net::IpAddr;
 use std::path::Path;
@@ -191,13 +200,65 @@ fn encode_endpoint(e: &NewEndpoint<'_>) -> Vec<u8> {
     serde_json::to_vec(&Resource::WorkloadEndpoint(wep).to_value()).unwrap_or_default()
 }
 
+/// What drives the datastore's futures.
+#[derive(Debug)]
+enum Driver {
+    /// SQLite: every query completes on the calling thread, so the future
+    /// is polled right here (parking the thread in the unexpected case
+    /// that it is pending, until it is woken).
+    Inline,
+    /// etcd: a current-thread tokio runtime (its client needs the reactor).
+    Tokio(tokio::runtime::Runtime),
+}
+
+/// Wakes a parked thread.
+struct ThreadWaker(std::thread::Thread);
+
+impl std::task::Wake for ThreadWaker {
+    fn wake(self: std::sync::Arc<Self>) {
+        self.0.unpark();
+    }
+}
+
+impl Driver {
+    fn for_url(url: &str) -> Result<Driver, CniError> {
+        if url.starts_with("sqlite://") {
+            return Ok(Driver::Inline);
+        }
+        tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .map(Driver::Tokio)
+            .map_err(|e| CniError::new(ErrorCode::Io, format!("cannot start the runtime: {e}")))
+    }
+
+    fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
+        match self {
+            Driver::Tokio(rt) => rt.block_on(fut),
+            Driver::Inline => {
+                let mut fut = std::pin::pin!(fut);
+                let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(
+                    std::thread::current(),
+                )));
+                let mut cx = std::task::Context::from_waker(&waker);
+                loop {
+                    if let std::task::Poll::Ready(v) = fut.as_mut().poll(&mut cx) {
+                        return v;
+                    }
+                    std::thread::park();
+                }
+            }
+        }
+    }
+}
+
 /// The backend that does the real work on this node.
 #[derive(Debug)]
 pub struct NodeBackend {
     role: Role,
     url: String,
     node: String,
-    runtime: tokio::runtime::Runtime,
+    runtime: Driver,
     store: Option<Datastore>,
 }
 
@@ -218,10 +279,8 @@ impl NodeBackend {
             Some(n) => n.clone(),
             None => hostname()?,
         };
-        let runtime = tokio::runtime::Builder::new_current_thread()
-            .enable_all()
-            .build()
-            .map_err(|e| CniError::new(ErrorCode::Io, format!("cannot start the runtime: {e}")))?;
+        crate::trace::mark("parse");
+        let runtime = Driver::for_url(&url)?;
         Ok(NodeBackend {
             role,
             url,
@@ -248,6 +307,7 @@ impl NodeBackend {
             .block_on(Datastore::connect_inline(&url))
             .map_err(|e| datastore_error(e, "connect"))?;
         self.store = Some(store.clone());
+        crate::trace::mark("ds-open");
         Ok(store)
     }
 
@@ -269,6 +329,7 @@ impl NodeBackend {
     ) -> Result<(Vec<Assigned>, bool), CniError> {
         let store = self.store()?;
         let held = self.runtime.block_on(addresses::assigned(&store, handle))?;
+        crate::trace::mark("ipam-held");
         if !held.is_empty() {
             return Ok((held, false));
         }
@@ -291,6 +352,7 @@ impl NodeBackend {
             attributes,
         };
         let got = self.runtime.block_on(addresses::assign(&store, &ask))?;
+        crate::trace::mark("ipam-assign");
         Ok((got, true))
     }
 
@@ -324,29 +386,69 @@ impl NodeBackend {
         let handle = naming::ipam_handle(&conf.name, &req.container_id);
         let key = endpoint_key(&self.node, req.pod.as_ref(), &req.container_id, &req.ifname);
         let host_ifname = naming::host_veth_name(&req.container_id, req.pod.as_ref());
-        // Open the socket inside the pod's namespace (a thread that enters
-        // it) while IPAM works on this one.
-        let netns_path = netns.path().to_path_buf();
-        let pod_socket = std::thread::spawn(move || dp::Netns::open(netns_path)?.netlink());
-        let (assigned, fresh) = self.addresses_for(req, &handle)?;
+        let names = PodInterface {
+            host_ifname: &host_ifname,
+            pod_ifname: &req.ifname,
+            mtu: conf.mtu,
+            addresses: &[],
+        };
+        // The families this configuration asks for (a repeated ADD that
+        // finds other ones held gets those prepared later).
+        let families = wiring::Families {
+            v4: conf.ipam.assign_ipv4,
+            v6: conf.ipam.assign_ipv6,
+        };
+        // While IPAM works here: the pod's netlink socket on a thread inside
+        // its namespace, and the host end on a thread in this one.
+        let pod_socket = dp::Netns::spawn(netns.path().to_path_buf(), Netlink::open);
+        let (ipam, host_end) = std::thread::scope(|s| {
+            let host_end = s.spawn(|| -> Result<(Netlink, u32), CniError> {
+                let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
+                let index = wiring::create_host_end(&mut nl, netns, &names, families)
+                    .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
+                Ok((nl, index))
+            });
+            let ipam = self.addresses_for(req, &handle);
+            let host_end = host_end.join().unwrap_or_else(|_| {
+                Err(CniError::new(
+                    ErrorCode::Internal,
+                    "the thread creating the host veth panicked",
+                ))
+            });
+            (ipam, host_end)
+        });
         let pod_socket = pod_socket.join().ok().and_then(Result::ok);
+        crate::trace::mark("joined");
+        let ((assigned, fresh), (mut nl, host_index)) = match (ipam, host_end) {
+            (Ok(a), Ok(h)) => (a, h),
+            (Ok((_, fresh)), Err(e)) => {
+                if fresh {
+                    let _ = self.release(&handle);
+                }
+                return Err(e);
+            }
+            (Err(e), Ok((mut nl, _))) => {
+                let _ = wiring::detach(&mut nl, &host_ifname);
+                return Err(e);
+            }
+            (Err(e), Err(_)) => return Err(e),
+        };
         let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
-
-        let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
-        let attached = wiring::attach(
+        let attached = wiring::configure(
             &mut nl,
+            host_index,
+            families,
             netns,
             pod_socket,
             &PodInterface {
-                host_ifname: &host_ifname,
-                pod_ifname: &req.ifname,
-                mtu: conf.mtu,
                 addresses: &ips,
+                ..names
             },
         );
         let attached = match attached {
             Ok(a) => a,
             Err(e) => {
+                let _ = nl.delete_link(host_index);
                 if fresh {
                     let _ = self.release(&handle);
                 }
@@ -360,6 +462,7 @@ impl NodeBackend {
             addresses: &ips,
             mac: attached.pod_mac.map(|m| m.to_string()),
         });
+        crate::trace::mark("encode-wep");
         if let Err(e) = self.write_record(&key, rec) {
             let _ = wiring::detach(&mut nl, &host_ifname);
             if fresh {
@@ -367,6 +470,7 @@ impl NodeBackend {
             }
             return Err(e);
         }
+        crate::trace::mark("write-wep");
         let sandbox = req.netns.as_ref().map(|p| p.display().to_string());
         Ok(CniResult {
             interfaces: vec![
@@ -644,6 +748,38 @@ fn hostname() -> Result<String, CniError> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Pending on its first poll (waking itself from another thread), ready
+    /// on the second.
+    struct WakeLater(bool);
+
+    impl std::future::Future for WakeLater {
+        type Output = u32;
+        fn poll(
+            mut self: std::pin::Pin<&mut Self>,
+            cx: &mut std::task::Context<'_>,
+        ) -> std::task::Poll<u32> {
+            if self.0 {
+                return std::task::Poll::Ready(7);
+            }
+            self.0 = true;
+            let waker = cx.waker().clone();
+            std::thread::spawn(move || waker.wake());
+            std::task::Poll::Pending
+        }
+    }
+
+    #[test]
+    fn the_inline_driver_runs_ready_and_pending_futures() {
+        let d = Driver::for_url("sqlite:///tmp/x.db").expect("driver");
+        assert!(matches!(d, Driver::Inline));
+        assert_eq!(d.block_on(async { 3 }), 3);
+        assert_eq!(d.block_on(WakeLater(false)), 7);
+        assert!(matches!(
+            Driver::for_url("etcd://127.0.0.1:2379").expect("driver"),
+            Driver::Tokio(_)
+        ));
+    }
 
     #[test]
     fn endpoint_names_are_calicos() {

@@ -11,12 +11,14 @@ use crate::version::CniVersion;
 /// Runs one CNI invocation of this process in `role`; returns the exit
 /// status (0 or 1).
 pub fn run_process(role: Role) -> u8 {
+    crate::trace::start();
     let mut stdin = Vec::new();
     if let Err(e) = std::io::stdin().read_to_end(&mut stdin) {
         let err = CniError::new(ErrorCode::Io, format!("stdin: {e}"));
         emit(&err.to_json(CniVersion::LATEST), Some(&err));
         return 1;
     }
+    crate::trace::mark("stdin");
     let out = plugin::run(
         role,
         |k| std::env::var(k).ok(),
@@ -24,6 +26,8 @@ pub fn run_process(role: Role) -> u8 {
         crate::node::NodeBackend::open,
     );
     emit(&out.stdout, out.error.as_ref());
+    crate::trace::mark("output");
+    crate::trace::report();
     out.exit_code
 }
 

@@ -23,7 +23,7 @@ use std::path::PathBuf;
 
 use ipnet::{IpNet, Ipv4Net, Ipv6Net};
 use tabby_dataplane::sysctl::{self, Family};
-use tabby_dataplane::{self as dp, MacAddr, Netlink, Netns, NextHop, Route, VethPair};
+use tabby_dataplane::{self as dp, LinkChange, MacAddr, Netlink, Netns, NextHop, Route, VethPair};
 
 /// The IPv4 gateway every pod routes through (answered by proxy ARP).
 pub const GATEWAY_V4: Ipv4Addr = Ipv4Addr::new(169, 254, 1, 1);
@@ -77,6 +77,25 @@ fn host_route(addr: IpAddr, host_index: u32) -> Route {
     Route::dev(IpNet::from(addr), host_index)
 }
 
+/// Which address families a host end has been prepared for (its sysctls).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Families {
+    /// IPv4: proxy ARP answering at once.
+    pub v4: bool,
+    /// IPv6: proxy NDP, no duplicate address detection.
+    pub v6: bool,
+}
+
+impl Families {
+    /// The families of `addresses`.
+    pub fn of(addresses: &[IpAddr]) -> Families {
+        Families {
+            v4: addresses.iter().any(IpAddr::is_ipv4),
+            v6: addresses.iter().any(IpAddr::is_ipv6),
+        }
+    }
+}
+
 /// Builds the pod's interface. On error everything this call created is
 /// removed again (the host end, which takes the pod end and the host routes
 /// with it). A host end left by an earlier attempt for the same container is
@@ -89,6 +108,29 @@ pub fn attach(
     pod_socket: Option<Netlink>,
     pod: &PodInterface<'_>,
 ) -> Result<Attached, WiringError> {
+    let families = Families::of(pod.addresses);
+    let host_index = create_host_end(host, netns, pod, families)?;
+    match configure(host, host_index, families, netns, pod_socket, pod) {
+        Ok(a) => Ok(a),
+        Err(e) => {
+            let _ = host.delete_link(host_index);
+            Err(e)
+        }
+    }
+}
+
+/// The first half of [`attach`], which needs no address yet (so a caller
+/// can run it while IPAM works): creates the veth pair with the pod end
+/// inside the pod's namespace, prepares the host end for `families` and
+/// sets it up. Returns the host end's index. On error nothing is left
+/// behind; on success the caller owns the host end (delete it on a later
+/// failure).
+pub fn create_host_end(
+    host: &mut Netlink,
+    netns: &Netns,
+    pod: &PodInterface<'_>,
+    families: Families,
+) -> Result<u32, WiringError> {
     let pair = VethPair {
         name: pod.host_ifname.to_owned(),
         peer: pod.pod_ifname.to_owned(),
@@ -120,8 +162,16 @@ pub fn attach(
             ))(e));
         }
     };
-    match finish(host, host_index, netns, pod_socket, pod) {
-        Ok(a) => Ok(a),
+    crate::trace::mark("veth-create");
+    let prepared = prepare_host_end(pod.host_ifname, families).and_then(|()| {
+        host.set_up(host_index)
+            .map_err(at(format!("set {} up", pod.host_ifname)))
+    });
+    match prepared {
+        Ok(()) => {
+            crate::trace::mark("host-prepare");
+            Ok(host_index)
+        }
         Err(e) => {
             let _ = host.delete_link(host_index);
             Err(e)
@@ -129,29 +179,47 @@ pub fn attach(
     }
 }
 
-fn finish(
-    host: &mut Netlink,
-    host_index: u32,
-    netns: &Netns,
-    pod_socket: Option<Netlink>,
-    pod: &PodInterface<'_>,
-) -> Result<Attached, WiringError> {
-    let has_v6 = pod.addresses.iter().any(IpAddr::is_ipv6);
-    let has_v4 = pod.addresses.iter().any(IpAddr::is_ipv4);
-    let h = pod.host_ifname;
-    if has_v4 {
+/// The host end's sysctls for `families`.
+fn prepare_host_end(h: &str, families: Families) -> Result<(), WiringError> {
+    if families.v4 {
         sysctl::set_proxy_arp(h, true).map_err(at(format!("proxy_arp on {h}")))?;
         // Answer ARP at once instead of after a random delay of up to 0.8 s.
         let delay = PathBuf::from(format!("/proc/sys/net/ipv4/neigh/{h}/proxy_delay"));
         sysctl::write(&delay, "0").map_err(at(format!("proxy_delay on {h}")))?;
     }
-    if has_v6 {
+    if families.v6 {
         // fe80::1 must answer at once, not after duplicate address detection.
         let dad = sysctl::conf_path(Family::V6, h, "accept_dad").map_err(at("accept_dad path"))?;
         sysctl::write(&dad, "0").map_err(at(format!("accept_dad on {h}")))?;
         sysctl::set_proxy_ndp(h, true).map_err(at(format!("proxy_ndp on {h}")))?;
     }
-    host.set_up(host_index).map_err(at(format!("set {h} up")))?;
+    Ok(())
+}
+
+/// The second half of [`attach`], once the addresses are known: the pod
+/// side (through `pod_socket`, a socket inside the pod's namespace, or one
+/// opened here) and the host routes. `prepared` says which families
+/// [`create_host_end`] prepared the host end for; any other family of
+/// `pod.addresses` is prepared here. The caller deletes the host end on
+/// error.
+pub fn configure(
+    host: &mut Netlink,
+    host_index: u32,
+    prepared: Families,
+    netns: &Netns,
+    pod_socket: Option<Netlink>,
+    pod: &PodInterface<'_>,
+) -> Result<Attached, WiringError> {
+    let wanted = Families::of(pod.addresses);
+    let (has_v4, has_v6) = (wanted.v4, wanted.v6);
+    let h = pod.host_ifname;
+    prepare_host_end(
+        h,
+        Families {
+            v4: has_v4 && !prepared.v4,
+            v6: has_v6 && !prepared.v6,
+        },
+    )?;
     if has_v6 {
         let gw = IpNet::V6(Ipv6Net::new(GATEWAY_V6, 64).map_err(|e| at("fe80::1/64")(invalid(e)))?);
         host.add_address(host_index, gw)
@@ -176,55 +244,60 @@ fn finish(
             .map_err(at("enter the pod namespace"))?
             .map_err(at(format!("accept_dad on {p}")))?;
     }
-    podnl
-        .set_up(link.index)
-        .map_err(at(format!("set {p} up")))?;
-    // The gateway's MAC is known (every host end has HOST_MAC): a permanent
-    // neighbour entry saves the pod its first ARP/NDP exchange and works
-    // even where proxy ARP would not answer (a host without a default route).
+    // One pipelined burst: up, the gateway's neighbour entry, the
+    // addresses, the routes. The gateway's MAC is known (every host end has
+    // HOST_MAC): a permanent neighbour entry saves the pod its first ARP/NDP
+    // exchange and works even where proxy ARP would not answer (a host
+    // without a default route).
+    let mut changes = vec![LinkChange::Up(link.index)];
     if has_v4 {
-        podnl
-            .replace_neighbour(link.index, IpAddr::V4(GATEWAY_V4), HOST_MAC)
-            .map_err(at(format!("pod neighbour {GATEWAY_V4}")))?;
+        changes.push(LinkChange::ReplaceNeighbour(
+            link.index,
+            IpAddr::V4(GATEWAY_V4),
+            HOST_MAC,
+        ));
     }
     if has_v6 {
-        podnl
-            .replace_neighbour(link.index, IpAddr::V6(GATEWAY_V6), HOST_MAC)
-            .map_err(at(format!("pod neighbour {GATEWAY_V6}")))?;
+        changes.push(LinkChange::ReplaceNeighbour(
+            link.index,
+            IpAddr::V6(GATEWAY_V6),
+            HOST_MAC,
+        ));
     }
     for addr in pod.addresses {
-        podnl
-            .add_address(link.index, IpNet::from(*addr))
-            .map_err(at(format!("add {addr} to {p}")))?;
+        changes.push(LinkChange::AddAddress(link.index, IpNet::from(*addr)));
     }
     if has_v4 {
         let gw = IpAddr::V4(GATEWAY_V4);
-        podnl
-            .replace_route(&Route::dev(IpNet::from(gw), link.index))
-            .map_err(at(format!("pod route {GATEWAY_V4} dev {p}")))?;
-        let default = Route::multipath(
+        changes.push(LinkChange::ReplaceRoute(Route::dev(
+            IpNet::from(gw),
+            link.index,
+        )));
+        changes.push(LinkChange::ReplaceRoute(Route::multipath(
             IpNet::V4(Ipv4Net::default()),
             vec![NextHop::via(gw).with_device(link.index)],
-        );
-        podnl
-            .replace_route(&default)
-            .map_err(at(format!("pod default route via {GATEWAY_V4}")))?;
+        )));
     }
     if has_v6 {
-        let default = Route::multipath(
+        changes.push(LinkChange::ReplaceRoute(Route::multipath(
             IpNet::V6(Ipv6Net::default()),
             vec![NextHop::via(IpAddr::V6(GATEWAY_V6)).with_device(link.index)],
-        );
-        podnl
-            .replace_route(&default)
-            .map_err(at(format!("pod default route via {GATEWAY_V6}")))?;
+        )));
     }
+    podnl
+        .apply_link_changes(&changes)
+        .map_err(at(format!("configure {p} in the pod namespace")))?;
+    crate::trace::mark("pod-side");
 
     // Host routes last: once they exist, traffic flows to the pod.
-    for addr in pod.addresses {
-        host.replace_route(&host_route(*addr, host_index))
-            .map_err(at(format!("host route {addr} dev {h}")))?;
-    }
+    let routes: Vec<LinkChange> = pod
+        .addresses
+        .iter()
+        .map(|a| LinkChange::ReplaceRoute(host_route(*a, host_index)))
+        .collect();
+    host.apply_link_changes(&routes)
+        .map_err(at(format!("host routes to {h}")))?;
+    crate::trace::mark("host-routes");
     Ok(Attached {
         host_mac: HOST_MAC,
         pod_mac: link.mac,

@@ -22,8 +22,9 @@ use netlink_packet_route::neighbour::{
 };
 
 use crate::error::{Error, Result};
-use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Netlink};
+use crate::netlink::{NLM_F_CREATE, NLM_F_EXCL, NLM_F_REPLACE, Netlink, Request};
 use crate::netns::Netns;
+use crate::route::{Route, RouteChange, encode_change};
 
 const RTM_NEWLINK: u16 = 16;
 const RTM_DELLINK: u16 = 17;
@@ -229,6 +230,51 @@ fn link_msg(index: u32) -> LinkMessage {
     let mut m = LinkMessage::default();
     m.header.index = index;
     m
+}
+
+/// A permanent neighbour entry: `ip` is at `mac` on link `index`.
+fn neighbour_msg(index: u32, ip: IpAddr, mac: MacAddr) -> NeighbourMessage {
+    let mut m = NeighbourMessage::default();
+    m.header.family = match ip {
+        IpAddr::V4(_) => AddressFamily::Inet,
+        IpAddr::V6(_) => AddressFamily::Inet6,
+    };
+    m.header.ifindex = index;
+    m.header.state = NeighbourState::Permanent;
+    m.attributes.push(NeighbourAttribute::Destination(match ip {
+        IpAddr::V4(a) => NeighbourAddress::Inet(a),
+        IpAddr::V6(a) => NeighbourAddress::Inet6(a),
+    }));
+    m.attributes
+        .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+    m
+}
+
+/// One change of a pipelined burst ([`Netlink::apply_link_changes`]): the
+/// steps that configure an interface once it exists.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum LinkChange {
+    /// Set the link with this index administratively up.
+    Up(u32),
+    /// Add an address to a link (already there is not an error).
+    AddAddress(u32, IpNet),
+    /// Add or replace a permanent neighbour entry: link, address, MAC.
+    ReplaceNeighbour(u32, IpAddr, MacAddr),
+    /// Add or replace a route (tagged `proto tabby`).
+    ReplaceRoute(Route),
+}
+
+impl fmt::Display for LinkChange {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            LinkChange::Up(i) => write!(f, "set link #{i} up"),
+            LinkChange::AddAddress(i, a) => write!(f, "add address {a} to link #{i}"),
+            LinkChange::ReplaceNeighbour(i, ip, mac) => {
+                write!(f, "neighbour {ip} lladdr {mac} on link #{i}")
+            }
+            LinkChange::ReplaceRoute(r) => write!(f, "replace route {r}"),
+        }
+    }
 }
 
 impl Netlink {
@@ -713,22 +759,73 @@ impl Netlink {
     /// Adds or replaces a permanent neighbour (ARP/NDP) entry: `ip` is at
     /// `mac` on link `index`.
     pub fn replace_neighbour(&mut self, index: u32, ip: IpAddr, mac: MacAddr) -> Result<()> {
-        let mut m = NeighbourMessage::default();
-        m.header.family = match ip {
-            IpAddr::V4(_) => AddressFamily::Inet,
-            IpAddr::V6(_) => AddressFamily::Inet6,
-        };
-        m.header.ifindex = index;
-        m.header.state = NeighbourState::Permanent;
-        m.attributes.push(NeighbourAttribute::Destination(match ip {
-            IpAddr::V4(a) => NeighbourAddress::Inet(a),
-            IpAddr::V6(a) => NeighbourAddress::Inet6(a),
-        }));
-        m.attributes
-            .push(NeighbourAttribute::LinkLayerAddress(mac.0.to_vec()));
+        let m = neighbour_msg(index, ip, mac);
         self.request_ok(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE, &m, || {
             format!("neighbour {ip} lladdr {mac} on link #{index}")
         })
+    }
+
+    /// Applies `changes` in order in one pipelined exchange (one system call
+    /// out, one barrier acknowledged back) instead of one round trip each.
+    /// The kernel applies each change in turn; the first that failed is
+    /// returned as [`Error::Kernel`] naming it (later ones were still
+    /// tried).
+    pub fn apply_link_changes(&mut self, changes: &[LinkChange]) -> Result<()> {
+        enum Body {
+            Link(LinkMessage),
+            Address(AddressMessage),
+            Neighbour(NeighbourMessage),
+            Route(netlink_packet_route::route::RouteMessage),
+        }
+        let mut bodies = Vec::with_capacity(changes.len());
+        for (i, c) in changes.iter().enumerate() {
+            bodies.push(match c {
+                LinkChange::Up(index) => {
+                    let mut m = link_msg(*index);
+                    m.header.flags = LinkFlags::Up;
+                    m.header.change_mask = LinkFlags::Up;
+                    (RTM_NEWLINK, 0, Body::Link(m))
+                }
+                LinkChange::AddAddress(index, addr) => (
+                    RTM_NEWADDR,
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                    Body::Address(Self::address_msg(*index, *addr)),
+                ),
+                LinkChange::ReplaceNeighbour(index, ip, mac) => (
+                    RTM_NEWNEIGH,
+                    NLM_F_CREATE | NLM_F_REPLACE,
+                    Body::Neighbour(neighbour_msg(*index, *ip, *mac)),
+                ),
+                LinkChange::ReplaceRoute(route) => {
+                    route.check().map_err(|(field, reason)| Error::Invalid {
+                        field: format!("changes[{i}].{field}"),
+                        reason,
+                    })?;
+                    let (kind, flags, m) = encode_change(&RouteChange::Replace(route.clone()));
+                    (kind, flags, Body::Route(m))
+                }
+            });
+        }
+        let requests: Vec<Request<'_>> = bodies
+            .iter()
+            .map(|(kind, flags, body)| Request {
+                kind: *kind,
+                flags: *flags,
+                body: match body {
+                    Body::Link(m) => m,
+                    Body::Address(m) => m,
+                    Body::Neighbour(m) => m,
+                    Body::Route(m) => m,
+                },
+            })
+            .collect();
+        match self.batch(&requests)?.into_iter().next() {
+            None => Ok(()),
+            Some((i, source)) => Err(Error::Kernel {
+                operation: changes[i].to_string(),
+                source,
+            }),
+        }
     }
 
     /// Removes a neighbour entry.

@@ -94,6 +94,30 @@ impl Netns {
         })
     }
 
+    /// Like [`Netns::run`], but returns at once: the namespace at `path` is
+    /// opened and entered on a new thread of its own, `work` runs there, and
+    /// [`NetnsTask::join`] returns its result. The caller does other work
+    /// meanwhile (the CNI plugin opens the pod's netlink socket this way
+    /// while IPAM works). The thread ends with `work`.
+    pub fn spawn<T, F>(path: PathBuf, work: F) -> NetnsTask<T>
+    where
+        T: Send + 'static,
+        F: FnOnce() -> T + Send + 'static,
+    {
+        let p = path.clone();
+        let handle = std::thread::Builder::new()
+            .name("tabby-netns".into())
+            .spawn(move || -> Result<T> {
+                let ns = Netns::open(&p)?;
+                setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Netns {
+                    path: p.clone(),
+                    source: errno.into(),
+                })?;
+                Ok(work())
+            });
+        NetnsTask { path, handle }
+    }
+
     /// Subscribes to route changes inside this namespace.
     pub fn route_monitor(&self) -> Result<crate::RouteMonitor> {
         self.run(crate::RouteMonitor::open)?
@@ -102,5 +126,27 @@ impl Netns {
     /// Opens a netlink route socket inside this namespace.
     pub fn netlink(&self) -> Result<Netlink> {
         self.run(Netlink::open)?
+    }
+}
+
+/// Work running inside a namespace on a thread of its own
+/// ([`Netns::spawn`]).
+#[derive(Debug)]
+pub struct NetnsTask<T> {
+    path: PathBuf,
+    handle: std::io::Result<std::thread::JoinHandle<Result<T>>>,
+}
+
+impl<T> NetnsTask<T> {
+    /// Waits for the work and returns its result, or why the namespace
+    /// could not be entered (or the thread not started).
+    pub fn join(self) -> Result<T> {
+        match self.handle {
+            Ok(h) => h.join().map_err(|_| Error::NetnsThread(self.path))?,
+            Err(source) => Err(Error::Netns {
+                path: self.path,
+                source,
+            }),
+        }
     }
 }

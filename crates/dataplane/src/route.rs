@@ -247,7 +247,7 @@ impl Route {
 
     /// [`Route::validate`] without building any string unless it fails:
     /// the failing field (relative to the route) and the reason.
-    fn check(&self) -> std::result::Result<(), (String, String)> {
+    pub(crate) fn check(&self) -> std::result::Result<(), (String, String)> {
         let invalid = |f: &str, reason: String| Err((f.to_owned(), reason));
         if self.destination.trunc() != self.destination {
             return invalid(
@@ -345,7 +345,7 @@ impl Route {
         h
     }
 
-    fn to_message(&self) -> RouteMessage {
+    pub(crate) fn to_message(&self) -> RouteMessage {
         let mut m = RouteMessage::default();
         m.header = self.header();
         let a = &mut m.attributes;
@@ -876,7 +876,7 @@ impl Netlink {
     }
 }
 
-fn encode_change(c: &RouteChange) -> (u16, u16, RouteMessage) {
+pub(crate) fn encode_change(c: &RouteChange) -> (u16, u16, RouteMessage) {
     match c {
         RouteChange::Add(r) => (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_EXCL, r.to_message()),
         RouteChange::Replace(r) => (RTM_NEWROUTE, NLM_F_CREATE | NLM_F_REPLACE, r.to_message()),

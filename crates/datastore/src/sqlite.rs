@@ -273,27 +273,25 @@ fn open_connection(path: &Path) -> Result<Connection> {
 }
 
 fn meta(c: &Connection, name: &str) -> Result<i64> {
-    c.query_row("SELECT value FROM meta WHERE name = ?1", [name], |r| {
-        r.get(0)
-    })
-    .map_err(err)
+    c.prepare_cached("SELECT value FROM meta WHERE name = ?1")
+        .and_then(|mut st| st.query_row([name], |r| r.get(0)))
+        .map_err(err)
 }
 
 fn get_one(c: &Connection, key: &str) -> Result<Option<KeyValue>> {
-    c.query_row(
-        "SELECT value, create_revision, mod_revision FROM kv WHERE key = ?1",
-        [key.as_bytes()],
-        |r| {
-            Ok(KeyValue {
-                key: key.to_owned(),
-                value: r.get(0)?,
-                create_revision: r.get(1)?,
-                mod_revision: r.get(2)?,
+    c.prepare_cached("SELECT value, create_revision, mod_revision FROM kv WHERE key = ?1")
+        .and_then(|mut st| {
+            st.query_row([key.as_bytes()], |r| {
+                Ok(KeyValue {
+                    key: key.to_owned(),
+                    value: r.get(0)?,
+                    create_revision: r.get(1)?,
+                    mod_revision: r.get(2)?,
+                })
             })
-        },
-    )
-    .optional()
-    .map_err(err)
+            .optional()
+        })
+        .map_err(err)
 }
 
 fn list_in(c: &Connection, prefix: &str) -> Result<Listing> {
@@ -338,13 +336,9 @@ fn list_in(c: &Connection, prefix: &str) -> Result<Listing> {
 }
 
 fn current_mod_revision(c: &Connection, key: &str) -> Result<Option<Revision>> {
-    c.query_row(
-        "SELECT mod_revision FROM kv WHERE key = ?1",
-        [key.as_bytes()],
-        |r| r.get(0),
-    )
-    .optional()
-    .map_err(err)
+    c.prepare_cached("SELECT mod_revision FROM kv WHERE key = ?1")
+        .and_then(|mut st| st.query_row([key.as_bytes()], |r| r.get(0)).optional())
+        .map_err(err)
 }
 
 fn apply(c: &mut Connection, txn: &Txn) -> Result<Revision> {
@@ -373,34 +367,38 @@ fn apply(c: &mut Connection, txn: &Txn) -> Result<Revision> {
         match op {
             Op::Put { key, value } => {
                 let create_revision: i64 = tx
-                    .query_row(
+                    .prepare_cached(
                         "INSERT INTO kv(key, value, create_revision, mod_revision) \
                          VALUES (?1, ?2, ?3, ?3) \
                          ON CONFLICT(key) DO UPDATE SET value = excluded.value, \
                          mod_revision = excluded.mod_revision \
                          RETURNING create_revision",
-                        params![key.as_bytes(), value, revision],
-                        |r| r.get(0),
                     )
+                    .and_then(|mut st| {
+                        st.query_row(params![key.as_bytes(), value, revision], |r| r.get(0))
+                    })
                     .map_err(err)?;
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO events(revision, key, value, create_revision) \
                      VALUES (?1, ?2, ?3, ?4)",
-                    params![revision, key.as_bytes(), value, create_revision],
                 )
+                .and_then(|mut st| {
+                    st.execute(params![revision, key.as_bytes(), value, create_revision])
+                })
                 .map_err(err)?;
                 changed = true;
             }
             Op::Delete { key } => {
                 let n = tx
-                    .execute("DELETE FROM kv WHERE key = ?1", [key.as_bytes()])
+                    .prepare_cached("DELETE FROM kv WHERE key = ?1")
+                    .and_then(|mut st| st.execute([key.as_bytes()]))
                     .map_err(err)?;
                 if n > 0 {
-                    tx.execute(
+                    tx.prepare_cached(
                         "INSERT INTO events(revision, key, value, create_revision) \
                          VALUES (?1, ?2, NULL, 0)",
-                        params![revision, key.as_bytes()],
                     )
+                    .and_then(|mut st| st.execute(params![revision, key.as_bytes()]))
                     .map_err(err)?;
                     changed = true;
                 }
@@ -412,11 +410,9 @@ fn apply(c: &mut Connection, txn: &Txn) -> Result<Revision> {
         tx.commit().map_err(err)?;
         return Ok(current);
     }
-    tx.execute(
-        "UPDATE meta SET value = ?1 WHERE name = 'revision'",
-        [revision],
-    )
-    .map_err(err)?;
+    tx.prepare_cached("UPDATE meta SET value = ?1 WHERE name = 'revision'")
+        .and_then(|mut st| st.execute([revision]))
+        .map_err(err)?;
     if revision % 1000 == 0 && revision > HISTORY {
         let keep_from = revision - HISTORY;
         tx.execute("DELETE FROM events WHERE revision < ?1", [keep_from])
