@@ -121,6 +121,10 @@ impl Node {
     }
 
     fn start_agent(&mut self, cluster: &Cluster) {
+        self.start_agent_with(cluster, &[]);
+    }
+
+    fn start_agent_with(&mut self, cluster: &Cluster, extra: &[&str]) {
         let log = std::fs::File::create(cluster.path(&format!("{}.log", self.name))).expect("log");
         let mut cmd = self.ns.command(TABBY);
         cmd.args(["--datastore", &cluster.url, "--log", "info", "agent"])
@@ -130,6 +134,7 @@ impl Node {
             .arg("--state-dir")
             .arg(cluster.path(&format!("{}-state", self.name)))
             .args(["--poll-ms", "200"])
+            .args(extra)
             .stdout(Stdio::null())
             .stderr(log);
         self.agent = Some(self.ns.spawn(&mut cmd).expect("agent"));
@@ -163,11 +168,20 @@ impl Node {
 
     /// Adds a pod through the CNI plugin; returns its IPv4 address.
     fn add_pod(&mut self, cluster: &Cluster, id: &str) -> String {
+        self.add_pod_with(cluster, id, false)[0].clone()
+    }
+
+    /// Adds a pod; returns its addresses (IPv4, then IPv6 with `v6`).
+    fn add_pod_with(&mut self, cluster: &Cluster, id: &str, v6: bool) -> Vec<String> {
         let pod = Netns::new("agpod").expect("pod netns");
+        let mut ipam = serde_json::json!({"type": "tabby-ipam"});
+        if v6 {
+            ipam["assign_ipv6"] = "true".into();
+        }
         let conf = serde_json::json!({
             "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
             "datastore": cluster.url, "nodename": self.name,
-            "ipam": {"type": "tabby-ipam"}
+            "ipam": ipam
         });
         let mut child = self
             .ns
@@ -197,15 +211,17 @@ impl Node {
             String::from_utf8_lossy(&out.stderr)
         );
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
-        let addr = result["ips"][0]["address"]
-            .as_str()
-            .expect("address")
-            .split('/')
-            .next()
-            .expect("ip")
-            .to_owned();
-        self.pods.push((pod, addr.clone()));
-        addr
+        let addrs: Vec<String> = result["ips"]
+            .as_array()
+            .expect("ips")
+            .iter()
+            .filter_map(|ip| ip["address"].as_str())
+            .filter_map(|a| a.split('/').next())
+            .map(str::to_owned)
+            .collect();
+        assert!(!addrs.is_empty(), "no address in {result}");
+        self.pods.push((pod, addrs[0].clone()));
+        addrs
     }
 
     fn routes(&self) -> String {
@@ -567,4 +583,71 @@ fn route_reflector_node_reflects_between_clients_and_keeps_its_labels() {
         "{rr}"
     );
     assert_eq!(rr["spec"]["bgp"]["ipv4Address"], "10.79.0.3/24", "{rr}");
+}
+
+#[test]
+fn dual_stack_mesh_carries_ipv6_blocks() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(concat!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.84.0.0/16}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:84::/48\"}\n",
+    ));
+    let mut nodes: Vec<Node> = [("n1", "10.79.0.1"), ("n2", "10.79.0.2")]
+        .iter()
+        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+        .collect();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let v6 = format!("fd00:79::{}", i + 1);
+        n.ns.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("v6 address");
+        n.start_agent_with(&cluster, &["--ip6", &format!("{v6}/64")]);
+    }
+    let a = nodes[0].add_pod_with(&cluster, "d1", true);
+    let b = nodes[1].add_pod_with(&cluster, "d2", true);
+    assert_eq!((a.len(), b.len()), (2, 2), "{a:?} {b:?}");
+    wait(
+        "v4 and v6 mesh sessions",
+        || {
+            nodes[0].established()
+                == BTreeSet::from(["10.79.0.2".to_owned(), "fd00:79::2".to_owned()])
+        },
+        || format!("{:?}\n{}", nodes[0].status(), logs(&cluster, &nodes)),
+    );
+    let block6 = {
+        let ip: std::net::Ipv6Addr = b[1].parse().expect("v6");
+        ipnet::Ipv6Net::new(ip, 122)
+            .expect("net")
+            .trunc()
+            .to_string()
+    };
+    let want = format!("{block6} via fd00:79::2 dev eth0 proto tabby");
+    wait(
+        &format!("n1 has {want}"),
+        || {
+            nodes[0]
+                .ns
+                .ip_stdout(["-6", "route", "show"])
+                .is_ok_and(|r| r.contains(&want))
+        },
+        || logs(&cluster, &nodes),
+    );
+    let pod = &nodes[0].pods[0].0;
+    assert!(pod.ping(&b[0], 2), "v4 {b:?}");
+    assert!(
+        pod.exec(
+            "ping",
+            ["-6", "-c", "2", "-i", "0.2", "-W", "1", "-q", &b[1]]
+        )
+        .is_ok(),
+        "v6 {b:?}"
+    );
 }
