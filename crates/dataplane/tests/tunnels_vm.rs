@@ -47,6 +47,7 @@ const IPIP_CHECKS: &[&str] = &[
     "ipip.pod-to-pod-ping",
     "ipip.encapsulated",
     "ipip.route-removed-no-traffic",
+    "ipip.named-device",
 ];
 const VXLAN_CHECKS: &[&str] = &[
     "vxlan.underlay",
@@ -465,6 +466,38 @@ fn ipip() {
     nl[0].delete_route(&routes[0]).expect("delete route");
     assert!(!nodes.pod_ping(0), "traffic crossed after the route went");
     check("ipip.route-removed-no-traffic");
+
+    // A named IPIP device bound to the node's underlay address is created
+    // (not the fallback device), idempotently; a name held by another kind
+    // of device is refused, naming the field.
+    let named = IpipTunnel {
+        name: "tbyipip".into(),
+        local: Some(std::net::Ipv4Addr::new(172, 16, 2, 1)),
+        mtu: Some(1400),
+    };
+    let index = nl[0].ensure_ipip(&named).expect("named ipip device");
+    assert_ne!(index, tunl[0], "the named device is not tunl0");
+    let l = nl[0].require_link("tbyipip").expect("tbyipip");
+    assert_eq!((l.kind.as_deref(), l.mtu), (Some("ipip"), 1400), "{l:?}");
+    let shown = nodes.node[0]
+        .ip_stdout(["-d", "link", "show", "tbyipip"])
+        .expect("ip link");
+    assert!(shown.contains("local 172.16.2.1"), "{shown}");
+    assert_eq!(nl[0].ensure_ipip(&named).expect("again"), index);
+    let err = nl[0]
+        .ensure_ipip(&IpipTunnel {
+            name: "eth0".into(),
+            local: None,
+            mtu: None,
+        })
+        .expect_err("eth0 is a veth");
+    assert!(
+        matches!(&err, tabby_dataplane::Error::Invalid { field, .. } if field == "ipip.name"),
+        "{err:?}"
+    );
+    nl[0].delete_link(index).expect("delete tbyipip");
+    assert!(nl[0].link("tbyipip").expect("lookup").is_none());
+    check("ipip.named-device");
 }
 
 /// VXLAN in Calico's layout: `vxlan.tabby` with the node's tunnel address,

@@ -37,8 +37,19 @@ use initramfs::Initramfs;
 /// overrides it.
 pub const DEFAULT_ROOT: &str = "/opt/tabby-vm";
 
-/// Marker lines `/init` prints; the host parses them.
+/// Prefix of the marker lines `/init` prints; a per-run token follows it,
+/// so nothing the command prints can pass for a marker.
 const MARK: &str = "tabby-vm:";
+
+/// This run's marker prefix (`tabby-vm:<token>`).
+fn run_marker() -> String {
+    static RUNS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    let n = RUNS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    format!("{MARK}{:x}{nanos:x}{n:x}", std::process::id())
+}
 
 /// What went wrong while preparing or running a virtual machine.
 #[derive(Debug, thiserror::Error)]
@@ -405,7 +416,7 @@ impl Vm {
         self
     }
 
-    fn init_script(&self, modules: &[String]) -> Result<String, VmError> {
+    fn init_script(&self, modules: &[String], mark: &str) -> Result<String, VmError> {
         if self.command.is_empty() {
             return Err(VmError::Invalid {
                 field: "command",
@@ -422,10 +433,10 @@ impl Vm {
              mount -t tmpfs tmpfs /tmp\n\
              ip link set lo up 2>/dev/null\n",
         );
-        s.push_str(&format!("echo \"{MARK} up $(uname -r)\"\n"));
+        s.push_str(&format!("echo \"{mark} up $(uname -r)\"\n"));
         for m in modules {
             s.push_str(&format!(
-                "insmod /lib/modules/tabby-vm/{m}.ko || {{ echo \"{MARK} insmod-failed {m}\"; poweroff -f; }}\n"
+                "insmod /lib/modules/tabby-vm/{m}.ko || {{ echo \"{mark} insmod-failed {m}\"; poweroff -f; }}\n"
             ));
         }
         for (k, v) in &self.env {
@@ -438,15 +449,15 @@ impl Vm {
             s.push_str(&format!("export {k}={}\n", sh_quote(v)));
         }
         let argv: Vec<String> = self.command.iter().map(|a| sh_quote(a)).collect();
-        s.push_str(&format!("echo \"{MARK} run\"\n"));
+        s.push_str(&format!("echo \"{mark} run\"\n"));
         s.push_str(&format!("{} </dev/null\n", argv.join(" ")));
-        s.push_str(&format!("echo \"{MARK} exit $?\"\n"));
+        s.push_str(&format!("echo \"{mark} exit $?\"\n"));
         s.push_str("sync\npoweroff -f\n");
         Ok(s)
     }
 
     /// Builds the initramfs: busybox, modules, files, `/init`.
-    fn initramfs(&self) -> Result<Initramfs, VmError> {
+    fn initramfs(&self, mark: &str) -> Result<Initramfs, VmError> {
         let mut fs = Initramfs::default();
         for d in [
             "/proc", "/sys", "/dev", "/run", "/tmp", "/root", "/etc", "/var",
@@ -525,7 +536,7 @@ impl Vm {
         }
         fs.bytes(
             Path::new("/init"),
-            self.init_script(&names)?.into_bytes(),
+            self.init_script(&names, mark)?.into_bytes(),
             0o755,
         )?;
         Ok(fs)
@@ -568,7 +579,8 @@ impl Vm {
             what: "create a temporary directory".into(),
             source,
         })?;
-        let fs = self.initramfs()?;
+        let mark = run_marker();
+        let fs = self.initramfs(&mark)?;
         let initrd = dir.path().join("initramfs.cpio");
         let mut bytes = Vec::with_capacity(fs.content_bytes() + (1 << 20));
         fs.write(&mut bytes)
@@ -577,17 +589,17 @@ impl Vm {
                 what: format!("write {}", initrd.display()),
                 source,
             })?;
-        match self.boot(accel, &reason, &initrd, fs.content_bytes()) {
+        match self.boot(accel, &reason, &initrd, fs.content_bytes(), &mark) {
             // qemu refusing KVM outright (it exits before the guest prints a
             // line) falls back to TCG once.
             Err(VmError::Guest { console, .. })
-                if accel == Accel::Kvm && self.accel.is_none() && !console.contains(MARK) =>
+                if accel == Accel::Kvm && self.accel.is_none() && !console.contains(&mark) =>
             {
                 let why = format!(
                     "KVM failed to start ({}), fell back",
                     console.lines().last().unwrap_or("no output").trim()
                 );
-                self.boot(Accel::Tcg, &why, &initrd, fs.content_bytes())
+                self.boot(Accel::Tcg, &why, &initrd, fs.content_bytes(), &mark)
             }
             other => other,
         }
@@ -599,6 +611,7 @@ impl Vm {
         reason: &str,
         initrd: &Path,
         initramfs_bytes: usize,
+        mark: &str,
     ) -> Result<VmRun, VmError> {
         let start = Instant::now();
         let mut qemu =
@@ -646,7 +659,7 @@ impl Vm {
                 Ok(line) => {
                     console.push_str(&line);
                     console.push('\n');
-                    match line.find(MARK).map(|at| line[at + MARK.len()..].trim()) {
+                    match line.find(mark).map(|at| line[at + mark.len()..].trim()) {
                         Some(m) if m.starts_with("up") && boot_time.is_none() => {
                             boot_time = Some(start.elapsed());
                         }
@@ -733,13 +746,13 @@ mod tests {
             release: "x".into(),
         };
         let vm = Vm::new(k.clone());
-        let err = vm.init_script(&[]).expect_err("no command");
+        let err = vm.init_script(&[], "tabby-vm:t").expect_err("no command");
         assert!(err.to_string().contains("command"), "{err}");
         let vm = Vm::new(k)
             .command(["/guest", "--case", "a'b"])
             .env("MODE", "ipip vm");
         let s = vm
-            .init_script(&["tunnel4".into(), "ipip".into()])
+            .init_script(&["tunnel4".into(), "ipip".into()], "tabby-vm:t")
             .expect("script");
         let tunnel4 = s
             .find("insmod /lib/modules/tabby-vm/tunnel4.ko")
@@ -752,7 +765,9 @@ mod tests {
         assert!(s.contains(r"'/guest' '--case' 'a'\''b' </dev/null"), "{s}");
         assert!(s.ends_with("poweroff -f\n"));
         let bad = Vm::new(vm.kernel.clone()).command(["true"]).env("A B", "x");
-        assert!(bad.init_script(&[]).is_err());
+        assert!(bad.init_script(&[], "tabby-vm:t").is_err());
+        assert!(s.contains("echo \"tabby-vm:t exit $?\""), "{s}");
+        assert_ne!(run_marker(), run_marker());
     }
 
     #[test]
