@@ -591,9 +591,12 @@ impl Vm {
             })?;
         match self.boot(accel, &reason, &initrd, fs.content_bytes(), &mark) {
             // qemu refusing KVM outright (it exits before the guest prints a
-            // line) falls back to TCG once.
+            // line) falls back to TCG once, unless KVM was asked for.
             Err(VmError::Guest { console, .. })
-                if accel == Accel::Kvm && self.accel.is_none() && !console.contains(&mark) =>
+                if accel == Accel::Kvm
+                    && self.accel.is_none()
+                    && std::env::var_os("TABBY_VM_ACCEL").is_none()
+                    && !console.contains(&mark) =>
             {
                 let why = format!(
                     "KVM failed to start ({}), fell back",
