@@ -200,7 +200,11 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                             );
                             let mut config = plan.config;
                             config.originate = exports.originate.clone();
-                            speaker = apply_speaker(speaker, config, &config_path).await;
+                            let (s, retry) = apply_speaker(speaker, config, &config_path).await;
+                            speaker = s;
+                            if retry {
+                                last_revision = -1;
+                            }
                             if last_exports.as_ref() != Some(&exports) {
                                 match reconcile_blackholes(exports.blackholes.clone()).await {
                                     Ok(()) => last_exports = Some(exports),
@@ -380,54 +384,72 @@ async fn stop_speaker(s: RunningSpeaker) {
     let _ = s.task.await;
 }
 
-async fn reload(socket: PathBuf) -> Result<(), String> {
+/// Why a reload did not happen.
+enum ReloadFailure {
+    /// The speaker refused the change (it needs a restart).
+    Refused(String),
+    /// The speaker could not be asked (socket, timeout): try again later.
+    Unreachable(String),
+}
+
+async fn reload(socket: PathBuf) -> Result<(), ReloadFailure> {
     let answer = tokio::task::spawn_blocking(move || {
         tabby_speaker::control::request(&socket, &Request::Reload, Duration::from_secs(10))
     })
     .await
-    .map_err(|e| e.to_string())?;
+    .map_err(|e| ReloadFailure::Unreachable(e.to_string()))?;
     match answer {
         Ok(Response::Reloaded(r)) => {
             tracing::info!(?r, "BGP configuration reloaded");
             Ok(())
         }
-        Ok(Response::Error(e)) => Err(e),
-        Ok(other) => Err(format!("unexpected answer {other:?}")),
-        Err(e) => Err(e.to_string()),
+        Ok(Response::Error(e)) | Err(tabby_speaker::control::ClientError::Daemon(e)) => {
+            Err(ReloadFailure::Refused(e))
+        }
+        Ok(other) => Err(ReloadFailure::Unreachable(format!(
+            "unexpected answer {other:?}"
+        ))),
+        Err(e) => Err(ReloadFailure::Unreachable(e.to_string())),
     }
 }
 
-/// Brings the speaker to `config`: start, reload, or restart.
+/// Brings the speaker to `config`: start, reload, or restart (only when
+/// the speaker refuses the change). The flag says the change is not
+/// applied yet and should be tried again soon.
 async fn apply_speaker(
     running: Option<RunningSpeaker>,
     config: BgpdConfig,
     path: &std::path::Path,
-) -> Option<RunningSpeaker> {
+) -> (Option<RunningSpeaker>, bool) {
     if let Some(r) = &running
         && r.config == config
         && !r.task.is_finished()
     {
-        return running;
+        return (running, false);
     }
     if let Err(e) = write_config(path, &config) {
         tracing::error!("refusing the generated BGP configuration, keeping the running one: {e}");
-        return running;
+        return (running, false);
     }
     match running {
-        None => Some(start_speaker(config, path)),
+        None => (Some(start_speaker(config, path)), false),
         Some(r) if r.task.is_finished() => {
             tracing::warn!("BGP speaker had stopped; starting it again");
-            Some(start_speaker(config, path))
+            (Some(start_speaker(config, path)), false)
         }
         Some(mut r) => match reload(r.config.control_socket.clone()).await {
             Ok(()) => {
                 r.config = config;
-                Some(r)
+                (Some(r), false)
             }
-            Err(e) => {
+            Err(ReloadFailure::Refused(e)) => {
                 tracing::info!("restarting the BGP speaker: {e}");
                 stop_speaker(r).await;
-                Some(start_speaker(config, path))
+                (Some(start_speaker(config, path)), false)
+            }
+            Err(ReloadFailure::Unreachable(e)) => {
+                tracing::warn!("cannot reach the BGP speaker to reload it, will retry: {e}");
+                (Some(r), true)
             }
         },
     }

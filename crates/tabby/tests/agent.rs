@@ -364,6 +364,26 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
     for n in &nodes {
         assert!(text.contains(&format!("{}/24", n.ip)), "{text}");
     }
+    // A new cluster AS cannot be reloaded: each agent restarts its speaker
+    // in-process, and the mesh comes back in AS 64600.
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {asNumber: 64600}\n",
+    );
+    for n in &nodes {
+        wait(
+            &format!("{}'s mesh in AS 64600", n.name),
+            || {
+                n.status().is_some_and(|s| {
+                    s.len() == 2
+                        && s.iter()
+                            .all(|x| x["asNumber"] == 64600 && x["state"] == "Established")
+                })
+            },
+            || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
+        );
+    }
+    assert!(nodes[0].pods[0].0.ping(&pods[2], 2), "after the AS change");
+
     // SIGTERM: the agent exits, kernel routes stay (learned and blackhole).
     let before = nodes[0].routes();
     let agent = nodes[0].agent.as_mut().expect("agent");
