@@ -38,6 +38,15 @@
 //!   tabby speakers that both connect and both refuse while idle after a
 //!   failure can stay in step forever, and a BIRD peer still connects
 //!   from its side, so nothing is lost.
+//! - Exports: a node announces only what it originates (its blocks,
+//!   borrowed addresses, service CIDRs) to every peer; routes learned
+//!   from peers are passed on only by a route reflector, to same-AS peers.
+//!   This is the design's "never re-advertise iBGP-learned routes except
+//!   as an RR", and it also keeps a node from being transit between two
+//!   upstream routers; Calico's BIRD re-announced every pool route it
+//!   learned (seed 003's 32 paths at the ToR with the mesh on). A rule
+//!   `{action: Reject, source: RemotePeers}` after the user's filters
+//!   does it, so a BGPFilter that accepts explicitly still wins.
 //! - The same remote address from two sources: the first wins (BGPPeers in
 //!   name order, then the mesh) and a warning names the loser.
 //!
@@ -50,7 +59,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
-use tabby_bgp::policy::{Action, Rule};
+use tabby_bgp::policy::{Action, RouteSource, Rule};
 use tabby_model::bgp_configuration::DEFAULT_BGP_CONFIGURATION;
 use tabby_model::bgp_filter::{BgpFilterRule, FilterAction};
 use tabby_model::bgp_peer::{
@@ -496,6 +505,16 @@ pub fn speaker_plan(
             continue;
         }
         origins.insert(p.address, origin);
+        let mut p = p;
+        // A node is never transit: it announces what it originates, and
+        // only a route reflector passes routes learned from peers on (to
+        // its iBGP peers, by the speaker's reflection rules). Appended
+        // after the user's filters, which may still accept more.
+        if my_cluster.is_none() || p.as_number != my_as {
+            let mut only_own = Rule::new(Action::Reject);
+            only_own.source = Some(RouteSource::RemotePeers);
+            p.export.push(only_own);
+        }
         peers_out.push(p);
     }
     let config = BgpdConfig {
@@ -839,6 +858,34 @@ mod tests {
     }
 
     #[test]
+    fn learned_routes_are_passed_on_only_by_route_reflectors_to_ibgp() {
+        let only_own = |p: &PeerConfig| {
+            p.export.last().is_some_and(|r| {
+                r.action == Action::Reject && r.source == Some(RouteSource::RemotePeers)
+            })
+        };
+        let yaml = node("a", "10.0.0.1/24", "asNumber: 65001")
+            + &node("b", "10.0.0.2/24", "")
+            + &node("rr", "10.0.0.11/24", "routeReflectorClusterID: 1.1.1.1")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec: {peerIP: 10.0.9.1, asNumber: 65100}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: clients}\nspec: {node: rr, peerSelector: all(), reversePeering: Manual}\n";
+        let res = resources(&yaml);
+        let a = plan(&res, "a");
+        assert!(a.config.peers.iter().all(only_own), "{:?}", a.config.peers);
+        let rr = plan(&res, "rr");
+        assert!(
+            only_own(peer(&rr, "10.0.9.1")),
+            "eBGP from an RR: own routes only"
+        );
+        assert!(peer(&rr, "10.0.0.2").route_reflector_client);
+        assert!(!only_own(peer(&rr, "10.0.0.2")), "the RR reflects to iBGP");
+        assert!(
+            only_own(peer(&rr, "10.0.0.1")),
+            "eBGP node: own routes only"
+        );
+    }
+
+    #[test]
     fn reverse_peering_manual_configures_one_end_only() {
         let yaml = BGPCONF_NO_MESH.to_owned()
             + &node("a", "10.0.0.1/24", "")
@@ -981,7 +1028,7 @@ mod tests {
             + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: bad}\nspec:\n  peerIP: 10.0.1.2\n  asNumber: 65000\n  filters: [nope]\n";
         let p = plan(&resources(&yaml), "a");
         let t = peer(&p, "10.0.1.1");
-        assert_eq!(t.export.len(), 2);
+        assert_eq!(t.export.len(), 3, "two rules + never transit");
         assert_eq!(t.export[0].action, Action::Accept);
         assert_eq!(t.export[0].add_community.len(), 1);
         assert_eq!(t.export[0].prepend_as_path, vec![65000]);

@@ -508,6 +508,38 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
         assert!(all.contains(&format!("via {}", n.ip)), "{all}");
     }
 
+    // Mesh on as well (seed 003's first setup): the ToR still gets one
+    // path per block, from its owner; nodes never pass learned routes on.
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: true, asNumber: 64512}\n",
+    );
+    for n in &nodes {
+        wait(
+            &format!("{}'s mesh and ToR sessions", n.name),
+            || n.established().len() == 2,
+            || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
+        );
+    }
+    for n in &nodes {
+        let other_block = nodes
+            .iter()
+            .filter(|o| o.name != n.name)
+            .map(|o| block_of(&o.pods[0].1))
+            .next()
+            .expect("other node");
+        wait(
+            &format!("{} learns {other_block} over the mesh", n.name),
+            || n.routes().contains(&other_block),
+            || logs(&cluster, &nodes),
+        );
+    }
+    let paths = birdc(&sock, "show route");
+    assert_eq!(
+        paths.matches("unicast [").count(),
+        blocks.len(),
+        "one path per block at the ToR:\n{paths}"
+    );
+
     // Delete the BGPPeer: sessions go away, the agents keep running.
     let pids: Vec<u32> = nodes
         .iter()
@@ -517,7 +549,11 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
     for n in &nodes {
         wait(
             &format!("{} to drop the ToR session", n.name),
-            || n.status().is_some_and(|s| s.is_empty()),
+            || {
+                n.status().is_some_and(|s| {
+                    s.iter().all(|x| x["peerType"] == "node-to-node mesh") && s.len() == 1
+                })
+            },
             || format!("{:?}\n{}", n.status(), logs(&cluster, &nodes)),
         );
     }
