@@ -552,6 +552,9 @@ fn base_peer(address: IpAddr, as_number: u32, origin: PeerOrigin) -> PeerConfig 
         source_address: None,
         import: Vec::new(),
         export: Vec::new(),
+        bfd: false,
+        bfd_interval_ms: None,
+        bfd_multiplier: None,
         description: Some(origin.as_str().to_owned()),
     }
 }

@@ -69,6 +69,10 @@ pub struct PeerEvent {
     pub to: State,
     /// Why (bfd.LocalDiag).
     pub diagnostic: Diagnostic,
+    /// The peer's state as it last told us: AdminDown means the peer took
+    /// the session down on purpose, which a client protocol should not
+    /// treat as a path failure (RFC 5882 §3.2).
+    pub peer_state: State,
 }
 
 /// A snapshot of one session, for status output.
@@ -551,6 +555,7 @@ impl Driver {
                 from,
                 to,
                 diagnostic,
+                peer_state: e.session.remote_state(),
             });
         }
     }

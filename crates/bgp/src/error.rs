@@ -108,6 +108,9 @@ pub mod subcode {
         pub const OUT_OF_RESOURCES: u8 = 8;
         /// Hard Reset (RFC 8538).
         pub const HARD_RESET: u8 = 9;
+        /// BFD Down (RFC 9384): the BFD session protecting this BGP
+        /// session went down.
+        pub const BFD_DOWN: u8 = 10;
     }
 }
 

@@ -630,6 +630,7 @@ impl Notification {
             }
             (code::CEASE, cease::OUT_OF_RESOURCES) => "Out of Resources",
             (code::CEASE, cease::HARD_RESET) => "Hard Reset",
+            (code::CEASE, cease::BFD_DOWN) => "BFD Down",
             (_, 0) => "Unspecific",
             _ => "Unknown subcode",
         };

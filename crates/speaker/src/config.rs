@@ -10,6 +10,7 @@
 use std::collections::HashSet;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::time::Duration;
 
 use ipnet::IpNet;
 use serde::{Deserialize, Serialize};
@@ -184,6 +185,18 @@ pub struct PeerConfig {
     /// Export rules, first match wins; no match accepts.
     #[serde(default)]
     pub export: Vec<Rule>,
+    /// Run BFD (RFC 5880/5881, single hop) with this neighbour: when BFD
+    /// says the path is down the BGP session is closed at once (Cease / BFD
+    /// Down) instead of waiting for the hold timer.
+    #[serde(default)]
+    pub bfd: bool,
+    /// BFD transmit and receive interval, milliseconds (300 unless set).
+    #[serde(default)]
+    pub bfd_interval_ms: Option<u32>,
+    /// BFD detect multiplier: the neighbour is down after this many
+    /// intervals without a packet (3 unless set).
+    #[serde(default)]
+    pub bfd_multiplier: Option<u8>,
     /// Free text shown by `tabby bgp neighbors` (the node agent writes the
     /// peer's origin here: `node-to-node mesh`, `global`, ...). Changing it
     /// never touches the session.
@@ -203,6 +216,21 @@ impl PeerConfig {
     /// Keepalive interval.
     pub fn keepalive_time(&self) -> u16 {
         self.keepalive_time.unwrap_or(self.hold_time() / 3)
+    }
+    /// The BFD session settings, when `bfd` is on.
+    pub fn bfd_config(&self) -> Option<tabby_bfd::SessionConfig> {
+        if !self.bfd {
+            return None;
+        }
+        let defaults = tabby_bfd::SessionConfig::default();
+        let interval = self.bfd_interval_ms.map_or(defaults.desired_min_tx, |ms| {
+            Duration::from_millis(u64::from(ms))
+        });
+        Some(tabby_bfd::SessionConfig {
+            desired_min_tx: interval,
+            required_min_rx: interval,
+            detect_mult: self.bfd_multiplier.unwrap_or(defaults.detect_mult),
+        })
     }
     /// Connect-retry interval.
     pub fn connect_retry_time(&self) -> u16 {
@@ -301,6 +329,20 @@ impl BgpdConfig {
             }
             if p.as_number == 0 {
                 return err(&at("asNumber"), "AS 0 is reserved (RFC 7607)".into());
+            }
+            if p.bfd_interval_ms == Some(0) {
+                return err(&at("bfdIntervalMs"), "0 ms: must be at least 1".into());
+            }
+            if p.bfd_multiplier == Some(0) {
+                return err(&at("bfdMultiplier"), "0: must be at least 1".into());
+            }
+            if (p.bfd_interval_ms.is_some() || p.bfd_multiplier.is_some()) && !p.bfd {
+                let f = if p.bfd_interval_ms.is_some() {
+                    "bfdIntervalMs"
+                } else {
+                    "bfdMultiplier"
+                };
+                return err(&at(f), "set, but bfd is not on (add `bfd: true`)".into());
             }
             if p.port == Some(0) {
                 return err(&at("port"), "port 0 cannot be connected to".into());
@@ -513,6 +555,32 @@ peers:
         assert!(!c.fib);
         assert!(c.peers.is_empty());
         assert_eq!(c.cluster_id(), Ipv4Addr::new(1, 1, 1, 1));
+    }
+
+    #[test]
+    fn bfd_settings_parse_and_are_checked() {
+        let base =
+            "asNumber: 1\nrouterId: 1.1.1.1\npeers:\n  - address: 10.0.0.2\n    asNumber: 2\n";
+        let c = parse(&format!("{base}    bfd: true\n")).expect("valid");
+        let b = c.peers[0].bfd_config().expect("bfd on");
+        assert_eq!(b, tabby_bfd::SessionConfig::default());
+        let c = parse(&format!(
+            "{base}    bfd: true\n    bfdIntervalMs: 50\n    bfdMultiplier: 5\n"
+        ))
+        .expect("valid");
+        let b = c.peers[0].bfd_config().expect("bfd on");
+        assert_eq!(b.desired_min_tx, Duration::from_millis(50));
+        assert_eq!(b.required_min_rx, Duration::from_millis(50));
+        assert_eq!(b.detect_mult, 5);
+        assert!(parse(base).expect("valid").peers[0].bfd_config().is_none());
+        assert_eq!(
+            field_of(&format!("{base}    bfdIntervalMs: 50\n")),
+            "peers[0].bfdIntervalMs"
+        );
+        assert_eq!(
+            field_of(&format!("{base}    bfd: true\n    bfdMultiplier: 0\n")),
+            "peers[0].bfdMultiplier"
+        );
     }
 
     #[test]

@@ -4,7 +4,9 @@
 //! Tasks: one accept loop per `listen` address (hands each connection to
 //! the peer task of its source address, refuses strangers), one task per
 //! neighbour ([`crate::peer`]), the RIB task ([`crate::routing`]), the
-//! control-socket server, and the signal handler (SIGHUP reloads,
+//! control-socket server, the BFD driver and its event task (started when a
+//! neighbour has `bfd: true`; BFD Down resets that neighbour's session with
+//! Cease / BFD Down), and the signal handler (SIGHUP reloads,
 //! SIGTERM/SIGINT close every session with a Cease and exit). Threads: the
 //! FIB sync ([`crate::fib`], with `fib: true`) and the next-hop watcher
 //! ([`crate::nexthop`]).
@@ -16,6 +18,7 @@ use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use tabby_bfd::{Bfd, PeerEvent, SessionSpec};
 use tabby_bgp::{Family, Notification, SessionConfig};
 use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use tokio::net::{TcpListener, TcpSocket, UnixListener};
@@ -128,6 +131,78 @@ struct Spawner {
     reports: mpsc::Sender<PeerReport>,
     peers: PeerMap,
     listeners: Vec<Arc<TcpListener>>,
+    bfd: Option<Bfd>,
+}
+
+impl Spawner {
+    /// The BFD driver, started the first time a neighbour asks for BFD.
+    fn bfd(&mut self) -> Option<Bfd> {
+        if self.bfd.is_none() {
+            match Bfd::start() {
+                Ok((bfd, events)) => {
+                    tokio::spawn(bfd_events(events, self.peers.clone()));
+                    self.bfd = Some(bfd);
+                }
+                Err(e) => tracing::error!("cannot start BFD; neighbours run without it: {e}"),
+            }
+        }
+        self.bfd.clone()
+    }
+
+    /// Makes the BFD session of `p` match its config (added, re-added with
+    /// new settings, or removed).
+    fn sync_bfd(&mut self, p: &PeerConfig) {
+        let want = p.bfd_config();
+        if want.is_none() && self.bfd.is_none() {
+            return;
+        }
+        let Some(bfd) = self.bfd() else {
+            return;
+        };
+        let peer = p.address;
+        let spec = want.map(|config| SessionSpec {
+            peer,
+            local: p.source_address,
+            config,
+        });
+        tokio::spawn(async move {
+            // Settings may have changed: start from a fresh session.
+            let _ = bfd.remove_session(peer).await;
+            if let Some(spec) = spec
+                && let Err(e) = bfd.add_session(spec).await
+            {
+                tracing::error!(%peer, "BFD: {e}");
+            }
+        });
+    }
+}
+
+/// Acts on BFD state changes: a session that was Up and is now Down (not
+/// because the neighbour set it AdminDown, RFC 5882 §3.2) resets the BGP
+/// session with that neighbour at once, with Cease / BFD Down (RFC 9384).
+async fn bfd_events(mut events: mpsc::UnboundedReceiver<PeerEvent>, peers: PeerMap) {
+    while let Some(e) = events.recv().await {
+        if e.from != tabby_bfd::State::Up || e.to != tabby_bfd::State::Down {
+            continue;
+        }
+        if e.peer_state == tabby_bfd::State::AdminDown {
+            tracing::info!(peer = %e.peer, "BFD: the neighbour set the session AdminDown; the BGP session is left alone");
+            continue;
+        }
+        let target = peers
+            .lock()
+            .ok()
+            .and_then(|m| m.get(&canonical(e.peer)).map(|(tx, _)| tx.clone()));
+        if let Some(tx) = target {
+            tracing::warn!(peer = %e.peer, diagnostic = %e.diagnostic, "BFD down: closing the BGP session (Cease / BFD Down)");
+            let cease = Notification::new(
+                tabby_bgp::error::code::CEASE,
+                tabby_bgp::error::subcode::cease::BFD_DOWN,
+                Vec::new(),
+            );
+            let _ = tx.send(PeerCommand::Reset(cease));
+        }
+    }
 }
 
 impl PeerSpawner for Spawner {
@@ -149,6 +224,7 @@ impl PeerSpawner for Spawner {
         if let Ok(mut m) = self.peers.lock() {
             m.insert(canonical(p.address), (tx.clone(), t.clone()));
         }
+        self.sync_bfd(p);
         tokio::spawn(peer::run(
             session_config(config, p),
             t,
@@ -156,6 +232,14 @@ impl PeerSpawner for Spawner {
             self.reports.clone(),
         ));
         tx
+    }
+
+    fn removed(&mut self, peer: IpAddr) {
+        if let Some(bfd) = self.bfd.clone() {
+            tokio::spawn(async move {
+                let _ = bfd.remove_session(peer).await;
+            });
+        }
     }
 
     fn reload_config(&mut self) -> Result<BgpdConfig, String> {
@@ -224,6 +308,7 @@ pub async fn serve_until(
         reports: report_tx,
         peers: peers.clone(),
         listeners,
+        bfd: None,
     };
     let fib_routes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fib_frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));

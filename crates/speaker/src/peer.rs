@@ -48,6 +48,10 @@ pub enum PeerCommand {
     Send(Vec<Vec<u8>>),
     /// Close the session with this NOTIFICATION and end the task.
     Stop(Notification),
+    /// Close the session with this NOTIFICATION now, and start over (BFD
+    /// said the path is down: the session is not waited on until the hold
+    /// timer expires).
+    Reset(Notification),
     /// Ask the peer to send its routes again (after an import policy change).
     RouteRefresh,
 }
@@ -383,6 +387,10 @@ pub async fn run(
                     Some(PeerCommand::Stop(n)) => {
                         main.session.handle_input(now, Input::ManualStop(Some(n)));
                         stopping = true;
+                    }
+                    Some(PeerCommand::Reset(n)) => {
+                        main.session.handle_input(now, Input::ManualStop(Some(n)));
+                        main.session.handle_input(now, Input::ManualStart);
                     }
                     Some(PeerCommand::RouteRefresh) => {
                         let families = main.session.negotiated().map(|n| n.families.clone()).unwrap_or_default();

@@ -39,6 +39,8 @@ pub trait PeerSpawner: Send {
     ) -> mpsc::UnboundedSender<PeerCommand>;
     /// Re-reads the config file (for a reload).
     fn reload_config(&mut self) -> Result<BgpdConfig, String>;
+    /// `peer`'s task was stopped for good (removed from the config).
+    fn removed(&mut self, _peer: IpAddr) {}
 }
 
 struct Neighbor {
@@ -432,6 +434,7 @@ impl<S: PeerSpawner> RibTask<S> {
             if new_peers.contains_key(&addr) {
                 report.restarted.push(addr);
             } else {
+                self.spawner.removed(addr);
                 report.removed.push(addr);
             }
         }

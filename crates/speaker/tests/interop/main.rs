@@ -2,6 +2,7 @@
 //! each in network namespaces the test makes (root required). One test
 //! binary with modules, so it compiles once.
 
+mod bfd;
 mod fib;
 mod harness_selftest;
 mod malformed;
