@@ -165,69 +165,42 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
 
     let mut term = signal(tokio::signal::unix::SignalKind::terminate())?;
     let mut int = signal(tokio::signal::unix::SignalKind::interrupt())?;
-    let mut speaker: Option<RunningSpeaker> = None;
+    let mut node = NodeState {
+        settings,
+        secrets,
+        config_path,
+        nat: options.nat,
+        speaker: None,
+        exports: None,
+        nat_pools: None,
+        warnings: Vec::new(),
+        error: None,
+    };
     let mut last_revision = -1;
     let mut last_full = Instant::now();
-    let mut last_exports: Option<NodeExports> = None;
-    let mut last_nat: Option<tabby_dataplane::nat::NatPools> = None;
-    let mut last_warnings: Vec<String> = Vec::new();
+    let mut speaker_retry = Instant::now();
     loop {
         let revision = ds.revision().await.unwrap_or(-1);
-        let due = last_full.elapsed() >= Duration::from_secs(30);
-        let speaker_down = speaker.as_ref().is_none_or(|s| s.task.is_finished());
+        let due = last_full.elapsed() >= FULL_RESYNC;
+        // No speaker (a plan error, or it stopped): try again now and then.
+        let speaker_down = node.speaker.as_ref().is_none_or(|s| s.task.is_finished())
+            && Instant::now() >= speaker_retry;
         if revision != last_revision || due || speaker_down {
+            if due {
+                last_full = Instant::now();
+                // Re-apply kernel state even if nothing changed here: it
+                // may have been changed behind our back.
+                node.exports = None;
+                node.nat_pools = None;
+            }
+            if speaker_down {
+                speaker_retry = Instant::now() + SPEAKER_RETRY;
+            }
             match read_state(&store, &ds, &options.node).await {
                 Ok(state) => {
                     last_revision = revision;
-                    if due {
-                        last_full = Instant::now();
-                        last_exports = None;
-                    }
-                    match speaker_plan(&state.bgp, &settings, secrets.as_ref()) {
-                        Ok(plan) => {
-                            if plan.warnings != last_warnings {
-                                for w in &plan.warnings {
-                                    tracing::warn!("{w}");
-                                }
-                                last_warnings = plan.warnings.clone();
-                            }
-                            let exports = node_exports(
-                                &options.node,
-                                &state.pools,
-                                &state.blocks,
-                                &state.affinities,
-                                &state.bgp.default_configuration(),
-                            );
-                            let mut config = plan.config;
-                            config.originate = exports.originate.clone();
-                            let (s, retry) = apply_speaker(speaker, config, &config_path).await;
-                            speaker = s;
-                            if retry {
-                                last_revision = -1;
-                            }
-                            if last_exports.as_ref() != Some(&exports) {
-                                match reconcile_blackholes(exports.blackholes.clone()).await {
-                                    Ok(()) => last_exports = Some(exports),
-                                    Err(e) => tracing::error!("blackhole routes: {e}"),
-                                }
-                            }
-                        }
-                        Err(e) => tracing::error!("{e}"),
-                    }
-                    if options.nat {
-                        let nat = nat_pools(&state.pools);
-                        if last_nat.as_ref() != Some(&nat) {
-                            let n = nat.clone();
-                            let applied = tokio::task::spawn_blocking(move || {
-                                tabby_dataplane::nat::apply(&n)
-                            })
-                            .await;
-                            match applied {
-                                Ok(Ok(())) => last_nat = Some(nat),
-                                Ok(Err(e)) => tracing::error!("NAT table: {e}"),
-                                Err(e) => tracing::error!("NAT table: {e}"),
-                            }
-                        }
+                    if !node.reconcile(&state).await {
+                        last_revision = -1;
                     }
                 }
                 Err(e) => tracing::warn!("reading the datastore: {e}"),
@@ -240,10 +213,88 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         }
     }
     tracing::info!("shutting down: sessions closed, kernel routes and NAT kept");
-    if let Some(s) = speaker {
+    if let Some(s) = node.speaker.take() {
         stop_speaker(s).await;
     }
     Ok(())
+}
+
+/// How often everything is re-read and re-applied even without changes.
+const FULL_RESYNC: Duration = Duration::from_secs(30);
+/// How long to wait before trying again to start a speaker that is not running.
+const SPEAKER_RETRY: Duration = Duration::from_secs(5);
+
+/// What the agent has applied, so that only changes are applied again.
+struct NodeState {
+    settings: PlanSettings,
+    secrets: Box<dyn SecretSource + Send + Sync>,
+    config_path: PathBuf,
+    nat: bool,
+    speaker: Option<RunningSpeaker>,
+    exports: Option<NodeExports>,
+    nat_pools: Option<tabby_dataplane::nat::NatPools>,
+    warnings: Vec<String>,
+    error: Option<String>,
+}
+
+impl NodeState {
+    /// Brings the speaker and the kernel in line with `state`; false when
+    /// something should be tried again at the next poll.
+    async fn reconcile(&mut self, state: &ClusterState) -> bool {
+        let mut done = true;
+        match speaker_plan(&state.bgp, &self.settings, self.secrets.as_ref()) {
+            Ok(plan) => {
+                self.error = None;
+                if plan.warnings != self.warnings {
+                    for w in &plan.warnings {
+                        tracing::warn!("{w}");
+                    }
+                    self.warnings = plan.warnings.clone();
+                }
+                let exports = node_exports(
+                    &self.settings.node,
+                    &state.pools,
+                    &state.blocks,
+                    &state.affinities,
+                    &state.bgp.default_configuration(),
+                );
+                let mut config = plan.config;
+                config.originate = exports.originate.clone();
+                let (s, retry) =
+                    apply_speaker(self.speaker.take(), config, &self.config_path).await;
+                self.speaker = s;
+                done &= !retry;
+                if self.exports.as_ref() != Some(&exports) {
+                    match reconcile_blackholes(exports.blackholes.clone()).await {
+                        Ok(()) => self.exports = Some(exports),
+                        Err(e) => tracing::error!("blackhole routes: {e}"),
+                    }
+                }
+            }
+            Err(e) => {
+                // Said once, not at every poll.
+                let msg = e.to_string();
+                if self.error.as_deref() != Some(msg.as_str()) {
+                    tracing::error!("{msg}");
+                    self.error = Some(msg);
+                }
+            }
+        }
+        if self.nat {
+            let nat = nat_pools(&state.pools);
+            if self.nat_pools.as_ref() != Some(&nat) {
+                let n = nat.clone();
+                let applied =
+                    tokio::task::spawn_blocking(move || tabby_dataplane::nat::apply(&n)).await;
+                match applied {
+                    Ok(Ok(())) => self.nat_pools = Some(nat),
+                    Ok(Err(e)) => tracing::error!("NAT table: {e}"),
+                    Err(e) => tracing::error!("NAT table: {e}"),
+                }
+            }
+        }
+        done
+    }
 }
 
 fn signal(
