@@ -707,3 +707,69 @@ fn dual_stack_mesh_carries_ipv6_blocks() {
         "v6 {b:?}"
     );
 }
+
+#[test]
+fn borrowed_address_is_announced_as_a_host_route() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    // Two /30 blocks in the whole pool: the third node has to borrow.
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\nspec: {cidr: 10.85.0.0/29, blockSize: 30}\n",
+    );
+    let mut nodes: Vec<Node> = [
+        ("n1", "10.79.0.1"),
+        ("n2", "10.79.0.2"),
+        ("n3", "10.79.0.3"),
+    ]
+    .iter()
+    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+    .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let p1 = nodes[0].add_pod(&cluster, "t1");
+    let p2 = nodes[1].add_pod(&cluster, "t2");
+    let p3 = nodes[2].add_pod(&cluster, "t3");
+    let b1 = ipnet::Ipv4Net::new(p1.parse().expect("ip"), 30)
+        .expect("net")
+        .trunc();
+    let b2 = ipnet::Ipv4Net::new(p2.parse().expect("ip"), 30)
+        .expect("net")
+        .trunc();
+    let p3ip: std::net::Ipv4Addr = p3.parse().expect("ip");
+    assert_ne!(b1, b2, "one block each");
+    let owner = if b1.contains(&p3ip) {
+        0
+    } else {
+        assert!(b2.contains(&p3ip), "{p3} borrowed from n1's or n2's block");
+        1
+    };
+    // Both other nodes route the borrowed address to n3, even the owner of
+    // the block (its blackhole for the block is less specific).
+    for n in &nodes[..2] {
+        let want = format!("{p3} via 10.79.0.3 dev eth0 ");
+        wait(
+            &format!("{} has {want}", n.name),
+            || n.routes().contains(&want),
+            || logs(&cluster, &nodes),
+        );
+    }
+    assert!(
+        nodes[owner].routes().contains("blackhole "),
+        "owner keeps its blackhole"
+    );
+    assert!(
+        !nodes[2].routes().contains("blackhole"),
+        "n3 has no block of its own:\n{}",
+        nodes[2].routes()
+    );
+    assert!(
+        nodes[owner].pods[0].0.ping(&p3, 2),
+        "owner's pod reaches the borrower's pod"
+    );
+    let other = 1 - owner;
+    assert!(
+        nodes[other].pods[0].0.ping(&p3, 2),
+        "other pod reaches the borrower's pod"
+    );
+}
