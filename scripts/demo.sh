@@ -212,6 +212,19 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
   echo "-- the Node resources the agents registered"; $TABBY --datastore "$DS" get nodes -o wide
 )
 
+# --- lab: the leaf-spine scenario of seed 003, up / verify / down ---------
+echo "== lab: leaf-spine (seed 003): FRR spine + 3 leaves in OSPF, 4 nodes each in its own AS peering with its leaf, pods via CNI; verify, then down"
+(
+  LAB="demo-ls-$$"
+  trap '$TABBY lab down "$LAB" >/dev/null 2>&1 || true' EXIT
+  $TABBY lab up examples/leaf-spine/topology.yaml --name "$LAB" | tail -3
+  $TABBY lab verify "$LAB" --timeout 90
+  $TABBY lab status "$LAB" | head -3
+  $TABBY lab down "$LAB"
+  trap - EXIT
+  echo "-- namespaces of $LAB left: $(ip netns list | grep -c "^$LAB-" || true)"
+)
+
 # --- IPIP: this kernel has none, so in a VM with Debian's kernel ------------
 echo "== ipip: pods on two nodes ping over tunl0 (proto tabby routes via the peer node onlink) inside a qemu VM with Debian's kernel; no network device leaves the VM"
 cargo test -q --locked -p tabby-dataplane --test tunnels_vm 2>&1 \

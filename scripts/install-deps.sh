@@ -14,6 +14,8 @@ PKGS=(
   g++
   # namespaces, routes, NAT, captures
   iproute2 nftables iputils-ping procps psmisc tcpdump socat
+  # the lab: a client fetching from a web server in a pod (python3 serves)
+  curl python3
   # real BGP peers for interop tests and the lab
   bird frr gobgpd exabgp
   # runtime libraries of BIRD 2, which is unpacked rather than installed

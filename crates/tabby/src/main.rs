@@ -14,6 +14,7 @@ mod cli_agent;
 mod cli_bgp;
 mod cli_dataplane;
 mod cli_ipam;
+mod cli_lab;
 mod cli_node;
 mod cli_resources;
 mod cni_mode;
@@ -56,6 +57,8 @@ enum Command {
     Agent(cli_agent::AgentArgs),
     /// The local agent's state: `tabby node status`.
     Node(cli_node::NodeArgs),
+    /// Lab topologies on this machine: up, verify, status, down.
+    Lab(cli_lab::LabArgs),
     /// Resources, calicoctl style: apply, create, replace, delete, get, patch, label.
     #[command(flatten)]
     Resources(cli_resources::ResourceCommand),
@@ -84,6 +87,7 @@ fn main() -> ExitCode {
         Command::Ipam(args) => cli_ipam::run(&cli.datastore, args),
         Command::Agent(args) => cli_agent::run(&cli.datastore, args),
         Command::Node(args) => cli_node::run(args),
+        Command::Lab(args) => cli_lab::run(args),
         Command::Resources(cmd) => cli_resources::run(cmd, &cli.datastore),
     };
     match result {

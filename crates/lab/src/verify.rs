@@ -1,0 +1,311 @@
+//! `verify`: runs a lab's checks against what really runs (pings and HTTP
+//! fetches from inside namespaces, the agents' session status, an FRR
+//! router's BGP table against the nodes' blackholed pod blocks), each retried
+//! until it passes or the time given for convergence is spent, and reports
+//! each with its evidence.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+use ipnet::Ipv4Net;
+
+use crate::build::{exec_in, run};
+use crate::error::LabError;
+use crate::state::State;
+use crate::topology::{Check, Target};
+
+/// The outcome of one check.
+#[derive(Debug, Clone)]
+pub struct CheckResult {
+    /// The check, described.
+    pub check: String,
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was seen (a ping summary, a router's routes, ...).
+    pub evidence: String,
+}
+
+/// Runs every check of lab `name`, giving convergence up to `settle`.
+pub fn verify(name: &str, settle: Duration) -> Result<Vec<CheckResult>, LabError> {
+    let state = State::load(name)?;
+    let deadline = Instant::now() + settle;
+    let mut results = Vec::new();
+    for check in &state.topology.checks {
+        let mut attempt = run_check(&state, check);
+        while !attempt.0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(500));
+            attempt = run_check(&state, check);
+        }
+        results.push(CheckResult {
+            check: check.describe(),
+            passed: attempt.0,
+            evidence: attempt.1,
+        });
+    }
+    Ok(results)
+}
+
+/// The namespace a target runs in and its address.
+fn locate(state: &State, target: &str) -> Result<(String, Option<Ipv4Addr>), String> {
+    match state.topology.resolve_target(target) {
+        Some(Target::Pod { node, pod }) => {
+            let rec = state
+                .pod(&node.name, &pod.name)
+                .ok_or_else(|| format!("pod {target} was not created"))?;
+            Ok((rec.netns.clone(), rec.address))
+        }
+        Some(Target::Host { name, .. }) => {
+            let addr = state
+                .topology
+                .nodes
+                .iter()
+                .find(|n| n.name == name)
+                .map(|n| n.address.addr())
+                .or_else(|| {
+                    state
+                        .topology
+                        .interfaces(name)
+                        .first()
+                        .map(|(_, a)| a.addr())
+                });
+            Ok((state.host_netns(name), addr))
+        }
+        None => Err(format!("{target:?} is not in the topology")),
+    }
+}
+
+fn run_check(state: &State, check: &Check) -> (bool, String) {
+    match check {
+        Check::Ping { from, to } => {
+            let (src, _) = match locate(state, from) {
+                Ok(x) => x,
+                Err(e) => return (false, e),
+            };
+            let dst = match locate(state, to) {
+                Ok((_, Some(a))) => a,
+                Ok((_, None)) => return (false, format!("{to} has no address")),
+                Err(e) => return (false, e),
+            };
+            let d = dst.to_string();
+            match exec_in(&src, "ping", &["-n", "-c", "3", "-i", "0.2", "-W", "1", &d]) {
+                Ok(out) => (true, summary(&String::from_utf8_lossy(&out.stdout), &d)),
+                Err(e) => (false, e.to_string()),
+            }
+        }
+        Check::Http { from, to } => {
+            let (src, _) = match locate(state, from) {
+                Ok(x) => x,
+                Err(e) => return (false, e),
+            };
+            let (addr, port) = match state.topology.resolve_target(to) {
+                Some(Target::Pod { node, pod }) => (
+                    state.pod(&node.name, &pod.name).and_then(|p| p.address),
+                    pod.http.unwrap_or(80),
+                ),
+                _ => (None, 80),
+            };
+            let Some(addr) = addr else {
+                return (false, format!("{to} has no address"));
+            };
+            let url = format!("http://{addr}:{port}/");
+            match exec_in(
+                &src,
+                "curl",
+                &["-sS", "-m", "3", "-w", "\nHTTP %{http_code}", &url],
+            ) {
+                Ok(out) => {
+                    let body = String::from_utf8_lossy(&out.stdout).into_owned();
+                    let marker = format!("pod {to} at {addr}");
+                    let ok = body.trim_end().ends_with("HTTP 200") && body.contains(&marker);
+                    let lines: Vec<&str> = body.lines().filter(|l| !l.trim().is_empty()).collect();
+                    (ok, format!("GET {url}: {}", lines.join(" | ")))
+                }
+                Err(e) => (false, format!("GET {url}: {e}")),
+            }
+        }
+        Check::Sessions { node, count } => {
+            let socket = state.dir().join(format!("{node}.sock"));
+            let tabby = state.tabby.display().to_string();
+            let s = socket.display().to_string();
+            match run(
+                &tabby,
+                &["node", "status", "-o", "json", "--socket", &s],
+                None,
+            ) {
+                Ok(out) => {
+                    let v: serde_json::Value =
+                        serde_json::from_slice(&out.stdout).unwrap_or_default();
+                    let peers: Vec<String> = v
+                        .as_array()
+                        .into_iter()
+                        .flatten()
+                        .map(|p| {
+                            format!(
+                                "{} AS{} {} {}",
+                                p["peerAddress"].as_str().unwrap_or("?"),
+                                p["asNumber"],
+                                p["peerType"].as_str().unwrap_or("?"),
+                                p["state"].as_str().unwrap_or("?")
+                            )
+                        })
+                        .collect();
+                    let up = peers.iter().filter(|p| p.ends_with(" Established")).count();
+                    (up == *count && peers.len() == *count, peers.join("; "))
+                }
+                Err(e) => (false, e.to_string()),
+            }
+        }
+        Check::Routes { host, nodes, proto } => kernel_routes(state, host, nodes, proto),
+        Check::LearnsBlocks {
+            router,
+            nodes,
+            also,
+        } => learns_blocks(state, router, nodes, also),
+    }
+}
+
+/// The ping summary lines.
+fn summary(out: &str, dst: &str) -> String {
+    let lines: Vec<&str> = out
+        .lines()
+        .filter(|l| l.contains("transmitted") || l.starts_with("rtt"))
+        .collect();
+    format!("{dst}: {}", lines.join(", "))
+}
+
+/// The pod blocks a node owns: its `proto tabby` blackhole routes.
+fn node_blocks(state: &State, node: &str) -> Result<BTreeSet<Ipv4Net>, String> {
+    let ns = state.host_netns(node);
+    let out = exec_in(
+        &ns,
+        "ip",
+        &["-4", "route", "show", "type", "blackhole", "proto", "tabby"],
+    )
+    .map_err(|e| e.to_string())?;
+    Ok(String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().nth(1))
+        .filter_map(|p| p.parse().ok())
+        .collect())
+}
+
+fn learns_blocks(
+    state: &State,
+    router: &str,
+    nodes: &[String],
+    also: &[Ipv4Net],
+) -> (bool, String) {
+    let mut expected: BTreeSet<Ipv4Net> = also.iter().copied().collect();
+    let mut blocks = BTreeSet::new();
+    for n in nodes {
+        match node_blocks(state, n) {
+            Ok(b) if b.is_empty() => return (false, format!("{n} has no pod block yet")),
+            Ok(b) => blocks.extend(b),
+            Err(e) => return (false, e),
+        }
+    }
+    expected.extend(blocks.iter().copied());
+    let dir = state.dir().join(router).display().to_string();
+    let ns = state.host_netns(router);
+    let out = match exec_in(
+        &ns,
+        "vtysh",
+        &[
+            "--vty_socket",
+            &dir,
+            "-d",
+            "bgpd",
+            "-c",
+            "show bgp ipv4 unicast json",
+        ],
+    ) {
+        Ok(o) => o,
+        Err(e) => return (false, e.to_string()),
+    };
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap_or_default();
+    let mut learned: BTreeMap<Ipv4Net, Vec<String>> = BTreeMap::new();
+    for (prefix, paths) in v["routes"].as_object().into_iter().flatten() {
+        let Ok(net) = prefix.parse::<Ipv4Net>() else {
+            continue;
+        };
+        let paths = paths
+            .as_array()
+            .into_iter()
+            .flatten()
+            .map(|p| {
+                let hop = p["nexthops"][0]["ip"].as_str().unwrap_or("?");
+                let path = p["path"].as_str().unwrap_or("");
+                format!("via {hop} [{path}]")
+            })
+            .collect();
+        learned.insert(net, paths);
+    }
+    let got: BTreeSet<Ipv4Net> = learned.keys().copied().collect();
+    let single = blocks
+        .iter()
+        .all(|b| learned.get(b).is_some_and(|p| p.len() == 1));
+    let total: usize = learned.values().map(Vec::len).sum();
+    let evidence = format!(
+        "{router} has {} prefixes, {total} paths: {}{}",
+        got.len(),
+        learned
+            .iter()
+            .map(|(p, paths)| format!("{p} {}", paths.join(" ")))
+            .collect::<Vec<_>>()
+            .join("; "),
+        if got == expected {
+            String::new()
+        } else {
+            let missing: Vec<String> = expected.difference(&got).map(|p| p.to_string()).collect();
+            let extra: Vec<String> = got.difference(&expected).map(|p| p.to_string()).collect();
+            format!(
+                " | missing [{}], unexpected [{}]",
+                missing.join(", "),
+                extra.join(", ")
+            )
+        }
+    );
+    (got == expected && single, evidence)
+}
+
+fn kernel_routes(state: &State, host: &str, nodes: &[String], proto: &str) -> (bool, String) {
+    let mut blocks = BTreeSet::new();
+    for n in nodes {
+        match node_blocks(state, n) {
+            Ok(b) if b.is_empty() => return (false, format!("{n} has no pod block yet")),
+            Ok(b) => blocks.extend(b),
+            Err(e) => return (false, e),
+        }
+    }
+    let out = match exec_in(
+        &state.host_netns(host),
+        "ip",
+        &["-4", "-o", "route", "show", "proto", proto],
+    ) {
+        Ok(o) => o,
+        Err(e) => return (false, e.to_string()),
+    };
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    let routes: BTreeMap<Ipv4Net, String> = text
+        .lines()
+        .filter_map(|l| {
+            let net = l.split_whitespace().next()?.parse().ok()?;
+            Some((net, l.split_whitespace().collect::<Vec<_>>().join(" ")))
+        })
+        .collect();
+    let missing: Vec<String> = blocks
+        .iter()
+        .filter(|b| !routes.contains_key(b))
+        .map(ToString::to_string)
+        .collect();
+    let seen: Vec<&str> = blocks
+        .iter()
+        .filter_map(|b| routes.get(b).map(String::as_str))
+        .collect();
+    let mut evidence = format!("{host}: {}", seen.join("; "));
+    if !missing.is_empty() {
+        evidence += &format!(" | no proto {proto} route for [{}]", missing.join(", "));
+    }
+    (missing.is_empty(), evidence)
+}

@@ -1,0 +1,110 @@
+//! `tabby lab up/verify/status/down`: a topology built on this machine from
+//! network namespaces (the logic is in `tabby-lab`).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use anyhow::{Context, Result, bail};
+use clap::{Args, Subcommand};
+
+/// `tabby lab ...`.
+#[derive(Debug, Args)]
+pub struct LabArgs {
+    #[command(subcommand)]
+    command: LabCommand,
+}
+
+#[derive(Debug, Subcommand)]
+enum LabCommand {
+    /// Builds the topology: namespaces, links, routers, agents, pods.
+    Up {
+        /// The topology file (e.g. examples/leaf-spine/topology.yaml).
+        file: PathBuf,
+        /// Lab id instead of the topology's `name` (prefixes its namespaces).
+        #[arg(long)]
+        name: Option<String>,
+    },
+    /// Runs the topology's checks; exits non-zero when one fails.
+    Verify {
+        /// Lab id or topology file.
+        lab: String,
+        /// Seconds the lab may take to converge before a check fails.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+    },
+    /// Shows the lab's processes, pods and namespaces (every lab without LAB).
+    Status {
+        /// Lab id or topology file.
+        lab: Option<String>,
+    },
+    /// Stops the lab's processes by PID and deletes its namespaces.
+    Down {
+        /// Lab id or topology file.
+        lab: String,
+    },
+}
+
+/// A lab id given as itself or as the topology file that names it.
+fn lab_name(lab: &str) -> Result<String> {
+    let path = Path::new(lab);
+    if path.is_file() {
+        return Ok(tabby_lab::load_topology(path)?.name);
+    }
+    Ok(lab.to_owned())
+}
+
+/// Runs a lab command.
+pub fn run(args: LabArgs) -> Result<()> {
+    let mut out = std::io::stdout();
+    match args.command {
+        LabCommand::Up { file, name } => {
+            let tabby = std::env::current_exe().context("the tabby binary's path")?;
+            let state = tabby_lab::up(&file, name.as_deref(), &tabby, &mut out)?;
+            println!(
+                "lab {} is up: {} namespaces, {} processes, {} pods; next: tabby lab verify {}",
+                state.name,
+                state.namespaces.len(),
+                state.processes.len(),
+                state.pods.len(),
+                state.name
+            );
+        }
+        LabCommand::Verify { lab, timeout } => {
+            let name = lab_name(&lab)?;
+            let results = tabby_lab::verify(&name, Duration::from_secs(timeout))?;
+            let failed = results.iter().filter(|r| !r.passed).count();
+            for r in &results {
+                println!(
+                    "{} {}\n     {}",
+                    if r.passed { "PASS" } else { "FAIL" },
+                    r.check,
+                    r.evidence
+                );
+            }
+            println!(
+                "lab {name}: {} of {} checks passed",
+                results.len() - failed,
+                results.len()
+            );
+            if failed > 0 {
+                bail!("{failed} check(s) failed");
+            }
+        }
+        LabCommand::Status { lab } => match lab {
+            Some(lab) => print!("{}", tabby_lab::status(&lab_name(&lab)?)?),
+            None => {
+                let labs = tabby_lab::list();
+                if labs.is_empty() {
+                    println!("no lab is up");
+                }
+                for l in labs {
+                    print!("{}", tabby_lab::status(&l)?);
+                }
+            }
+        },
+        LabCommand::Down { lab } => {
+            tabby_lab::down(&lab_name(&lab)?, &mut out)?;
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,167 @@
+//! `tabby lab` end to end: the leaf-spine scenario (seed 003) is brought up
+//! with the real binary (FRR routers, one `tabby agent` per node, pods
+//! through the CNI plugin), verified (every check must pass), and taken
+//! down; afterwards no namespace and no process of the lab is left.
+//!
+//! Runs as root. The lab gets an id of its own (`--name`) so that its
+//! namespaces never collide with a lab a user brought up by hand. All
+//! traffic stays inside the lab's namespaces (10.x addresses of seed 003).
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+
+fn example(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples")
+        .join(name)
+        .join("topology.yaml")
+}
+
+fn tabby(args: &[&str]) -> Output {
+    Command::new(TABBY).args(args).output().expect("run tabby")
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+fn lab_namespaces(name: &str) -> Vec<String> {
+    let out = Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .expect("ip netns list");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter_map(|l| l.split_whitespace().next())
+        .filter(|n| n.starts_with(&format!("{name}-")))
+        .map(str::to_owned)
+        .collect()
+}
+
+/// Takes the lab down if the test fails half-way.
+struct Guard(String);
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        if tabby_lab::State::load(&self.0).is_ok() {
+            let _ = tabby(&["lab", "down", &self.0]);
+        }
+    }
+}
+
+fn run_scenario(example_name: &str, lab: &str) {
+    let file = example(example_name);
+    let file = file.to_str().expect("utf-8 path");
+    let guard = Guard(lab.to_owned());
+    let up = tabby(&["lab", "up", file, "--name", lab]);
+    assert!(up.status.success(), "lab up failed:\n{}", text(&up));
+
+    let state = tabby_lab::State::load(lab).expect("state file after up");
+    assert!(state.complete);
+    assert!(!state.processes.is_empty());
+    assert!(
+        state
+            .processes
+            .iter()
+            .all(tabby_lab::state::ProcessRecord::is_alive),
+        "{}",
+        text(&tabby(&["lab", "status", lab]))
+    );
+    let status = tabby(&["lab", "status", lab]);
+    assert!(status.status.success(), "{}", text(&status));
+
+    let verify = tabby(&["lab", "verify", lab, "--timeout", "90"]);
+    let report = text(&verify);
+    let checks = state.topology.checks.len();
+    assert!(
+        verify.status.success(),
+        "lab verify failed:\n{report}\n{}",
+        agent_logs(&state)
+    );
+    assert_eq!(
+        report.lines().filter(|l| l.starts_with("PASS ")).count(),
+        checks,
+        "{report}"
+    );
+    assert!(!report.contains("FAIL "), "{report}");
+    assert!(
+        report.contains(&format!("{checks} of {checks} checks passed")),
+        "{report}"
+    );
+
+    let down = tabby(&["lab", "down", lab]);
+    assert!(down.status.success(), "lab down failed:\n{}", text(&down));
+    assert_eq!(lab_namespaces(lab), Vec::<String>::new(), "namespaces left");
+    let alive: Vec<&str> = state
+        .processes
+        .iter()
+        .filter(|p| p.is_alive())
+        .map(|p| p.role.as_str())
+        .collect();
+    assert!(alive.is_empty(), "processes left: {alive:?}");
+    assert!(!tabby_lab::State::dir_of(lab).exists(), "state dir left");
+    // A second `down` says the lab is not up.
+    let again = tabby(&["lab", "down", lab]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("no lab"), "{}", text(&again));
+    drop(guard);
+}
+
+fn agent_logs(state: &tabby_lab::State) -> String {
+    state
+        .processes
+        .iter()
+        .map(|p| {
+            format!(
+                "--- {} ({}):\n{}",
+                p.role,
+                p.log.display(),
+                std::fs::read_to_string(&p.log)
+                    .unwrap_or_default()
+                    .lines()
+                    .rev()
+                    .take(30)
+                    .collect::<Vec<_>>()
+                    .into_iter()
+                    .rev()
+                    .collect::<Vec<_>>()
+                    .join("\n")
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn leaf_spine_up_verify_down() {
+    run_scenario("leaf-spine", &format!("lsp{}", std::process::id()));
+}
+
+#[test]
+fn a_bad_topology_is_refused_with_the_field_path_and_builds_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("bad.yaml");
+    let lab = format!("bad{}", std::process::id());
+    std::fs::write(
+        &file,
+        format!(
+            "name: {lab}\nrouters:\n  - {{name: r1, kind: frr, ospf: {{}}}}\nclients:\n  - {{name: c}}\nlinks:\n  - ends: [{{host: r1, address: 10.0.0.0/31}}, {{host: c, address: 10.0.0.1/33}}]\n"
+        ),
+    )
+    .expect("write");
+    let out = tabby(&["lab", "up", file.to_str().expect("path")]);
+    assert!(!out.status.success());
+    assert!(
+        text(&out).contains("links[0].ends[1].address"),
+        "{}",
+        text(&out)
+    );
+    assert_eq!(lab_namespaces(&lab), Vec::<String>::new());
+    assert!(!tabby_lab::State::dir_of(&lab).exists());
+}
