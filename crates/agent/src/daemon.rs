@@ -22,6 +22,7 @@
 //! while the agent is restarted.
 
 use std::path::PathBuf;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use ipnet::IpNet;
@@ -40,6 +41,7 @@ use crate::AgentError;
 use crate::exports::{NodeExports, node_exports};
 use crate::peers::{BgpResources, NoSecrets, PlanSettings, SecretSource, SecretsDir, speaker_plan};
 use crate::registration::{AutodetectMethod, Registration, autodetect, register};
+use crate::status::{AgentCounters, render_metrics, session_rows};
 
 /// Default control socket of the agent (its speaker's).
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tabby/agent.sock";
@@ -82,6 +84,8 @@ pub struct AgentOptions {
     pub poll_interval: Duration,
     /// Manage the NAT table from `natOutgoing` pools.
     pub nat: bool,
+    /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
+    pub metrics_listen: Option<std::net::SocketAddr>,
 }
 
 /// A running in-process speaker.
@@ -175,7 +179,19 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         nat_pools: None,
         warnings: Vec::new(),
         error: None,
+        counters: Arc::default(),
     };
+    if let Some(addr) = options.metrics_listen {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|source| AgentError::Metrics { addr, source })?;
+        tracing::info!(%addr, "serving metrics at /metrics");
+        tokio::spawn(serve_metrics(
+            listener,
+            options.control_socket.clone(),
+            node.counters.clone(),
+        ));
+    }
     let mut last_revision = -1;
     let mut last_full = Instant::now();
     let mut speaker_retry = Instant::now();
@@ -235,6 +251,7 @@ struct NodeState {
     nat_pools: Option<tabby_dataplane::nat::NatPools>,
     warnings: Vec<String>,
     error: Option<String>,
+    counters: Arc<Mutex<AgentCounters>>,
 }
 
 impl NodeState {
@@ -260,10 +277,19 @@ impl NodeState {
                 );
                 let mut config = plan.config;
                 config.originate = exports.originate.clone();
-                let (s, retry) =
+                let announced = config.originate.len() as u64;
+                let (s, outcome) =
                     apply_speaker(self.speaker.take(), config, &self.config_path).await;
                 self.speaker = s;
-                done &= !retry;
+                done &= outcome != SpeakerOutcome::Retry;
+                if let Ok(mut c) = self.counters.lock() {
+                    c.reconciles += 1;
+                    c.announced_prefixes = announced;
+                    c.local_blocks = exports.blackholes.len() as u64;
+                    if outcome == SpeakerOutcome::Restarted {
+                        c.speaker_restarts += 1;
+                    }
+                }
                 if self.exports.as_ref() != Some(&exports) {
                     match reconcile_blackholes(exports.blackholes.clone()).await {
                         Ok(()) => self.exports = Some(exports),
@@ -464,44 +490,115 @@ async fn reload(socket: PathBuf) -> Result<(), ReloadFailure> {
     }
 }
 
+/// What [`apply_speaker`] did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum SpeakerOutcome {
+    /// Already so, started, or reloaded.
+    Applied,
+    /// Stopped and started again (a change the speaker cannot reload).
+    Restarted,
+    /// Not applied yet: try again soon.
+    Retry,
+}
+
 /// Brings the speaker to `config`: start, reload, or restart (only when
-/// the speaker refuses the change). The flag says the change is not
-/// applied yet and should be tried again soon.
+/// the speaker refuses the change).
 async fn apply_speaker(
     running: Option<RunningSpeaker>,
     config: BgpdConfig,
     path: &std::path::Path,
-) -> (Option<RunningSpeaker>, bool) {
+) -> (Option<RunningSpeaker>, SpeakerOutcome) {
     if let Some(r) = &running
         && r.config == config
         && !r.task.is_finished()
     {
-        return (running, false);
+        return (running, SpeakerOutcome::Applied);
     }
     if let Err(e) = write_config(path, &config) {
         tracing::error!("refusing the generated BGP configuration, keeping the running one: {e}");
-        return (running, false);
+        return (running, SpeakerOutcome::Applied);
     }
     match running {
-        None => (Some(start_speaker(config, path)), false),
+        None => (Some(start_speaker(config, path)), SpeakerOutcome::Applied),
         Some(r) if r.task.is_finished() => {
             tracing::warn!("BGP speaker had stopped; starting it again");
-            (Some(start_speaker(config, path)), false)
+            (Some(start_speaker(config, path)), SpeakerOutcome::Restarted)
         }
         Some(mut r) => match reload(r.config.control_socket.clone()).await {
             Ok(()) => {
                 r.config = config;
-                (Some(r), false)
+                (Some(r), SpeakerOutcome::Applied)
             }
             Err(ReloadFailure::Refused(e)) => {
                 tracing::info!("restarting the BGP speaker: {e}");
                 stop_speaker(r).await;
-                (Some(start_speaker(config, path)), false)
+                (Some(start_speaker(config, path)), SpeakerOutcome::Restarted)
             }
             Err(ReloadFailure::Unreachable(e)) => {
                 tracing::warn!("cannot reach the BGP speaker to reload it, will retry: {e}");
-                (Some(r), true)
+                (Some(r), SpeakerOutcome::Retry)
             }
         },
+    }
+}
+
+/// Serves `GET /metrics` (Prometheus text format); anything else is 404.
+async fn serve_metrics(
+    listener: tokio::net::TcpListener,
+    socket: PathBuf,
+    counters: Arc<Mutex<AgentCounters>>,
+) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    loop {
+        let Ok((mut stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let socket = socket.clone();
+        let counters = counters.clone();
+        tokio::spawn(async move {
+            let mut head = Vec::new();
+            let mut buf = [0u8; 1024];
+            let read = tokio::time::timeout(Duration::from_secs(5), async {
+                while !head.windows(4).any(|w| w == b"\r\n\r\n") && head.len() < 8192 {
+                    match stream.read(&mut buf).await {
+                        Ok(0) | Err(_) => break,
+                        Ok(n) => head.extend_from_slice(&buf[..n]),
+                    }
+                }
+            })
+            .await;
+            if read.is_err() {
+                return;
+            }
+            let line = String::from_utf8_lossy(&head);
+            let wanted = line
+                .lines()
+                .next()
+                .is_some_and(|l| l.starts_with("GET /metrics ") || l == "GET /metrics");
+            let (status, body) = if wanted {
+                let neighbors = tokio::task::spawn_blocking(move || {
+                    tabby_speaker::control::request(
+                        &socket,
+                        &Request::Neighbors,
+                        Duration::from_secs(5),
+                    )
+                })
+                .await;
+                let rows = match neighbors {
+                    Ok(Ok(Response::Neighbors(n))) => session_rows(&n),
+                    _ => Vec::new(),
+                };
+                let c = counters.lock().map(|c| *c).unwrap_or_default();
+                ("200 OK", render_metrics(&rows, &c))
+            } else {
+                ("404 Not Found", "only /metrics is served\n".to_owned())
+            };
+            let reply = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/plain; version=0.0.4\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                body.len()
+            );
+            let _ = stream.write_all(reply.as_bytes()).await;
+        });
     }
 }

@@ -42,6 +42,14 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// The metrics address could not be bound.
+    #[error("cannot serve metrics on {addr}: {source}")]
+    Metrics {
+        /// The address.
+        addr: std::net::SocketAddr,
+        /// The OS error.
+        source: std::io::Error,
+    },
     /// The runtime or a signal handler could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),

@@ -151,3 +151,131 @@ mod tests {
         );
     }
 }
+
+/// Counters and gauges of the agent itself, for [`render_metrics`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AgentCounters {
+    /// Times the agent brought the speaker and kernel in line.
+    pub reconciles: u64,
+    /// Times the speaker was restarted in-process (a change it cannot reload).
+    pub speaker_restarts: u64,
+    /// Prefixes the node announces.
+    pub announced_prefixes: u64,
+    /// Local blocks (blackhole routes).
+    pub local_blocks: u64,
+}
+
+fn label_value(v: &str) -> String {
+    v.replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The Prometheus text exposition of the agent's state.
+pub fn render_metrics(rows: &[SessionRow], c: &AgentCounters) -> String {
+    let mut out = String::new();
+    let mut metric = |name: &str, kind: &str, help: &str, samples: Vec<(String, u64)>| {
+        out.push_str(&format!("# HELP {name} {help}\n# TYPE {name} {kind}\n"));
+        for (labels, v) in samples {
+            out.push_str(&format!("{name}{labels} {v}\n"));
+        }
+    };
+    metric(
+        "tabby_agent_bgp_session_up",
+        "gauge",
+        "1 when the BGP session is Established, else 0.",
+        rows.iter()
+            .map(|r| {
+                (
+                    format!(
+                        "{{peer=\"{}\",type=\"{}\",state=\"{}\"}}",
+                        r.peer_address,
+                        label_value(&r.peer_type),
+                        label_value(&r.state)
+                    ),
+                    u64::from(r.summary == "up"),
+                )
+            })
+            .collect(),
+    );
+    metric(
+        "tabby_agent_bgp_sessions",
+        "gauge",
+        "Configured BGP sessions.",
+        vec![(String::new(), rows.len() as u64)],
+    );
+    metric(
+        "tabby_agent_bgp_sessions_established",
+        "gauge",
+        "Established BGP sessions.",
+        vec![(
+            String::new(),
+            rows.iter().filter(|r| r.summary == "up").count() as u64,
+        )],
+    );
+    metric(
+        "tabby_agent_announced_prefixes",
+        "gauge",
+        "Prefixes this node announces (blocks, borrowed addresses, service CIDRs).",
+        vec![(String::new(), c.announced_prefixes)],
+    );
+    metric(
+        "tabby_agent_local_blocks",
+        "gauge",
+        "IPAM blocks affine to this node (each with a blackhole route).",
+        vec![(String::new(), c.local_blocks)],
+    );
+    metric(
+        "tabby_agent_reconciles_total",
+        "counter",
+        "Times the agent applied the cluster state to the speaker and the kernel.",
+        vec![(String::new(), c.reconciles)],
+    );
+    metric(
+        "tabby_agent_speaker_restarts_total",
+        "counter",
+        "In-process restarts of the BGP speaker (changes it cannot reload).",
+        vec![(String::new(), c.speaker_restarts)],
+    );
+    out
+}
+
+#[cfg(test)]
+mod metrics_tests {
+    use super::*;
+
+    #[test]
+    fn metrics_are_prometheus_text() {
+        let rows = vec![SessionRow {
+            peer_address: "10.0.0.2".parse().expect("ip"),
+            as_number: 64512,
+            peer_type: "node-to-node mesh".into(),
+            state: "Established".into(),
+            summary: "up".into(),
+            since_secs: Some(3),
+            info: "Established".into(),
+        }];
+        let c = AgentCounters {
+            reconciles: 4,
+            speaker_restarts: 1,
+            announced_prefixes: 2,
+            local_blocks: 1,
+        };
+        let m = render_metrics(&rows, &c);
+        assert!(
+            m.contains("# TYPE tabby_agent_bgp_session_up gauge\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tabby_agent_bgp_session_up{peer=\"10.0.0.2\",type=\"node-to-node mesh\",state=\"Established\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains("tabby_agent_bgp_sessions_established 1\n"),
+            "{m}"
+        );
+        assert!(m.contains("tabby_agent_reconciles_total 4\n"), "{m}");
+        assert!(m.contains("tabby_agent_speaker_restarts_total 1\n"), "{m}");
+        assert_eq!(label_value("a\"b\\c"), "a\\\"b\\\\c");
+    }
+}

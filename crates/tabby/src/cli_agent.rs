@@ -49,6 +49,10 @@ pub struct AgentArgs {
     /// Do not manage the NAT table for `natOutgoing` pools.
     #[arg(long)]
     no_nat: bool,
+    /// Serve Prometheus metrics at `http://ADDR/metrics` (off by default),
+    /// e.g. `127.0.0.1:9091`.
+    #[arg(long, env = "TABBY_METRICS_LISTEN")]
+    metrics_listen: Option<std::net::SocketAddr>,
 }
 
 fn address(flag: &str, value: &str, v6: bool) -> anyhow::Result<AddressSetting> {
@@ -105,6 +109,7 @@ pub fn run(datastore: &str, args: AgentArgs) -> anyhow::Result<()> {
         secrets_dir: args.secrets_dir,
         poll_interval: Duration::from_millis(args.poll_ms.max(50)),
         nat: !args.no_nat,
+        metrics_listen: args.metrics_listen,
     };
     tabby_agent::daemon::run(options).context("tabby agent")
 }

@@ -273,7 +273,8 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
     .iter()
     .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
     .collect();
-    for n in &mut nodes {
+    nodes[0].start_agent_with(&cluster, &["--metrics-listen", "127.0.0.1:9091"]);
+    for n in &mut nodes[1..] {
         n.start_agent(&cluster);
     }
     let mut pods = Vec::new();
@@ -298,6 +299,33 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
             "{status:?}"
         );
     }
+    // Metrics, as Prometheus scrapes them (HTTP inside n1's namespace).
+    let metrics = || {
+        nodes[0]
+            .ns
+            .exec(
+                "bash",
+                [
+                    "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/9091; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+                ],
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default()
+    };
+    wait(
+        "n1's metrics",
+        || metrics().contains("tabby_agent_bgp_sessions_established 2\n"),
+        metrics,
+    );
+    let m = metrics();
+    assert!(m.starts_with("HTTP/1.1 200 OK"), "{m}");
+    assert!(
+        m.contains("tabby_agent_bgp_session_up{peer=\"10.79.0.2\",type=\"node-to-node mesh\",state=\"Established\"} 1"),
+        "{m}"
+    );
+    assert!(m.contains("tabby_agent_local_blocks 1\n"), "{m}");
+
     // A new BGPPeer is added by reload: the mesh sessions are not reset.
     let since = |n: &Node, addr: &str| {
         n.status()
