@@ -210,9 +210,8 @@ fn listen(any: IpAddr) -> Result<UdpSocket, DriverError> {
     let domain = Domain::for_address(addr);
     let socket = Socket::new(domain, Type::DGRAM, Some(Protocol::UDP))
         .map_err(socket_error(what.clone()))?;
-    socket
-        .set_reuse_address(true)
-        .map_err(socket_error(what.clone()))?;
+    // No SO_REUSEADDR: a second BFD instance in the same network namespace
+    // must fail here rather than silently share (and split) the port.
     match any {
         IpAddr::V4(_) => setsockopt(&socket, sockopt::Ipv4RecvTtl, &true),
         IpAddr::V6(_) => {

@@ -63,6 +63,13 @@ pub enum ConfigError {
     /// `desired_min_tx` is zero (the value 0 is reserved, §4.1).
     #[error("BFD desired min tx interval must be more than 0")]
     ZeroDesiredMinTx,
+    /// `required_min_rx` is zero: that asks the peer to send nothing, which
+    /// only makes sense with the Echo function or Demand mode (neither is
+    /// implemented).
+    #[error(
+        "BFD required min rx interval must be more than 0 (Echo and Demand mode are not supported)"
+    )]
+    ZeroRequiredMinRx,
     /// An interval does not fit the 32-bit microsecond field.
     #[error("BFD {field} interval {value:?} is too large (at most 4294 s)")]
     IntervalTooLarge {
@@ -81,6 +88,9 @@ impl SessionConfig {
         }
         if self.desired_min_tx.is_zero() {
             return Err(ConfigError::ZeroDesiredMinTx);
+        }
+        if self.required_min_rx.is_zero() {
+            return Err(ConfigError::ZeroRequiredMinRx);
         }
         micros("desired min tx", self.desired_min_tx)?;
         micros("required min rx", self.required_min_rx)?;
@@ -268,6 +278,11 @@ impl Session {
             None => self.required_min_rx,
         };
         let per = u64::from(rx.max(self.remote_desired_min_tx));
+        if per == 0 {
+            // We asked for no packets and the peer advertises no rate:
+            // there is nothing to time.
+            return None;
+        }
         Some(Duration::from_micros(
             per * u64::from(self.remote_detect_mult),
         ))

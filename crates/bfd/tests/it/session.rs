@@ -5,7 +5,8 @@ use std::num::NonZeroU32;
 use std::time::{Duration, Instant};
 
 use tabby_bfd::{
-    ControlPacket, Diagnostic, Event, PacketError, Session, SessionConfig, State, decode,
+    ConfigError, ControlPacket, Diagnostic, Event, PacketError, Session, SessionConfig, State,
+    decode,
 };
 
 fn discr(v: u32) -> NonZeroU32 {
@@ -458,4 +459,12 @@ fn bad_configuration_is_refused() {
     };
     let err = Session::new(now, huge, discr(1), 0).expect_err("too large");
     assert!(err.to_string().contains("required min rx"), "{err}");
+    let no_rx = SessionConfig {
+        required_min_rx: Duration::ZERO,
+        ..SessionConfig::default()
+    };
+    assert_eq!(
+        Session::new(now, no_rx, discr(1), 0).expect_err("zero rx"),
+        ConfigError::ZeroRequiredMinRx
+    );
 }
