@@ -60,7 +60,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::PathBuf;
 
 use tabby_bgp::policy::{Action, RouteSource, Rule};
-use tabby_model::bgp_configuration::DEFAULT_BGP_CONFIGURATION;
+use tabby_model::bgp_configuration::{BindMode, DEFAULT_BGP_CONFIGURATION};
 use tabby_model::bgp_filter::{BgpFilterRule, FilterAction};
 use tabby_model::bgp_peer::{
     NextHopMode as ModelNextHop, ReversePeering, SecretKeyRef, SourceAddress,
@@ -279,12 +279,44 @@ pub fn speaker_plan(
         .and_then(|c| c.listen_port)
         .or(global.listen_port)
         .unwrap_or(179);
-    let mut listen = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))];
-    if my_addrs.iter().any(IpAddr::is_ipv6) {
-        listen.push(SocketAddr::from(([0u16; 8], port)));
-    }
+    // `bindMode: NodeIP`: listen on the node's BGP addresses only.
+    let listen = if global.bind_mode == Some(BindMode::NodeIp) {
+        my_addrs.iter().map(|a| SocketAddr::new(*a, port)).collect()
+    } else {
+        let mut l = vec![SocketAddr::from((Ipv4Addr::UNSPECIFIED, port))];
+        if my_addrs.iter().any(IpAddr::is_ipv6) {
+            l.push(SocketAddr::from(([0u16; 8], port)));
+        }
+        l
+    };
 
     let mut warnings = Vec::new();
+    for (field, set) in [
+        ("communities", !global.communities.is_empty()),
+        (
+            "prefixAdvertisements",
+            !global.prefix_advertisements.is_empty(),
+        ),
+        ("ignoredInterfaces", !global.ignored_interfaces.is_empty()),
+        (
+            "nodeMeshMaxRestartTime",
+            global.node_mesh_max_restart_time.is_some(),
+        ),
+        (
+            "localWorkloadPeeringIPV4",
+            global.local_workload_peering_ipv4.is_some(),
+        ),
+        (
+            "localWorkloadPeeringIPV6",
+            global.local_workload_peering_ipv6.is_some(),
+        ),
+    ] {
+        if set {
+            warnings.push(format!(
+                "BGPConfiguration default: spec.{field} is not supported by tabby yet and is ignored"
+            ));
+        }
+    }
     let mut out: Vec<(PeerConfig, PeerOrigin)> = Vec::new();
     let source_for = |remote: IpAddr| {
         my_addrs
@@ -1040,6 +1072,24 @@ mod tests {
         assert_eq!(addrs(&p), ["10.0.1.1"]);
         assert!(
             p.warnings.iter().any(|w| w.contains("BGPFilter nope")),
+            "{:?}",
+            p.warnings
+        );
+    }
+
+    #[test]
+    fn bind_mode_node_ip_and_unsupported_fields_warn() {
+        let yaml = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n  bindMode: NodeIP\n  listenPort: 1790\n  prefixAdvertisements: [{cidr: 10.0.0.0/8, communities: [\"65000:1\"]}]\n".to_owned()
+            + &node("a", "10.0.0.1/24", "");
+        let p = plan(&resources(&yaml), "a");
+        assert_eq!(
+            p.config.listen,
+            vec!["10.0.0.1:1790".parse().expect("addr")]
+        );
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("spec.prefixAdvertisements")),
             "{:?}",
             p.warnings
         );
