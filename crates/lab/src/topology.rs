@@ -275,6 +275,16 @@ pub enum Check {
         /// How many sessions it must have.
         count: usize,
     },
+    /// Packets from `from` to `to` pass the hosts `via`, in that order
+    /// (hops found by pings with a growing TTL, as traceroute does).
+    Path {
+        /// Source host or pod.
+        from: String,
+        /// Destination host or pod.
+        to: String,
+        /// Hosts (usually routers) the path must pass, in order.
+        via: Vec<String>,
+    },
     /// A host's kernel routes the pod blocks of `nodes` with routing
     /// protocol `proto` (e.g. `ospf` on a spine: the underlay carries them).
     Routes {
@@ -284,6 +294,9 @@ pub enum Check {
         nodes: Vec<String>,
         /// The kernel route protocol (`ip route show proto ...`), e.g. `ospf`, `bgp`, `bird`.
         proto: String,
+        /// The gateway every one of those routes must use, if given.
+        #[serde(default)]
+        via: Option<Ipv4Addr>,
     },
     /// A router's BGP table holds exactly the pod blocks of `nodes` plus
     /// `also`, each block with exactly one path.
@@ -307,12 +320,19 @@ impl Check {
             Check::Sessions { node, count } => {
                 format!("{node}: {count} BGP session(s) Established")
             }
-            Check::Routes { host, nodes, proto } => {
-                format!(
-                    "{host} routes the blocks of [{}] by {proto}",
-                    nodes.join(", ")
-                )
+            Check::Path { from, to, via } => {
+                format!("path {from} -> {to} passes [{}]", via.join(", "))
             }
+            Check::Routes {
+                host,
+                nodes,
+                proto,
+                via,
+            } => format!(
+                "{host} routes the blocks of [{}] by {proto}{}",
+                nodes.join(", "),
+                via.map(|v| format!(" via {v}")).unwrap_or_default()
+            ),
             Check::LearnsBlocks {
                 router,
                 nodes,
@@ -591,6 +611,18 @@ impl Topology {
                         );
                     }
                 }
+                Check::Path { from, to, via } => {
+                    target("path.from", from)?;
+                    target("path.to", to)?;
+                    for (j, h) in via.iter().enumerate() {
+                        if !hosts.contains_key(h.as_str()) {
+                            return bad(
+                                format!("checks[{i}].path.via[{j}]"),
+                                format!("no router, node or client is named {h:?}"),
+                            );
+                        }
+                    }
+                }
                 Check::Routes { host, nodes, .. } => {
                     if !hosts.contains_key(host.as_str()) {
                         return bad(
@@ -690,6 +722,8 @@ checks:
   - ping: {from: n1/p, to: c1}
   - sessions: {node: n1, count: 1}
   - learnsBlocks: {router: r1, nodes: [n1], also: [10.96.0.0/12]}
+  - path: {from: c1, to: n1/web, via: [r1]}
+  - routes: {host: r1, nodes: [n1], proto: bgp, via: 10.0.0.1}
 ";
 
     fn err(text: &str) -> (String, String) {
@@ -706,7 +740,7 @@ checks:
         let t = Topology::parse(GOOD, "t.yaml").expect("parse");
         assert_eq!(t.routers[0].kind, RouterKind::Frr);
         assert_eq!(t.nodes[0].pods.len(), 2);
-        assert_eq!(t.checks.len(), 4);
+        assert_eq!(t.checks.len(), 6);
         assert_eq!(
             t.interfaces("r1")
                 .iter()
@@ -758,6 +792,19 @@ checks:
     fn a_check_naming_a_missing_pod_is_refused() {
         let (field, _) = err(&GOOD.replace("to: n1/web", "to: n1/nope"));
         assert_eq!(field, "checks[0].http.to");
+    }
+
+    #[test]
+    fn a_path_through_a_missing_host_is_refused() {
+        let (field, _) = err(&GOOD.replace("via: [r1]", "via: [r1, r7]"));
+        assert_eq!(field, "checks[4].path.via[1]");
+    }
+
+    #[test]
+    fn an_unknown_check_is_named() {
+        let (field, message) = err(&GOOD.replace("  - path:", "  - traceroute:"));
+        assert!(field.starts_with("checks[4]"), "{field}");
+        assert!(message.contains("traceroute"), "{message}");
     }
 
     #[test]

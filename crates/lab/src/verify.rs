@@ -156,7 +156,13 @@ fn run_check(state: &State, check: &Check) -> (bool, String) {
                 Err(e) => (false, e.to_string()),
             }
         }
-        Check::Routes { host, nodes, proto } => kernel_routes(state, host, nodes, proto),
+        Check::Path { from, to, via } => path(state, from, to, via),
+        Check::Routes {
+            host,
+            nodes,
+            proto,
+            via,
+        } => kernel_routes(state, host, nodes, proto, *via),
         Check::LearnsBlocks {
             router,
             nodes,
@@ -269,7 +275,13 @@ fn learns_blocks(
     (got == expected && single, evidence)
 }
 
-fn kernel_routes(state: &State, host: &str, nodes: &[String], proto: &str) -> (bool, String) {
+fn kernel_routes(
+    state: &State,
+    host: &str,
+    nodes: &[String],
+    proto: &str,
+    via: Option<Ipv4Addr>,
+) -> (bool, String) {
     let mut blocks = BTreeSet::new();
     for n in nodes {
         match node_blocks(state, n) {
@@ -307,5 +319,92 @@ fn kernel_routes(state: &State, host: &str, nodes: &[String], proto: &str) -> (b
     if !missing.is_empty() {
         evidence += &format!(" | no proto {proto} route for [{}]", missing.join(", "));
     }
-    (missing.is_empty(), evidence)
+    let wrong_gateway = via.is_some_and(|v| {
+        let want = format!(" via {v} ");
+        seen.iter().any(|r| !format!("{r} ").contains(&want))
+    });
+    if wrong_gateway {
+        evidence += &format!(
+            " | not all via {}",
+            via.map(|v| v.to_string()).unwrap_or_default()
+        );
+    }
+    (missing.is_empty() && !wrong_gateway, evidence)
+}
+
+/// The hops from `from` to `to`, by pings with TTL 1, 2, ...: each hop's
+/// address and, when it is one of the lab's, its host's name.
+fn path(state: &State, from: &str, to: &str, via: &[String]) -> (bool, String) {
+    let (src, _) = match locate(state, from) {
+        Ok(x) => x,
+        Err(e) => return (false, e),
+    };
+    let dst = match locate(state, to) {
+        Ok((_, Some(a))) => a.to_string(),
+        Ok((_, None)) => return (false, format!("{to} has no address")),
+        Err(e) => return (false, e),
+    };
+    let owner = |addr: &str| -> Option<String> {
+        let a: Ipv4Addr = addr.parse().ok()?;
+        state
+            .topology
+            .hosts()
+            .into_keys()
+            .find(|h| {
+                state
+                    .topology
+                    .interfaces(h)
+                    .iter()
+                    .any(|(_, n)| n.addr() == a)
+            })
+            .map(str::to_owned)
+    };
+    let mut hops: Vec<(String, Option<String>)> = Vec::new();
+    let mut reached = false;
+    for ttl in 1..=12u8 {
+        let t = ttl.to_string();
+        // A non-zero exit is expected for every hop but the last.
+        let out = std::process::Command::new("ip")
+            .args([
+                "netns", "exec", &src, "ping", "-n", "-c", "1", "-W", "1", "-t", &t, &dst,
+            ])
+            .output();
+        let Ok(out) = out else {
+            return (false, "cannot run ping".to_owned());
+        };
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains(" bytes from ") {
+            reached = true;
+            break;
+        }
+        let hop = text
+            .lines()
+            .find_map(|l| l.strip_prefix("From "))
+            .and_then(|l| l.split_whitespace().next())
+            .map(|a| a.trim_end_matches(':').to_owned());
+        match hop {
+            Some(a) => {
+                let h = owner(&a);
+                hops.push((a, h));
+            }
+            None => hops.push(("*".to_owned(), None)),
+        }
+    }
+    let names: Vec<&str> = hops.iter().filter_map(|(_, h)| h.as_deref()).collect();
+    let mut want = via.iter().peekable();
+    for n in &names {
+        if want.peek().is_some_and(|w| w.as_str() == *n) {
+            want.next();
+        }
+    }
+    let in_order = want.peek().is_none();
+    let shown: Vec<String> = hops
+        .iter()
+        .map(|(a, h)| match h {
+            Some(h) => format!("{a} ({h})"),
+            None => a.clone(),
+        })
+        .chain(reached.then(|| format!("{dst} reached")))
+        .collect();
+    (reached && in_order, shown.join(" -> "))
 }

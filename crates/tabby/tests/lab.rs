@@ -1,11 +1,12 @@
-//! `tabby lab` end to end: the leaf-spine scenario (seed 003) is brought up
-//! with the real binary (FRR routers, one `tabby agent` per node, pods
-//! through the CNI plugin), verified (every check must pass), and taken
-//! down; afterwards no namespace and no process of the lab is left.
+//! `tabby lab` end to end: the leaf-spine scenario (seed 003, FRR routers)
+//! and the as-per-rack scenario (seed 002, BIRD 2 routers) are brought up
+//! with the real binary (one `tabby agent` per node, pods through the CNI
+//! plugin), verified (every check must pass), and taken down; afterwards no
+//! namespace and no process of the lab is left.
 //!
 //! Runs as root. The lab gets an id of its own (`--name`) so that its
 //! namespaces never collide with a lab a user brought up by hand. All
-//! traffic stays inside the lab's namespaces (10.x addresses of seed 003).
+//! traffic stays inside the lab's namespaces (the seeds' private addresses).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output};
@@ -141,6 +142,11 @@ fn agent_logs(state: &tabby_lab::State) -> String {
 #[test]
 fn leaf_spine_up_verify_down() {
     run_scenario("leaf-spine", &format!("lsp{}", std::process::id()));
+}
+
+#[test]
+fn as_per_rack_up_verify_down() {
+    run_scenario("as-per-rack", &format!("apr{}", std::process::id()));
 }
 
 #[test]
