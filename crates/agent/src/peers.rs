@@ -587,6 +587,7 @@ fn base_peer(address: IpAddr, as_number: u32, origin: PeerOrigin) -> PeerConfig 
         bfd: false,
         bfd_interval_ms: None,
         bfd_multiplier: None,
+        same_family_only: true,
         description: Some(origin.as_str().to_owned()),
     }
 }

@@ -197,6 +197,12 @@ pub struct PeerConfig {
     /// intervals without a packet (3 unless set).
     #[serde(default)]
     pub bfd_multiplier: Option<u8>,
+    /// Carry only the neighbour address's own family: IPv6 routes only on
+    /// an IPv6 session (by default an IPv6 session carries IPv4 too, which
+    /// needs an IPv4 next hop the session does not have). The node agent
+    /// sets it: like Calico, it runs one session per family.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub same_family_only: bool,
     /// Free text shown by `tabby bgp neighbors` (the node agent writes the
     /// peer's origin here: `node-to-node mesh`, `global`, ...). Changing it
     /// never touches the session.

@@ -107,6 +107,8 @@ pub fn session_config(config: &BgpdConfig, p: &PeerConfig) -> SessionConfig {
     c.passive = p.passive;
     c.families = if p.address.is_ipv4() {
         vec![Family::Ipv4Unicast]
+    } else if p.same_family_only {
+        vec![Family::Ipv6Unicast]
     } else {
         vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
     };

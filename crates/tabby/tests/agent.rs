@@ -726,6 +726,12 @@ fn dual_stack_mesh_carries_ipv6_blocks() {
     );
     let pod = &nodes[0].pods[0].0;
     assert!(pod.ping(&b[0], 2), "v4 {b:?}");
+    // One family per session, as Calico: no IPv4 route without a next hop
+    // on the IPv6 session (which the receiver would treat as withdrawn).
+    for n in &nodes {
+        let log = n.log(&cluster);
+        assert!(!log.contains("RFC 7606"), "{}: {log}", n.name);
+    }
     assert!(
         pod.exec(
             "ping",
