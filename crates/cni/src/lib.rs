@@ -13,6 +13,8 @@
 //! - [`naming`]: names derived from a container (host veth, IPAM handle);
 //! - [`node`]: the backend that does the work (datastore, IPAM, dataplane);
 //! - [`process`]: stdin, stdout, exit status;
+//! - [`service`]: the node-local service the plugin forwards to when one
+//!   runs (the datastore kept open), with the direct path as fallback;
 //! - [`trace`]: phase timings on stderr (`TABBY_CNI_TRACE=1`).
 
 pub mod addresses;
@@ -24,6 +26,7 @@ pub mod node;
 pub mod plugin;
 pub mod process;
 pub mod result;
+pub mod service;
 pub mod trace;
 pub mod version;
 pub mod wiring;

@@ -35,8 +35,10 @@
 //! socket (a thread that enters the pod's namespace). The pod side is then
 //! configured in one pipelined netlink burst.
 
+use std::collections::HashMap;
 use std::net::IpAddr;
 use std::path::Path;
+use std::sync::{Arc, Mutex};
 
 use ipnet::IpNet;
 use tabby_dataplane::{self as dp, Netlink};
@@ -220,9 +222,23 @@ impl std::task::Wake for ThreadWaker {
     }
 }
 
+/// Which [`Driver`] a datastore URL needs.
+enum RuntimeKind {
+    Inline,
+    Tokio,
+}
+
+fn runtime_kind(url: &str) -> RuntimeKind {
+    if url.starts_with("sqlite://") {
+        RuntimeKind::Inline
+    } else {
+        RuntimeKind::Tokio
+    }
+}
+
 impl Driver {
     fn for_url(url: &str) -> Result<Driver, CniError> {
-        if url.starts_with("sqlite://") {
+        if let RuntimeKind::Inline = runtime_kind(url) {
             return Ok(Driver::Inline);
         }
         tokio::runtime::Builder::new_current_thread()
@@ -252,6 +268,13 @@ impl Driver {
     }
 }
 
+/// SQLite datastores kept open between requests by a long-running process
+/// (the CNI service), by URL; clones share them. A store opened once skips
+/// the open, the schema read and the WAL-index rebuild on every later
+/// request.
+#[derive(Debug, Default, Clone)]
+pub struct StoreCache(Arc<Mutex<HashMap<String, Datastore>>>);
+
 /// The backend that does the real work on this node.
 #[derive(Debug)]
 pub struct NodeBackend {
@@ -260,20 +283,45 @@ pub struct NodeBackend {
     node: String,
     runtime: Driver,
     store: Option<Datastore>,
+    cache: Option<StoreCache>,
 }
 
 impl NodeBackend {
     /// Prepares a backend for `conf` (the datastore is connected on first
-    /// use, so that STATUS can report a failure to connect as code 50).
+    /// use, so that STATUS can report a failure to connect as code 50). The
+    /// datastore is the configuration's, else `TABBY_DATASTORE`'s, else the
+    /// default.
     pub fn open(conf: &NetConf, role: Role) -> Result<NodeBackend, CniError> {
+        NodeBackend::prepare(
+            conf,
+            role,
+            std::env::var(tabby_datastore::URL_ENV).ok(),
+            None,
+        )
+    }
+
+    /// Like [`NodeBackend::open`] for the CNI service: `env_datastore` is
+    /// the caller's `TABBY_DATASTORE`, and SQLite stores come from (and go
+    /// into) `cache`.
+    pub fn for_service(
+        conf: &NetConf,
+        role: Role,
+        env_datastore: Option<String>,
+        cache: &StoreCache,
+    ) -> Result<NodeBackend, CniError> {
+        NodeBackend::prepare(conf, role, env_datastore, Some(cache.clone()))
+    }
+
+    fn prepare(
+        conf: &NetConf,
+        role: Role,
+        env_datastore: Option<String>,
+        cache: Option<StoreCache>,
+    ) -> Result<NodeBackend, CniError> {
         let url = conf
             .datastore
             .clone()
-            .or_else(|| {
-                std::env::var(tabby_datastore::URL_ENV)
-                    .ok()
-                    .filter(|s| !s.is_empty())
-            })
+            .or_else(|| env_datastore.filter(|s| !s.is_empty()))
             .unwrap_or_else(|| tabby_datastore::DEFAULT_URL.to_owned());
         let node = match &conf.nodename {
             Some(n) => n.clone(),
@@ -281,18 +329,27 @@ impl NodeBackend {
         };
         crate::trace::mark("parse");
         let runtime = Driver::for_url(&url)?;
+        let cache = cache.filter(|_| matches!(runtime_kind(&url), RuntimeKind::Inline));
         Ok(NodeBackend {
             role,
             url,
             node,
             runtime,
             store: None,
+            cache,
         })
     }
 
     fn store(&mut self) -> Result<Datastore, CniError> {
         if let Some(s) = &self.store {
             return Ok(s.clone());
+        }
+        if let Some(cache) = &self.cache {
+            let cached = cache.0.lock().ok().and_then(|m| m.get(&self.url).cloned());
+            if let Some(s) = cached {
+                self.store = Some(s.clone());
+                return Ok(s);
+            }
         }
         if let Some(path) = self.url.strip_prefix("sqlite://") {
             if let Some(dir) = Path::new(path).parent() {
@@ -307,6 +364,11 @@ impl NodeBackend {
             .block_on(Datastore::connect_inline(&url))
             .map_err(|e| datastore_error(e, "connect"))?;
         self.store = Some(store.clone());
+        if let Some(cache) = &self.cache {
+            if let Ok(mut m) = cache.0.lock() {
+                m.insert(self.url.clone(), store.clone());
+            }
+        }
         crate::trace::mark("ds-open");
         Ok(store)
     }

@@ -1,6 +1,8 @@
 //! The process boundary of plugin mode: reads stdin and the environment,
-//! runs the dispatcher with the node backend, writes stdout, logs the error
-//! (if any) on stderr, and returns the exit status.
+//! forwards the invocation to the node's CNI service if one answers
+//! ([`crate::service`]) or else runs the dispatcher with the node backend
+//! itself, writes stdout, logs the error (if any) on stderr, and returns
+//! the exit status.
 
 use std::io::{Read, Write};
 
@@ -19,6 +21,20 @@ pub fn run_process(role: Role) -> u8 {
         return 1;
     }
     crate::trace::mark("stdin");
+    let is_version = std::env::var("CNI_COMMAND").is_ok_and(|c| c == "VERSION");
+    if !is_version {
+        if let Some(socket) = crate::service::client_socket() {
+            if let Some(reply) = crate::service::forward(&socket, role, &stdin) {
+                if let Some(line) = &reply.error {
+                    eprintln!("{line}");
+                }
+                emit(&reply.stdout, None);
+                crate::trace::mark("forwarded");
+                crate::trace::report();
+                return reply.exit_code;
+            }
+        }
+    }
     let out = plugin::run(
         role,
         |k| std::env::var(k).ok(),

@@ -56,7 +56,8 @@ pub fn mark(name: &'static str) {
     }
 }
 
-/// Prints the recorded phases on stderr, one line, in microseconds.
+/// Prints the recorded phases on stderr, one line: `name@end` in
+/// microseconds since the start.
 pub fn report() {
     if !enabled() {
         return;
@@ -65,7 +66,6 @@ pub fn report() {
     let Some((_, phases)) = p.as_ref() else {
         return;
     };
-    let total: u128 = phases.iter().map(|(_, us)| us).sum();
-    let parts: Vec<String> = phases.iter().map(|(n, us)| format!("{n}={us}")).collect();
-    eprintln!("tabby cni trace (us): {} total={total}", parts.join(" "));
+    let parts: Vec<String> = phases.iter().map(|(n, us)| format!("{n}@{us}")).collect();
+    eprintln!("tabby cni trace (us since start): {}", parts.join(" "));
 }

@@ -12,6 +12,7 @@ use clap::{Parser, Subcommand};
 
 mod cli_agent;
 mod cli_bgp;
+mod cli_cni;
 mod cli_dataplane;
 mod cli_ipam;
 mod cli_lab;
@@ -53,6 +54,8 @@ enum Command {
     Bgp(cli_bgp::BgpArgs),
     /// IP address management: show usage, check for leaks, release, configure.
     Ipam(cli_ipam::IpamArgs),
+    /// The CNI plugin's node-local service: `tabby cni serve`.
+    Cni(cli_cni::CniArgs),
     /// Runs the node agent: registers the node, BGP sessions from resources, kernel routes.
     Agent(cli_agent::AgentArgs),
     /// The local agent's state: `tabby node status`.
@@ -85,6 +88,7 @@ fn main() -> ExitCode {
         Command::Bgpd(args) => cli_bgp::bgpd(args),
         Command::Bgp(args) => cli_bgp::bgp(args),
         Command::Ipam(args) => cli_ipam::run(&cli.datastore, args),
+        Command::Cni(args) => cli_cni::run(args),
         Command::Agent(args) => cli_agent::run(&cli.datastore, args),
         Command::Node(args) => cli_node::run(args),
         Command::Lab(args) => cli_lab::run(args),

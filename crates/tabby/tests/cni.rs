@@ -18,7 +18,7 @@ use ipnet::IpNet;
 use serde_json::{Value, json};
 use tabby_datastore::Datastore;
 use tabby_model::Resource;
-use tabby_testbed::Netns;
+use tabby_testbed::{Netns, Process, wait_until};
 
 const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 
@@ -217,6 +217,8 @@ impl Node {
             "CNI_ARGS",
             "CNI_PATH",
             "TABBY_DATASTORE",
+            "TABBY_CNI_SOCKET",
+            "TABBY_CNI_TRACE",
         ] {
             cmd.env_remove(var);
         }
@@ -843,4 +845,202 @@ fn tabby_ipam_under_the_reference_ptp_plugin() {
     let r = node.run("/usr/lib/cni/ptp", &env("DEL"), &conf);
     r.ok();
     assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+}
+
+/// `tabby cni serve` inside a node's namespace, on a socket in a
+/// temporary directory; killed (by PID) on drop.
+struct Service {
+    _dir: tempfile::TempDir,
+    socket: String,
+    process: Process,
+}
+
+impl Service {
+    fn start(node: &Node) -> Service {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let socket = dir.path().join("cni.sock").to_string_lossy().into_owned();
+        let mut cmd = node.ns.command(TABBY);
+        cmd.args(["cni", "serve", "--socket", &socket])
+            .env_remove("CNI_COMMAND")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null());
+        let process = Process::spawn(&mut cmd).expect("tabby cni serve");
+        wait_until(
+            std::time::Duration::from_secs(20),
+            "the CNI service socket",
+            || Path::new(&socket).exists(),
+        )
+        .expect("service listening");
+        Service {
+            _dir: dir,
+            socket,
+            process,
+        }
+    }
+}
+
+impl Node {
+    /// A plugin call that may forward to the service at `socket`, traced:
+    /// the trace on stderr says whether it was forwarded.
+    fn call_via(
+        &self,
+        socket: &str,
+        cmd: &str,
+        id: &str,
+        pod: Option<&Netns>,
+        conf: &Value,
+    ) -> (Call, bool) {
+        let path = pod.map(|p| netns_path(p).to_string_lossy().into_owned());
+        let mut env = vec![
+            ("CNI_COMMAND", cmd),
+            ("CNI_CONTAINERID", id),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_PATH", "/opt/cni/bin"),
+            ("TABBY_CNI_SOCKET", socket),
+            ("TABBY_CNI_TRACE", "1"),
+        ];
+        if let Some(p) = path.as_deref() {
+            env.push(("CNI_NETNS", p));
+        }
+        let c = self.run(TABBY, &env, conf);
+        let forwarded = c.stderr.contains("forwarded@");
+        (c, forwarded)
+    }
+}
+
+#[test]
+fn the_node_service_serves_add_check_del_and_the_plugin_falls_back_without_it() {
+    let cluster = Cluster::new(false);
+    let node = Node::new("cni-svc", "node-s", &cluster);
+    give_host_address(&node, "10.97.0.1/24");
+    let mut service = Service::start(&node);
+    let sock = service.socket.clone();
+    let a = Netns::new("cni-psa").expect("pod a");
+
+    // ADD through the service: same result as the direct path, pod works.
+    let (add, forwarded) = node.call_via(&sock, "ADD", "ctr-sa", Some(&a), &node.conf("1.0.0"));
+    assert!(forwarded, "ADD was not forwarded: {}", add.stderr);
+    let result = add.ok().clone();
+    let addr = add.address();
+    assert_eq!(
+        result["interfaces"][1]["sandbox"],
+        netns_path(&a).to_string_lossy().as_ref()
+    );
+    assert!(a.ping("10.97.0.1", 2), "pod cannot reach the host");
+    // Idempotent through the service too.
+    let (again, forwarded) = node.call_via(&sock, "ADD", "ctr-sa", Some(&a), &node.conf("1.0.0"));
+    assert!(forwarded);
+    assert_eq!(again.address(), addr);
+    // CHECK with the ADD's result.
+    let mut check = node.conf("1.0.0");
+    check["prevResult"] = result.clone();
+    let (c, forwarded) = node.call_via(&sock, "CHECK", "ctr-sa", Some(&a), &check);
+    assert!(forwarded);
+    assert_eq!(c.code, 0, "{} {}", c.raw, c.stderr);
+    // Errors come back as the plugin's own: a missing CNI_NETNS is code 4.
+    let (e, forwarded) = node.call_via(&sock, "ADD", "ctr-x", None, &node.conf("1.0.0"));
+    assert!(forwarded);
+    assert_eq!(e.error_code(), 4, "{}", e.raw);
+    assert!(e.stderr.contains("CNI_NETNS"), "{}", e.stderr);
+    // VERSION never needs the service.
+    let (v, forwarded) = node.call_via(&sock, "VERSION", "", None, &node.conf("1.0.0"));
+    assert!(!forwarded);
+    assert_eq!(v.ok()["cniVersion"], "1.0.0");
+
+    // Concurrent ADDs through the service get distinct addresses.
+    let pods: Vec<Netns> = (0..40)
+        .map(|_| Netns::new("cni-psm").expect("pod"))
+        .collect();
+    let conf = node.conf("1.0.0").to_string();
+    let spawn = |cmd: &str, i: usize, pod: &Netns| {
+        let mut c = node.ns.command(TABBY);
+        c.env("CNI_COMMAND", cmd)
+            .env("CNI_CONTAINERID", format!("ctr-sm-{i}"))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_NETNS", netns_path(pod))
+            .env("TABBY_CNI_SOCKET", &sock)
+            .env_remove("TABBY_CNI_TRACE")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = c.spawn().expect("spawn");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.as_bytes())
+            .expect("stdin");
+        child
+    };
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("ADD", i, p))
+        .collect();
+    let mut addresses = BTreeSet::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "ADD {i}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+        addresses.insert(v["ips"][0]["address"].as_str().expect("address").to_owned());
+    }
+    assert_eq!(addresses.len(), 40);
+    assert!(!addresses.contains(&addr.to_string()));
+    cluster.ipam_check_is_clean();
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, p)| spawn("DEL", i, p))
+        .collect();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "DEL {i}: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+    }
+
+    // A plugin in another node's namespace is not served (the host end
+    // belongs in its own namespace): it does the work itself.
+    let other = Node::new("cni-svo", "node-o", &cluster);
+    let b = Netns::new("cni-psb").expect("pod b");
+    let (add_b, forwarded) = other.call_via(&sock, "ADD", "ctr-sb", Some(&b), &other.conf("1.0.0"));
+    assert!(!forwarded, "a plugin in another namespace was served");
+    add_b.ok();
+    assert_eq!(other.host_veths(), 1, "{}", other.links());
+    assert_eq!(node.host_veths(), 1, "{}", node.links());
+    let (del_b, _) = other.call_via(&sock, "DEL", "ctr-sb", Some(&b), &other.conf("1.0.0"));
+    assert_eq!(del_b.code, 0, "{}", del_b.raw);
+
+    // DEL through the service, twice.
+    for _ in 0..2 {
+        let (d, forwarded) = node.call_via(&sock, "DEL", "ctr-sa", Some(&a), &node.conf("1.0.0"));
+        assert!(forwarded);
+        assert_eq!(d.code, 0, "{} {}", d.raw, d.stderr);
+    }
+    assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+
+    // The service gone (its socket file left behind): the plugin does the
+    // work itself.
+    service.process.signal("KILL").expect("kill the service");
+    wait_until(
+        std::time::Duration::from_secs(10),
+        "the service to exit",
+        || !service.process.is_running(),
+    )
+    .expect("service exited");
+    assert!(Path::new(&sock).exists(), "stale socket kept for the test");
+    let (add, forwarded) = node.call_via(&sock, "ADD", "ctr-sa", Some(&a), &node.conf("1.0.0"));
+    assert!(!forwarded);
+    add.ok();
+    let (del, _) = node.call_via(&sock, "DEL", "ctr-sa", Some(&a), &node.conf("1.0.0"));
+    assert_eq!(del.code, 0, "{}", del.raw);
+    assert!(cluster.allocated().is_empty());
+    cluster.ipam_check_is_clean();
 }
