@@ -299,6 +299,28 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
             "{status:?}"
         );
     }
+    // Forwarding on (a new namespace starts with it off) and the NAT table
+    // for the natOutgoing pool.
+    for n in &nodes {
+        let fwd =
+            n.ns.exec("cat", ["/proc/sys/net/ipv4/ip_forward"])
+                .expect("sysctl");
+        assert_eq!(
+            String::from_utf8_lossy(&fwd.stdout).trim(),
+            "1",
+            "{}",
+            n.name
+        );
+        let nat =
+            n.ns.exec("nft", ["list", "table", "inet", "tabby-nat"])
+                .expect("tabby-nat table");
+        let nat = String::from_utf8_lossy(&nat.stdout).into_owned();
+        assert!(
+            nat.contains("10.80.0.0/16") && nat.contains("masquerade"),
+            "{nat}"
+        );
+    }
+
     // Metrics, as Prometheus scrapes them (HTTP inside n1's namespace).
     let metrics = || {
         nodes[0]
