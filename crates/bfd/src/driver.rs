@@ -134,7 +134,8 @@ enum Command {
     Status(oneshot::Sender<Vec<SessionStatus>>),
 }
 
-/// A handle on the running driver. Dropping every handle stops it.
+/// A handle on the running driver. Dropping every handle stops it, after
+/// telling every peer AdminDown.
 #[derive(Clone, Debug)]
 pub struct Bfd {
     commands: mpsc::UnboundedSender<Command>,
@@ -371,7 +372,10 @@ impl Driver {
             tokio::select! {
                 cmd = commands.recv() => match cmd {
                     Some(cmd) => self.command(cmd).await,
-                    None => return,
+                    None => {
+                        self.shut_down().await;
+                        return;
+                    }
                 },
                 r = receive_on(&self.v4, &mut buf4) => self.datagram(r, &buf4).await,
                 r = receive_on(&self.v6, &mut buf6) => self.datagram(r, &buf6).await,
@@ -460,6 +464,19 @@ impl Driver {
         self.sessions.remove(&discriminator);
         tracing::info!(%peer, "BFD session removed");
         Ok(())
+    }
+
+    /// Every handle is gone: tell each peer AdminDown (so it goes Down
+    /// without counting it as a path failure) and stop.
+    async fn shut_down(&mut self) {
+        let now = Instant::now().into_std();
+        let all: Vec<u32> = self.sessions.keys().copied().collect();
+        for d in all {
+            if let Some(e) = self.sessions.get_mut(&d) {
+                e.session.admin_down(now);
+            }
+            self.flush(d).await;
+        }
     }
 
     async fn datagram(&mut self, received: io::Result<Received>, buf: &[u8]) {

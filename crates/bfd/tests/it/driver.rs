@@ -115,6 +115,22 @@ fn two_tabby_drivers_come_up_detect_failure_and_recover_v4_and_v6() {
     a.wait_event(t, "A: IPv6 Up after link back", is_up(B6));
 }
 
+#[test]
+fn a_stopping_driver_tells_its_peers_admin_down() {
+    let (ns_a, ns_b) = pair();
+    let mut a = NsBfd::start(&ns_a);
+    let mut b = NsBfd::start(&ns_b);
+    a.add(spec(B4, A4));
+    b.add(spec(A4, B4));
+    let t = Duration::from_secs(10);
+    a.wait_event(t, "A: Up", is_up(B4));
+    b.drop_handle();
+    let (e, _) = a.wait_event(t, "A: Down after B's driver stopped", is_down(B4));
+    // Told, not timed out, and marked as the peer's own decision.
+    assert_eq!(e.diagnostic, Diagnostic::NeighborSignaledDown);
+    assert_eq!(e.peer_state, State::AdminDown);
+}
+
 fn raw_down_packet(my: u32) -> [u8; 24] {
     ControlPacket {
         diagnostic: Diagnostic::None,

@@ -19,6 +19,8 @@ use crate::net::NsBfd;
 
 const TABBY: &str = "10.82.0.1";
 const PEER: &str = "10.82.0.2";
+const TABBY6: &str = "fd00:82::1";
+const PEER6: &str = "fd00:82::2";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Kind {
@@ -51,10 +53,10 @@ impl Daemon {
         };
         let config = match kind {
             Kind::Frr => format!(
-                "bfd\n peer {TABBY} local-address {PEER}\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n"
+                "bfd\n peer {TABBY} local-address {PEER}\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n peer {TABBY6} local-address {PEER6}\n  receive-interval 300\n  transmit-interval 300\n  detect-multiplier 3\n !\n!\n"
             ),
             Kind::Bird2 => format!(
-                "router id {PEER};\nlog \"{}\" all;\nprotocol device {{ }}\nprotocol bfd {{\n  interface \"*\" {{ interval 300 ms; multiplier 3; }};\n  neighbor {TABBY} local {PEER};\n}}\n",
+                "router id {PEER};\nlog \"{}\" all;\nprotocol device {{ }}\nprotocol bfd {{\n  interface \"*\" {{ interval 300 ms; multiplier 3; }};\n  neighbor {TABBY} local {PEER};\n  neighbor {TABBY6} local {PEER6};\n}}\n",
                 d.path("daemon.log").display()
             ),
         };
@@ -157,15 +159,18 @@ impl Daemon {
         String::from_utf8_lossy(&out.stdout).into_owned()
     }
 
-    /// Whether the daemon says its session with tabby is Up.
+    /// Whether the daemon says its sessions with tabby (IPv4 and IPv6)
+    /// are Up.
     fn says_up(&self) -> bool {
         let s = self.show();
-        match self.kind {
-            Kind::Frr => s.contains(&format!("peer {TABBY}")) && s.contains("Status: up"),
-            Kind::Bird2 => s
-                .lines()
-                .any(|l| l.starts_with(TABBY) && l.split_whitespace().nth(2) == Some("Up")),
-        }
+        [TABBY, TABBY6].iter().all(|addr| match self.kind {
+            Kind::Frr => s.split("\tpeer ").any(|block| {
+                block.starts_with(&format!("{addr} ")) && block.contains("Status: up")
+            }),
+            Kind::Bird2 => s.lines().any(|l| {
+                l.starts_with(&format!("{addr} ")) && l.split_whitespace().nth(2) == Some("Up")
+            }),
+        })
     }
 }
 
@@ -173,12 +178,12 @@ fn ip(s: &str) -> IpAddr {
     s.parse().expect("address")
 }
 
-fn up(e: &PeerEvent) -> bool {
-    e.peer == ip(PEER) && e.to == State::Up
+fn up(peer: &'static str) -> impl Fn(&PeerEvent) -> bool {
+    move |e| e.peer == ip(peer) && e.to == State::Up
 }
 
-fn down(e: &PeerEvent) -> bool {
-    e.peer == ip(PEER) && e.to == State::Down
+fn down(peer: &'static str) -> impl Fn(&PeerEvent) -> bool {
+    move |e| e.peer == ip(peer) && e.to == State::Down
 }
 
 fn run(kind: Kind) {
@@ -193,37 +198,53 @@ fn run(kind: Kind) {
         Some("10.82.0.2/24"),
     )
     .expect("veth");
+    ns_t.ip(["addr", "add", "fd00:82::1/64", "dev", "vt", "nodad"])
+        .expect("v6 tabby");
+    let add_peer_v6 = || {
+        ns_p.ip(["addr", "replace", "fd00:82::2/64", "dev", "vp", "nodad"])
+            .expect("v6 peer")
+    };
+    add_peer_v6();
     let mut daemon = Daemon::new(kind, &ns_p);
     daemon.start();
     let mut tabby = NsBfd::start(&ns_t);
-    tabby.add(SessionSpec {
-        peer: ip(PEER),
-        local: Some(ip(TABBY)),
-        config: SessionConfig::default(),
-    });
+    for (peer, local) in [(PEER, TABBY), (PEER6, TABBY6)] {
+        tabby.add(SessionSpec {
+            peer: ip(peer),
+            local: Some(ip(local)),
+            config: SessionConfig::default(),
+        });
+    }
     let t = Duration::from_secs(20);
 
     // 1. Up with the real peer, as both ends see it.
-    tabby.wait_event(t, &format!("Up with {kind:?}"), up);
+    tabby.wait_event(t, &format!("IPv4 Up with {kind:?}"), up(PEER));
+    tabby.wait_event(t, &format!("IPv6 Up with {kind:?}"), up(PEER6));
     wait_until(t, "the daemon says Up", || daemon.says_up())
         .unwrap_or_else(|e| panic!("{e}\n{}\n{}", daemon.show(), daemon.log()));
     println!("{kind:?}: Up; the peer's view:\n{}", daemon.show());
     std::thread::sleep(Duration::from_secs(1));
-    let status = tabby.sessions();
-    // 3 × max(our 300 ms rx, their 300 ms tx).
-    assert_eq!(status[0].detection_time, Some(Duration::from_millis(900)));
+    // 3 × max(our 300 ms rx, their 300 ms tx), both families.
+    for s in tabby.sessions() {
+        assert_eq!(s.detection_time, Some(Duration::from_millis(900)), "{s:?}");
+    }
 
     // 2. Kill the peer by PID: tabby goes Down because the detection time
     // passed.
     tabby.drain();
     daemon.kill();
-    let (e, took) = tabby.wait_event(t, "Down after the peer was killed", down);
+    let (e, took) = tabby.wait_event(t, "IPv4 Down after the peer was killed", down(PEER));
     assert_eq!(e.diagnostic, Diagnostic::ControlDetectionTimeExpired);
-    println!("{kind:?}: peer killed -> tabby Down in {took:?} (detection time 900 ms)");
+    let (e6, took6) = tabby.wait_event(t, "IPv6 Down after the peer was killed", down(PEER6));
+    assert_eq!(e6.diagnostic, Diagnostic::ControlDetectionTimeExpired);
+    println!(
+        "{kind:?}: peer killed -> tabby Down in {took:?} (IPv4), {took6:?} (IPv6 after that); detection time 900 ms"
+    );
 
     // 3. The peer comes back (new discriminator): Up again.
     daemon.start();
-    let (_, took) = tabby.wait_event(t, "Up after the peer restarted", up);
+    tabby.wait_event(t, "IPv6 Up after the peer restarted", up(PEER6));
+    let (_, took) = tabby.wait_event(t, "IPv4 Up after the peer restarted", up(PEER));
     println!("{kind:?}: peer restarted -> Up {took:?} after its control socket appeared");
     wait_until(t, "the daemon says Up again", || daemon.says_up()).expect("peer Up");
 
@@ -231,11 +252,16 @@ fn run(kind: Kind) {
     std::thread::sleep(Duration::from_secs(1));
     tabby.drain();
     ns_p.ip(["link", "set", "vp", "down"]).expect("link down");
-    let (e, took) = tabby.wait_event(t, "Down after the link went down", down);
+    let (e, took) = tabby.wait_event(t, "IPv4 Down after the link went down", down(PEER));
     assert_eq!(e.diagnostic, Diagnostic::ControlDetectionTimeExpired);
+    let (e6, _) = tabby.wait_event(t, "IPv6 Down after the link went down", down(PEER6));
+    assert_eq!(e6.diagnostic, Diagnostic::ControlDetectionTimeExpired);
     println!("{kind:?}: link down -> tabby Down in {took:?}");
     ns_p.ip(["link", "set", "vp", "up"]).expect("link up");
-    let (_, took) = tabby.wait_event(t, "Up after the link came back", up);
+    // The kernel flushed the peer's IPv6 address with the link.
+    add_peer_v6();
+    tabby.wait_event(t, "IPv6 Up after the link came back", up(PEER6));
+    let (_, took) = tabby.wait_event(t, "IPv4 Up after the link came back", up(PEER));
     println!("{kind:?}: link up -> Up in {took:?}");
     wait_until(t, "the daemon says Up after the link came back", || {
         daemon.says_up()

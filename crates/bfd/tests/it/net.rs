@@ -28,8 +28,8 @@ pub struct NsBfd {
     handle: tokio::runtime::Handle,
     stop: Option<oneshot::Sender<()>>,
     thread: Option<std::thread::JoinHandle<()>>,
-    /// The driver.
-    pub bfd: Bfd,
+    /// The driver's handle (`None` once [`NsBfd::drop_handle`] ran).
+    bfd: Option<Bfd>,
     /// Its state changes.
     pub events: mpsc::UnboundedReceiver<PeerEvent>,
     /// Events received but not yet asked for.
@@ -68,7 +68,7 @@ impl NsBfd {
             handle,
             stop: Some(stop),
             thread: Some(thread),
-            bfd,
+            bfd: Some(bfd),
             events,
             backlog: Vec::new(),
         }
@@ -76,7 +76,7 @@ impl NsBfd {
 
     /// Adds a session.
     pub fn add(&self, spec: SessionSpec) {
-        let bfd = self.bfd.clone();
+        let bfd = self.bfd.clone().expect("driver handle");
         self.handle
             .block_on(async move { bfd.add_session(spec).await })
             .expect("add session");
@@ -84,7 +84,7 @@ impl NsBfd {
 
     /// Removes a session.
     pub fn remove(&self, peer: std::net::IpAddr) {
-        let bfd = self.bfd.clone();
+        let bfd = self.bfd.clone().expect("driver handle");
         self.handle
             .block_on(async move { bfd.remove_session(peer).await })
             .expect("remove session");
@@ -92,7 +92,7 @@ impl NsBfd {
 
     /// Every session's status.
     pub fn sessions(&self) -> Vec<SessionStatus> {
-        let bfd = self.bfd.clone();
+        let bfd = self.bfd.clone().expect("driver handle");
         self.handle
             .block_on(async move { bfd.sessions().await })
             .expect("status")
@@ -120,6 +120,12 @@ impl NsBfd {
             }
             std::thread::sleep(Duration::from_millis(5));
         }
+    }
+
+    /// Drops the only handle on the driver, which makes it stop (telling
+    /// its peers AdminDown) while its runtime keeps running.
+    pub fn drop_handle(&mut self) {
+        self.bfd = None;
     }
 
     /// Drops events received so far.
