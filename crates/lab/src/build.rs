@@ -225,7 +225,13 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
         &format!("{} links, {} segments", t.links.len(), t.segments.len()),
     );
 
-    // Static routes.
+    // Loopback addresses, static routes.
+    for r in &t.routers {
+        let ns = state.host_netns(&r.name);
+        for a in &r.loopbacks {
+            ip_in(&ns, &["addr", "add", &a.to_string(), "dev", "lo"])?;
+        }
+    }
     let statics = t
         .routers
         .iter()

@@ -91,6 +91,9 @@ pub struct Router {
     /// Static routes.
     #[serde(default)]
     pub routes: Vec<StaticRoute>,
+    /// Addresses put on its loopback (e.g. a /32 its BGP peers use).
+    #[serde(default)]
+    pub loopbacks: Vec<Ipv4Net>,
 }
 
 /// OSPF settings of a generated FRR config.

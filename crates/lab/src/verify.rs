@@ -346,18 +346,26 @@ fn path(state: &State, from: &str, to: &str, via: &[String]) -> (bool, String) {
     };
     let owner = |addr: &str| -> Option<String> {
         let a: Ipv4Addr = addr.parse().ok()?;
-        state
+        let loopback = state
             .topology
-            .hosts()
-            .into_keys()
-            .find(|h| {
-                state
-                    .topology
-                    .interfaces(h)
-                    .iter()
-                    .any(|(_, n)| n.addr() == a)
-            })
-            .map(str::to_owned)
+            .routers
+            .iter()
+            .find(|r| r.loopbacks.iter().any(|n| n.addr() == a))
+            .map(|r| r.name.clone());
+        loopback.or_else(|| {
+            state
+                .topology
+                .hosts()
+                .into_keys()
+                .find(|h| {
+                    state
+                        .topology
+                        .interfaces(h)
+                        .iter()
+                        .any(|(_, n)| n.addr() == a)
+                })
+                .map(str::to_owned)
+        })
     };
     let mut hops: Vec<(String, Option<String>)> = Vec::new();
     let mut reached = false;

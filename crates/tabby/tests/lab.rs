@@ -1,5 +1,6 @@
-//! `tabby lab` end to end: the leaf-spine scenario (seed 003, FRR routers)
-//! and the as-per-rack scenario (seed 002, BIRD 2 routers) are brought up
+//! `tabby lab` end to end: the leaf-spine scenario (seed 003, FRR routers),
+//! the as-per-rack scenario (seed 002, BIRD 2 routers) and the
+//! cross-region-rr scenario (seed 000, BIRD 2 with OSPF) are brought up
 //! with the real binary (one `tabby agent` per node, pods through the CNI
 //! plugin), verified (every check must pass), and taken down; afterwards no
 //! namespace and no process of the lab is left.
@@ -147,6 +148,11 @@ fn leaf_spine_up_verify_down() {
 #[test]
 fn as_per_rack_up_verify_down() {
     run_scenario("as-per-rack", &format!("apr{}", std::process::id()));
+}
+
+#[test]
+fn cross_region_rr_up_verify_down() {
+    run_scenario("cross-region-rr", &format!("crr{}", std::process::id()));
 }
 
 #[test]
