@@ -52,13 +52,19 @@ impl Segment {
 struct Cluster {
     dir: tempfile::TempDir,
     url: String,
+    /// The namespace the CLI runs in (for a datastore only reachable there).
+    cli_netns: Option<String>,
 }
 
 impl Cluster {
     fn new() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/tabby.db", dir.path().display());
-        Cluster { dir, url }
+        Cluster {
+            dir,
+            url,
+            cli_netns: None,
+        }
     }
 
     fn path(&self, name: &str) -> PathBuf {
@@ -67,7 +73,15 @@ impl Cluster {
 
     /// `tabby <args>` with this datastore; panics with stderr on failure.
     fn tabby(&self, args: &[&str], stdin: &str) -> String {
-        let mut child = Command::new(TABBY)
+        let mut cmd = match &self.cli_netns {
+            Some(ns) => {
+                let mut c = Command::new("ip");
+                c.args(["netns", "exec", ns, TABBY]);
+                c
+            }
+            None => Command::new(TABBY),
+        };
+        let mut child = cmd
             .arg("--datastore")
             .arg(&self.url)
             .args(args)
@@ -828,4 +842,67 @@ fn borrowed_address_is_announced_as_a_host_route() {
         nodes[other].pods[0].0.ping(&p3, 2),
         "other pod reaches the borrower's pod"
     );
+}
+
+#[test]
+fn agents_share_an_etcd_datastore() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut seg = Segment::new();
+    // etcd in a namespace of its own on the segment, as on a real cluster.
+    let ds_ns = Netns::new("agetcd").expect("etcd netns");
+    seg.plug(&ds_ns, "10.79.0.250/24");
+    let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
+    let mut etcd_cmd = ds_ns.command("etcd");
+    etcd_cmd
+        .args(["--name", "agent-test", "--data-dir"])
+        .arg(dir.path().join("etcd-data"))
+        .args(["--listen-client-urls", "http://10.79.0.250:2379"])
+        .args(["--advertise-client-urls", "http://10.79.0.250:2379"])
+        .args(["--listen-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-advertise-peer-urls", "http://127.0.0.1:2380"])
+        .args(["--initial-cluster", "agent-test=http://127.0.0.1:2380"])
+        .stdout(Stdio::null())
+        .stderr(log);
+    let _etcd = ds_ns.spawn(&mut etcd_cmd).expect("etcd");
+    wait(
+        "etcd to answer",
+        || {
+            ds_ns
+                .exec(
+                    "etcdctl",
+                    ["--endpoints", "10.79.0.250:2379", "endpoint", "health"],
+                )
+                .is_ok()
+        },
+        || std::fs::read_to_string(dir.path().join("etcd.log")).unwrap_or_default(),
+    );
+    let mut nodes: Vec<Node> = Vec::new();
+    let mut cluster = Cluster::new();
+    cluster.url = "etcd://10.79.0.250:2379".into();
+    for (n, ip) in [("e1", "10.79.0.1"), ("e2", "10.79.0.2")] {
+        nodes.push(Node::new(&cluster, &mut seg, n, ip));
+    }
+    cluster.cli_netns = Some(nodes[0].ns.name().to_owned());
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.86.0.0/16}\n",
+    );
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let p1 = nodes[0].add_pod(&cluster, "x1");
+    let p2 = nodes[1].add_pod(&cluster, "x2");
+    wait(
+        "the mesh over etcd",
+        || nodes[0].established() == BTreeSet::from(["10.79.0.2".to_owned()]),
+        || format!("{:?}\n{}", nodes[0].status(), logs(&cluster, &nodes)),
+    );
+    let want = format!("{} via 10.79.0.2 dev eth0 ", block_of(&p2));
+    wait(
+        &format!("e1 has {want}"),
+        || nodes[0].routes().contains(&want),
+        || logs(&cluster, &nodes),
+    );
+    assert!(nodes[1].pods[0].0.ping(&p1, 2), "{p2} -> {p1}");
+    let got = cluster.tabby(&["get", "nodes", "-o", "json"], "");
+    assert!(got.contains("10.79.0.2/24"), "{got}");
 }
