@@ -328,15 +328,7 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
         run(&tabby, &["--datastore", &ds, "apply", "-f", &p], None)?;
         step(log, &format!("applied {m}"));
     }
-    for p in &t.patches {
-        let json = p.patch.to_string();
-        run(
-            &tabby,
-            &["--datastore", &ds, "patch", &p.kind, &p.name, "-p", &json],
-            None,
-        )?;
-        step(log, &format!("patched {} {}: {json}", p.kind, p.name));
-    }
+    apply_patches(&tabby, &ds, &t, false, log)?;
 
     // Agents.
     for n in &t.nodes {
@@ -393,6 +385,7 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
         }
         step(log, &format!("agent on {} up", n.name));
     }
+    apply_patches(&tabby, &ds, &t, true, log)?;
 
     // Pods.
     for n in &t.nodes {
@@ -446,6 +439,26 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
             }
             step(log, &format!("pod {}/{} at {address}", n.name, p.name));
         }
+    }
+    Ok(())
+}
+
+/// Applies the patches of one stage (before or after the agents).
+fn apply_patches(
+    tabby: &str,
+    ds: &str,
+    t: &Topology,
+    after_agents: bool,
+    log: &mut dyn Write,
+) -> Result<(), LabError> {
+    for p in t.patches.iter().filter(|p| p.after_agents == after_agents) {
+        let json = p.patch.to_string();
+        run(
+            tabby,
+            &["--datastore", ds, "patch", &p.kind, &p.name, "-p", &json],
+            None,
+        )?;
+        step(log, &format!("patched {} {}: {json}", p.kind, p.name));
     }
     Ok(())
 }

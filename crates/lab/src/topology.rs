@@ -251,6 +251,10 @@ pub struct Patch {
     pub name: String,
     /// The merge patch.
     pub patch: serde_json::Value,
+    /// Apply it once the agents are up and have registered their nodes
+    /// (needed to patch a Node, as the seeds do with `calicoctl patch node`).
+    #[serde(default, rename = "afterAgents")]
+    pub after_agents: bool,
 }
 
 /// A check `tabby lab verify` runs. Targets are host names or `node/pod`.

@@ -1,6 +1,7 @@
 //! `tabby lab` end to end: the leaf-spine scenario (seed 003, FRR routers),
 //! the as-per-rack scenario (seed 002, BIRD 2 routers) and the
-//! cross-region-rr scenario (seed 000, BIRD 2 with OSPF) are brought up
+//! cross-region-rr scenario (seed 000, BIRD 2 with OSPF) and the
+//! rr-in-cluster scenario (seed 004, route-reflector nodes) are brought up
 //! with the real binary (one `tabby agent` per node, pods through the CNI
 //! plugin), verified (every check must pass), and taken down; afterwards no
 //! namespace and no process of the lab is left.
@@ -153,6 +154,11 @@ fn as_per_rack_up_verify_down() {
 #[test]
 fn cross_region_rr_up_verify_down() {
     run_scenario("cross-region-rr", &format!("crr{}", std::process::id()));
+}
+
+#[test]
+fn rr_in_cluster_up_verify_down() {
+    run_scenario("rr-in-cluster", &format!("ric{}", std::process::id()));
 }
 
 #[test]
