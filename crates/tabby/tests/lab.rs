@@ -183,3 +183,61 @@ fn a_bad_topology_is_refused_with_the_field_path_and_builds_nothing() {
     assert_eq!(lab_namespaces(&lab), Vec::<String>::new());
     assert!(!tabby_lab::State::dir_of(&lab).exists());
 }
+
+#[test]
+fn every_router_kind_peers_and_a_failing_check_fails_verify() {
+    let lab = format!("rtr{}", std::process::id());
+    let file = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/lab-routers/topology.yaml");
+    let guard = Guard(lab.clone());
+    let up = tabby(&["lab", "up", file.to_str().expect("path"), "--name", &lab]);
+    assert!(up.status.success(), "lab up failed:\n{}", text(&up));
+    let state = tabby_lab::State::load(&lab).expect("state");
+    let verify = tabby(&["lab", "verify", &lab, "--timeout", "90"]);
+    assert!(
+        verify.status.success(),
+        "lab verify failed:\n{}\n{}",
+        text(&verify),
+        agent_logs(&state)
+    );
+    assert_eq!(
+        text(&verify)
+            .lines()
+            .filter(|l| l.starts_with("PASS "))
+            .count(),
+        state.topology.checks.len(),
+        "{}",
+        text(&verify)
+    );
+
+    // Stop BIRD 1.6 (it removes its kernel routes on the way out): its
+    // routes check must now fail, and verify must say so in its exit code.
+    let bird = state
+        .processes
+        .iter()
+        .find(|p| p.role == "r-bird1/bird")
+        .expect("bird 1.6 process");
+    tabby_lab::state::stop(bird, std::time::Duration::from_secs(5));
+    assert!(!bird.is_alive());
+    let verify = tabby(&["lab", "verify", &lab, "--timeout", "3"]);
+    let report = text(&verify);
+    assert!(!verify.status.success(), "{report}");
+    assert!(
+        report.contains("FAIL r-bird1 routes the blocks of [n1] by bird"),
+        "{report}"
+    );
+    assert!(report.contains("PASS r-frr learns exactly"), "{report}");
+
+    // `status` shows the dead process; `down` still removes everything.
+    let status = text(&tabby(&["lab", "status", &lab]));
+    assert!(
+        status
+            .lines()
+            .any(|l| l.starts_with("r-bird1/bird") && l.contains("dead")),
+        "{status}"
+    );
+    let down = tabby(&["lab", "down", &lab]);
+    assert!(down.status.success(), "{}", text(&down));
+    assert_eq!(lab_namespaces(&lab), Vec::<String>::new());
+    assert!(state.processes.iter().all(|p| !p.is_alive()));
+    drop(guard);
+}
