@@ -29,6 +29,27 @@ pub fn host_veth_name(container_id: &str, pod: Option<&PodIdentity>) -> String {
     name
 }
 
+/// The MAC address of a pod's interface: locally administered, unicast,
+/// from SHA-256 over the container (and pod) id and the interface name, so
+/// the plugin knows it before the interface exists (and records it in the
+/// WorkloadEndpoint while the kernel creates the veth). Only the host end
+/// of the pod's own veth ever sees it.
+pub fn pod_mac(container_id: &str, pod: Option<&PodIdentity>, ifname: &str) -> [u8; 6] {
+    let mut h = Sha256::new();
+    h.update(b"mac.");
+    if let Some(pod) = pod {
+        h.update(pod.namespace.as_bytes());
+        h.update(b".");
+        h.update(pod.name.as_bytes());
+        h.update(b".");
+    }
+    h.update(container_id.as_bytes());
+    h.update(b".");
+    h.update(ifname.as_bytes());
+    let d = h.finalize();
+    [(d[0] & 0xfc) | 0x02, d[1], d[2], d[3], d[4], d[5]]
+}
+
 /// The IPAM handle of a container's addresses: `<network>.<containerID>`,
 /// Calico's scheme (`k8s-pod-network.<id>` with the usual network name).
 pub fn ipam_handle(network: &str, container_id: &str) -> String {
@@ -54,6 +75,16 @@ mod tests {
         assert_ne!(a, host_veth_name("abc", Some(&pod)));
         // SHA-256("abc") starts ba7816bf8f01...
         assert_eq!(a, "tbyba7816bf8f0");
+    }
+
+    #[test]
+    fn pod_mac_is_stable_unicast_and_local() {
+        let m = pod_mac("abc", None, "eth0");
+        assert_eq!(m, pod_mac("abc", None, "eth0"));
+        assert_ne!(m, pod_mac("abc", None, "eth1"));
+        assert_ne!(m, pod_mac("abd", None, "eth0"));
+        assert_eq!(m[0] & 0x01, 0, "unicast");
+        assert_eq!(m[0] & 0x02, 0x02, "locally administered");
     }
 
     #[test]

@@ -5,14 +5,19 @@
 //! 2. if the IPAM handle `<network>.<containerID>` already holds addresses
 //!    (a repeated ADD), reuse them, else ask IPAM for new ones (block
 //!    affinity for this node);
-//! 3. wire the pod ([`crate::wiring::attach`]): veth, addresses, routes,
-//!    proxy ARP/NDP, host routes;
-//! 4. write the pod's WorkloadEndpoint (`tabby-model`'s resource);
-//! 5. print the result.
+//! 3. write the pod's WorkloadEndpoint (`tabby-model`'s resource; the pod
+//!    end's MAC is derived from the container, so it is known already);
+//! 4. meanwhile, on a thread of its own: create the veth with its pod end in
+//!    the pod's namespace, prepare the host end and set it up
+//!    ([`crate::wiring::create_host_end`]);
+//! 5. configure the pod side and the host routes
+//!    ([`crate::wiring::configure`]);
+//! 6. print the result.
 //!
-//! Rollback: if step 3 or 4 fails, the host veth is deleted (taking the pod
+//! Rollback: if any step fails, the host veth is deleted (taking the pod
 //! end and the host routes with it) and, if step 2 allocated, the handle is
-//! released, so a failed ADD leaves nothing allocated and no interface.
+//! released and this container's endpoint record deleted, so a failed ADD
+//! leaves nothing allocated and no interface.
 //!
 //! DEL deletes the host veth (if any), releases the handle (if it holds
 //! anything) and deletes the WorkloadEndpoint if it is this container's;
@@ -460,40 +465,86 @@ impl NodeBackend {
             v4: conf.ipam.assign_ipv4,
             v6: conf.ipam.assign_ipv6,
         };
-        // While IPAM works here: the pod's netlink socket on a thread inside
-        // its namespace, and the host end on a thread in this one.
+        // The pod end's MAC is chosen here, so the WorkloadEndpoint is
+        // complete before the interface exists.
+        let pod_mac = dp::MacAddr(naming::pod_mac(
+            &req.container_id,
+            req.pod.as_ref(),
+            &req.ifname,
+        ));
+        // While IPAM works and the WorkloadEndpoint is written here: the
+        // pod's netlink socket on a thread inside its namespace, and the
+        // host end on a thread in this one.
         let pod_socket = dp::Netns::spawn(netns.path().to_path_buf(), Netlink::open);
-        let (ipam, host_end) = std::thread::scope(|s| {
+        let (ipam, written, host_end) = std::thread::scope(|s| {
             let host_end = s.spawn(|| -> Result<(Netlink, u32), CniError> {
                 let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
-                let index = wiring::create_host_end(&mut nl, netns, &names, families)
-                    .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
+                let index =
+                    wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
+                        .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
                 Ok((nl, index))
             });
             let ipam = self.addresses_for(req, &handle);
+            let written = match &ipam {
+                Ok((assigned, _)) => {
+                    let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
+                    let rec = encode_endpoint(&NewEndpoint {
+                        req,
+                        node: &self.node,
+                        host_ifname: Some(&host_ifname),
+                        addresses: &ips,
+                        mac: Some(pod_mac.to_string()),
+                    });
+                    let w = self.write_record(&key, rec);
+                    crate::trace::mark("write-wep");
+                    w
+                }
+                Err(_) => Ok(()),
+            };
             let host_end = host_end.join().unwrap_or_else(|_| {
                 Err(CniError::new(
                     ErrorCode::Internal,
                     "the thread creating the host veth panicked",
                 ))
             });
-            (ipam, host_end)
+            (ipam, written, host_end)
         });
         let pod_socket = pod_socket.join().ok().and_then(Result::ok);
         crate::trace::mark("joined");
-        let ((assigned, fresh), (mut nl, host_index)) = match (ipam, host_end) {
-            (Ok(a), Ok(h)) => (a, h),
-            (Ok((_, fresh)), Err(e)) => {
-                if fresh {
-                    let _ = self.release(&handle);
+        // Undoes this call's datastore writes: the addresses and the
+        // endpoint record if this call allocated them (a repeated ADD keeps
+        // what the first one made; a record of another sandbox of the same
+        // pod is not ours to delete).
+        let container_id = req.container_id.as_str();
+        let undo = |this: &mut Self, fresh: bool| {
+            if fresh {
+                let _ = this.release(&handle);
+                if let Ok(Some(rec)) = this.read_record(&key) {
+                    if rec.container_id == container_id {
+                        let _ = this.delete_record(&key);
+                    }
+                }
+            }
+        };
+        let ((assigned, fresh), (mut nl, host_index)) = match (ipam, written, host_end) {
+            (Ok(a), Ok(()), Ok(h)) => (a, h),
+            (Err(e), _, host) => {
+                if let Ok((mut nl, _)) = host {
+                    let _ = wiring::detach(&mut nl, &host_ifname);
                 }
                 return Err(e);
             }
-            (Err(e), Ok((mut nl, _))) => {
-                let _ = wiring::detach(&mut nl, &host_ifname);
+            (Ok((_, fresh)), Err(e), host) => {
+                if let Ok((mut nl, _)) = host {
+                    let _ = wiring::detach(&mut nl, &host_ifname);
+                }
+                undo(self, fresh);
                 return Err(e);
             }
-            (Err(e), Err(_)) => return Err(e),
+            (Ok((_, fresh)), Ok(()), Err(e)) => {
+                undo(self, fresh);
+                return Err(e);
+            }
         };
         let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
         let attached = wiring::configure(
@@ -511,28 +562,10 @@ impl NodeBackend {
             Ok(a) => a,
             Err(e) => {
                 let _ = nl.delete_link(host_index);
-                if fresh {
-                    let _ = self.release(&handle);
-                }
+                undo(self, fresh);
                 return Err(CniError::new(ErrorCode::Internal, e.to_string()));
             }
         };
-        let rec = encode_endpoint(&NewEndpoint {
-            req,
-            node: &self.node,
-            host_ifname: Some(&host_ifname),
-            addresses: &ips,
-            mac: attached.pod_mac.map(|m| m.to_string()),
-        });
-        crate::trace::mark("encode-wep");
-        if let Err(e) = self.write_record(&key, rec) {
-            let _ = wiring::detach(&mut nl, &host_ifname);
-            if fresh {
-                let _ = self.release(&handle);
-            }
-            return Err(e);
-        }
-        crate::trace::mark("write-wep");
         let sandbox = req.netns.as_ref().map(|p| p.display().to_string());
         Ok(CniResult {
             interfaces: vec![

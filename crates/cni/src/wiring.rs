@@ -109,7 +109,7 @@ pub fn attach(
     pod: &PodInterface<'_>,
 ) -> Result<Attached, WiringError> {
     let families = Families::of(pod.addresses);
-    let host_index = create_host_end(host, netns, pod, families)?;
+    let host_index = create_host_end(host, netns, pod, None, families)?;
     match configure(host, host_index, families, netns, pod_socket, pod) {
         Ok(a) => Ok(a),
         Err(e) => {
@@ -122,13 +122,14 @@ pub fn attach(
 /// The first half of [`attach`], which needs no address yet (so a caller
 /// can run it while IPAM works): creates the veth pair with the pod end
 /// inside the pod's namespace, prepares the host end for `families` and
-/// sets it up. Returns the host end's index. On error nothing is left
-/// behind; on success the caller owns the host end (delete it on a later
-/// failure).
+/// sets it up. `pod_mac` is the pod end's MAC (`None`: the kernel's
+/// choice). Returns the host end's index. On error nothing is left behind;
+/// on success the caller owns the host end (delete it on a later failure).
 pub fn create_host_end(
     host: &mut Netlink,
     netns: &Netns,
     pod: &PodInterface<'_>,
+    pod_mac: Option<MacAddr>,
     families: Families,
 ) -> Result<u32, WiringError> {
     let pair = VethPair {
@@ -136,7 +137,7 @@ pub fn create_host_end(
         peer: pod.pod_ifname.to_owned(),
         mtu: Some(pod.mtu),
         mac: Some(HOST_MAC),
-        peer_mac: None,
+        peer_mac: pod_mac,
     };
     let host_index = match host.create_veth(&pair, Some(netns)) {
         Ok(i) => i,

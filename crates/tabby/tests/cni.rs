@@ -619,6 +619,11 @@ fn failed_wiring_rolls_back_the_allocation() {
     assert!(c.details().contains("create veth"), "{}", c.details());
     assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
     assert_eq!(node.host_veths(), 0, "{}", node.links());
+    // No WorkloadEndpoint left behind either (it is written while the veth
+    // is created).
+    let key = "/tabby/resources/v3/workloadendpoints/default/node--r-cni-ctr--rb-eth0";
+    assert!(cluster.get(key).is_none(), "endpoint record left behind");
+    cluster.ipam_check_is_clean();
 }
 
 #[test]
