@@ -422,7 +422,7 @@ pub fn speaker_plan(
             .as_ref()
             .map(|d| d.duration().as_secs())
             .filter(|k| *k > 0)
-            .map(|k| u16::try_from(k).unwrap_or(u16::MAX / 3));
+            .map(|k| u16::try_from(k.min(u64::from(u16::MAX / 3))).unwrap_or(u16::MAX / 3));
         let next_hop_mode = if s.keep_original_next_hop {
             NextHopMode::Keep
         } else {
@@ -549,21 +549,42 @@ pub fn speaker_plan(
         }
         peers_out.push(p);
     }
-    let config = BgpdConfig {
+    let mut config = BgpdConfig {
         as_number: my_as,
         router_id: my_v4,
         listen,
-        peers: peers_out,
+        peers: Vec::new(),
         originate: Vec::new(),
         fib: settings.fib,
         control_socket: settings.control_socket.clone(),
         cluster_id: my_cluster,
     };
+    // A neighbour the speaker would refuse is left out with a warning, so
+    // one bad BGPPeer never blocks every other change.
+    for p in peers_out {
+        match speaker_accepts(&config, &p) {
+            Ok(()) => config.peers.push(p),
+            Err(e) => {
+                origins.remove(&p.address);
+                warnings.push(format!("peer {}: skipped: {e}", p.address));
+            }
+        }
+    }
     Ok(SpeakerPlan {
         config,
         origins,
         warnings,
     })
+}
+
+/// Checks one neighbour with the speaker's own validation.
+fn speaker_accepts(base: &BgpdConfig, peer: &PeerConfig) -> Result<(), String> {
+    let mut one = base.clone();
+    one.peers = vec![peer.clone()];
+    let text = serde_json::to_string(&one).map_err(|e| e.to_string())?;
+    BgpdConfig::parse(&text, "generated")
+        .map(|_| ())
+        .map_err(|e| e.to_string())
 }
 
 fn base_peer(address: IpAddr, as_number: u32, origin: PeerOrigin) -> PeerConfig {
@@ -1094,6 +1115,31 @@ mod tests {
             "{:?}",
             p.warnings
         );
+    }
+
+    #[test]
+    fn a_peer_the_speaker_would_refuse_is_skipped_alone() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: good}\nspec: {peerIP: 10.0.1.1, asNumber: 65000}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: huge-keepalive}\nspec: {peerIP: 10.0.1.2, asNumber: 65000, keepaliveTime: 100000s}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: multicast}\nspec: {peerIP: 224.0.0.5, asNumber: 65000}\n";
+        let p = plan(&resources(&yaml), "a");
+        assert_eq!(addrs(&p), ["10.0.1.1", "10.0.1.2"]);
+        assert!(peer(&p, "10.0.1.2").keepalive_time < peer(&p, "10.0.1.2").hold_time);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("224.0.0.5") && w.contains("address")),
+            "{:?}",
+            p.warnings
+        );
+        assert!(
+            !p.origins
+                .contains_key(&"224.0.0.5".parse::<IpAddr>().expect("ip"))
+        );
+        let text = serde_json::to_string(&p.config).expect("json");
+        BgpdConfig::parse(&text, "plan").expect("the whole plan is accepted");
     }
 
     #[test]

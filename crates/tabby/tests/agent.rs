@@ -824,9 +824,10 @@ fn borrowed_address_is_announced_as_a_host_route() {
             || logs(&cluster, &nodes),
         );
     }
-    assert!(
-        nodes[owner].routes().contains("blackhole "),
-        "owner keeps its blackhole"
+    wait(
+        "the owner's blackhole for its block",
+        || nodes[owner].routes().contains("blackhole "),
+        || logs(&cluster, &nodes),
     );
     assert!(
         !nodes[2].routes().contains("blackhole"),
