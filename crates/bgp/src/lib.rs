@@ -9,6 +9,8 @@
 //!   best path and multipath, import/export rules, route reflection.
 //! - [`fsm`]: one session's state machine (RFC 4271 §8), driven by inputs
 //!   and `Instant`s, producing bytes and events.
+//! - [`graceful_restart`]: RFC 4724 decisions and timers (stale routes of a
+//!   restarting peer, selection deferral of a restarting speaker).
 //!
 //! A driver (the `tabby-speaker` crate) wires them together like this:
 //!
@@ -52,6 +54,7 @@ pub mod capability;
 pub mod decision;
 pub mod error;
 pub mod fsm;
+pub mod graceful_restart;
 pub mod message;
 pub mod nlri;
 pub mod policy;

@@ -25,6 +25,9 @@ const MULTIPATH: u32 = 2;
 const FILTERED: u32 = 4;
 /// Internal: the real paths live in the side table.
 const REDIRECT: u32 = 8;
+/// Kept from a peer whose session went down gracefully (RFC 4724 §4.2)
+/// and not yet refreshed.
+const STALE: u32 = 16;
 
 /// One path to a prefix.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -61,6 +64,18 @@ impl Path {
     /// never used.
     pub fn is_filtered(&self) -> bool {
         self.flags & FILTERED != 0
+    }
+
+    /// Kept through the peer's graceful restart (RFC 4724 §4.2) and not
+    /// yet refreshed: still used for forwarding.
+    pub fn is_stale(&self) -> bool {
+        self.flags & STALE != 0
+    }
+
+    /// The same path marked stale.
+    pub(crate) fn into_stale(mut self) -> Self {
+        self.flags |= STALE;
+        self
     }
 }
 
@@ -103,6 +118,9 @@ impl PathRef<'_> {
     }
     pub fn is_filtered(&self) -> bool {
         self.flags & FILTERED != 0
+    }
+    pub fn is_stale(&self) -> bool {
+        self.flags & STALE != 0
     }
     pub fn to_path(self) -> Path {
         Path {

@@ -201,6 +201,9 @@ struct PeerEntry {
     out: AdjRibOut,
     received: usize,
     accepted: usize,
+    /// The peer's BGP identifier from its last session (used for its
+    /// stale routes while it restarts).
+    router_id: Option<Ipv4Addr>,
     /// Export attribute cache: source attributes (by pointer, kept alive
     /// here) and source peer -> exported attributes before export policy.
     export_cache: HashMap<(usize, PeerId), ExportCacheEntry, fast_hash::SeededState>,
@@ -215,6 +218,8 @@ pub struct Rib {
     interner_sweep_at: usize,
     resolver: Box<dyn NextHopResolver + Send>,
     fib: VecDeque<FibChange>,
+    /// Selection deferral (RFC 4724 §4.1): hold UPDATEs and FIB changes.
+    deferring: bool,
 }
 
 impl std::fmt::Debug for Rib {
@@ -239,6 +244,7 @@ impl Rib {
             interner_sweep_at: 1024,
             resolver: Box::new(AllReachable),
             fib: VecDeque::new(),
+            deferring: false,
         }
     }
 
@@ -284,6 +290,7 @@ impl Rib {
             out: AdjRibOut::default(),
             received: 0,
             accepted: 0,
+            router_id: None,
             export_cache: HashMap::default(),
         };
         if let Some(i) = self.peers.iter().skip(1).position(Option::is_none) {
@@ -380,6 +387,7 @@ impl Rib {
     pub fn peer_up(&mut self, id: PeerId, up: PeerUp) {
         let Some(e) = self.peer_mut(id) else { return };
         let families = up.families.clone();
+        e.router_id = Some(up.router_id);
         e.up = Some(up);
         e.out.clear();
         e.export_cache.clear();
@@ -409,6 +417,89 @@ impl Rib {
         self.loc.shrink_to_fit();
     }
 
+    /// The session with `id` went down and the peer is restarting
+    /// gracefully (RFC 4724 §4.2): its routes in `families` stay, marked
+    /// stale and still used for forwarding, until [`Rib::purge_stale`] or
+    /// a refresh from the restarted session replaces them; its routes in
+    /// other families are withdrawn. Its Adj-RIB-Out is forgotten.
+    pub fn peer_down_retaining(&mut self, id: PeerId, families: &[Family]) {
+        if id == LOCAL_PEER {
+            return;
+        }
+        let Some(e) = self.peer_mut(id) else { return };
+        e.up = None;
+        e.out.clear();
+        e.export_cache.clear();
+        for p in self.loc.prefixes_of(id) {
+            if !families.contains(&p.family()) {
+                self.remove_path(p, id);
+                continue;
+            }
+            let Some(path) = self.loc.paths(p).iter().find(|x| x.peer == id).cloned() else {
+                continue;
+            };
+            if path.is_stale() {
+                continue;
+            }
+            let before = self.snapshot(p);
+            self.loc.upsert(p, path.into_stale());
+            self.decide_and_export(p, before);
+        }
+    }
+
+    /// Withdraws the routes from `id` in `families` that are still stale
+    /// (not refreshed since the peer restarted). Returns how many.
+    pub fn purge_stale(&mut self, id: PeerId, families: &[Family]) -> usize {
+        let stale = self
+            .loc
+            .prefixes_where(|v| v.iter().any(|x| x.peer == id && x.is_stale()));
+        let mut n = 0;
+        for p in stale.into_iter().filter(|p| families.contains(&p.family())) {
+            self.remove_path(p, id);
+            n += 1;
+        }
+        if n > 0 {
+            self.loc.shrink_to_fit();
+        }
+        n
+    }
+
+    /// Number of stale routes from `id`.
+    pub fn stale_count(&self, id: PeerId) -> usize {
+        self.loc
+            .prefixes_where(|v| v.iter().any(|x| x.peer == id && x.is_stale()))
+            .len()
+    }
+
+    /// Selection deferral of a restarting speaker (RFC 4724 §4.1). While
+    /// on, the decision process still runs but nothing leaves the RIB:
+    /// [`Rib::take_updates`] returns nothing (changes and End-of-RIB
+    /// markers wait, coalesced, in each Adj-RIB-Out) and
+    /// [`Rib::poll_fib_change`] returns nothing (changes wait in order).
+    /// Turning it off releases them.
+    pub fn set_deferring(&mut self, on: bool) {
+        self.deferring = on;
+    }
+
+    /// True while selection is deferred.
+    pub fn is_deferring(&self) -> bool {
+        self.deferring
+    }
+
+    /// The whole forwarding state: every prefix with a usable route
+    /// learned from a peer, with its multipath next hops (for reconciling
+    /// a FIB after a restart).
+    pub fn fib_routes(&self) -> Vec<FibChange> {
+        self.loc
+            .prefixes_where(|v| v.best().is_some())
+            .into_iter()
+            .filter_map(|prefix| {
+                let next_hops = self.fib_next_hops(prefix);
+                (!next_hops.is_empty()).then_some(FibChange { prefix, next_hops })
+            })
+            .collect()
+    }
+
     /// The peer asked for our routes again (ROUTE-REFRESH).
     pub fn refresh_peer(&mut self, id: PeerId) {
         if let Some(e) = self.peer_mut(id) {
@@ -424,6 +515,9 @@ impl Rib {
     /// Encoded UPDATEs waiting for peer `id` (empty when down or nothing
     /// changed). Send them in order.
     pub fn take_updates(&mut self, id: PeerId) -> Result<Vec<Vec<u8>>, EncodeError> {
+        if self.deferring {
+            return Ok(Vec::new());
+        }
         let Some(e) = self.peer_mut(id) else {
             return Ok(Vec::new());
         };
@@ -437,6 +531,9 @@ impl Rib {
 
     /// Peers with UPDATEs waiting.
     pub fn peers_with_updates(&self) -> Vec<PeerId> {
+        if self.deferring {
+            return Vec::new();
+        }
         self.peers
             .iter()
             .enumerate()
@@ -449,6 +546,9 @@ impl Rib {
 
     /// Next change for the FIB (with [`RibConfig::track_fib`]).
     pub fn poll_fib_change(&mut self) -> Option<FibChange> {
+        if self.deferring {
+            return None;
+        }
         self.fib.pop_front()
     }
 
@@ -734,7 +834,7 @@ impl Rib {
             ebgp: peer.is_some_and(|e| e.ebgp),
             igp_cost,
             peer_router_id: peer
-                .and_then(|e| e.up.as_ref().map(|u| u.router_id))
+                .and_then(|e| e.up.as_ref().map(|u| u.router_id).or(e.router_id))
                 .unwrap_or(self.config.router_id),
             peer_address: peer
                 .map(|e| e.config.address)
@@ -897,7 +997,7 @@ impl Rib {
             out.local_pref.get_or_insert(DEFAULT_LOCAL_PREF);
             if reflect {
                 if let Some(src) = source {
-                    let id = src.up.as_ref().map(|u| u.router_id)?;
+                    let id = src.up.as_ref().map(|u| u.router_id).or(src.router_id)?;
                     out.originator_id.get_or_insert(id);
                 }
                 if let Some(c) = self.config.cluster_id {
