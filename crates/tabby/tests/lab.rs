@@ -192,6 +192,16 @@ fn every_router_kind_peers_and_a_failing_check_fails_verify() {
     let up = tabby(&["lab", "up", file.to_str().expect("path"), "--name", &lab]);
     assert!(up.status.success(), "lab up failed:\n{}", text(&up));
     let state = tabby_lab::State::load(&lab).expect("state");
+    // The same lab id cannot be brought up twice.
+    let again = tabby(&["lab", "up", file.to_str().expect("path"), "--name", &lab]);
+    assert!(!again.status.success());
+    assert!(text(&again).contains("already up"), "{}", text(&again));
+    assert!(
+        state
+            .processes
+            .iter()
+            .all(tabby_lab::state::ProcessRecord::is_alive)
+    );
     let verify = tabby(&["lab", "verify", &lab, "--timeout", "90"]);
     assert!(
         verify.status.success(),
@@ -240,4 +250,28 @@ fn every_router_kind_peers_and_a_failing_check_fails_verify() {
     assert_eq!(lab_namespaces(&lab), Vec::<String>::new());
     assert!(state.processes.iter().all(|p| !p.is_alive()));
     drop(guard);
+}
+
+#[test]
+fn a_failure_half_way_through_up_takes_down_what_was_built() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("half.yaml");
+    let lab = format!("half{}", std::process::id());
+    // FRR starts (zebra), then the BIRD router's config file is missing.
+    std::fs::write(
+        &file,
+        format!(
+            "name: {lab}\nrouters:\n  - {{name: r1, kind: frr, ospf: {{}}}}\n  - {{name: r2, kind: bird2, config: missing.conf}}\nlinks:\n  - ends: [{{host: r1, address: 10.0.0.0/31}}, {{host: r2, address: 10.0.0.1/31}}]\n"
+        ),
+    )
+    .expect("write");
+    let out = tabby(&["lab", "up", file.to_str().expect("path")]);
+    let report = text(&out);
+    assert!(!out.status.success(), "{report}");
+    assert!(report.contains("missing.conf"), "{report}");
+    assert!(report.contains("router r1 (Frr) started"), "{report}");
+    assert!(report.contains("tearing down"), "{report}");
+    assert!(report.contains("stopped 2 processes"), "{report}");
+    assert_eq!(lab_namespaces(&lab), Vec::<String>::new());
+    assert!(!tabby_lab::State::dir_of(&lab).exists());
 }
