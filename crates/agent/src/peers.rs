@@ -558,6 +558,7 @@ pub fn speaker_plan(
         fib: settings.fib,
         control_socket: settings.control_socket.clone(),
         cluster_id: my_cluster,
+        graceful_restart: None,
     };
     // A neighbour the speaker would refuse is left out with a warning, so
     // one bad BGPPeer never blocks every other change.
@@ -610,6 +611,7 @@ fn base_peer(address: IpAddr, as_number: u32, origin: PeerOrigin) -> PeerConfig 
         bfd_multiplier: None,
         same_family_only: true,
         description: Some(origin.as_str().to_owned()),
+        graceful_restart: None,
     }
 }
 

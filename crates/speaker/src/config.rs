@@ -119,6 +119,85 @@ pub struct BgpdConfig {
     /// Route-reflector cluster id; the router id when unset.
     #[serde(default)]
     pub cluster_id: Option<Ipv4Addr>,
+    /// Graceful restart (RFC 4724) for every neighbour without a
+    /// `gracefulRestart` of its own.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_restart: Option<GracefulRestartSettings>,
+}
+
+/// Graceful restart (RFC 4724) settings.
+///
+/// With them the speaker advertises the capability (forwarding state
+/// preserved for every family), keeps a restarting neighbour's routes
+/// (stale, still installed) for the restart time it advertised and
+/// replaces them when its End-of-RIB arrives; on SIGTERM it closes its
+/// sessions without a NOTIFICATION and leaves its kernel routes, and on
+/// the next start it adopts them, sets the Restart State bit and defers
+/// route selection until End-of-RIB from every neighbour.
+///
+/// ```yaml
+/// gracefulRestart: {restartTime: 120}
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct GracefulRestartSettings {
+    /// Seconds a neighbour keeps our routes after our session drops
+    /// (1..=4095; Calico's `maxRestartTime`).
+    pub restart_time: u16,
+    /// Seconds a restarted neighbour's stale routes are kept while waiting
+    /// for its End-of-RIB (360 unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_routes_time: Option<u16>,
+    /// Seconds a restarting speaker waits for End-of-RIB from its
+    /// neighbours before selecting and advertising routes (120 unless set).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub selection_deferral_time: Option<u16>,
+}
+
+/// Default stale-routes time, seconds.
+pub const DEFAULT_STALE_ROUTES_TIME: u16 = 360;
+/// Default selection deferral time, seconds.
+pub const DEFAULT_SELECTION_DEFERRAL_TIME: u16 = 120;
+
+impl GracefulRestartSettings {
+    /// The `tabby-bgp` settings (`restarting` sets the R bit).
+    pub fn core(&self, restarting: bool) -> tabby_bgp::graceful_restart::GracefulRestartConfig {
+        let mut c = tabby_bgp::graceful_restart::GracefulRestartConfig::new(self.restart_time);
+        c.restarting = restarting;
+        // Forwarding never depends on this process: routes to local pods
+        // are the CNI plugin's, and the FIB sync leaves its routes in place
+        // across a graceful restart.
+        c.forwarding_preserved = true;
+        c.stale_routes_time = Duration::from_secs(u64::from(
+            self.stale_routes_time.unwrap_or(DEFAULT_STALE_ROUTES_TIME),
+        ));
+        c.selection_deferral_time = Duration::from_secs(u64::from(
+            self.selection_deferral_time
+                .unwrap_or(DEFAULT_SELECTION_DEFERRAL_TIME),
+        ));
+        c
+    }
+
+    fn validate(&self) -> Result<(), (String, String)> {
+        if !(1..=4095).contains(&self.restart_time) {
+            return Err((
+                "restartTime".into(),
+                format!(
+                    "{} s: must be 1..=4095 (12 bits in the capability)",
+                    self.restart_time
+                ),
+            ));
+        }
+        for (f, v) in [
+            ("staleRoutesTime", self.stale_routes_time),
+            ("selectionDeferralTime", self.selection_deferral_time),
+        ] {
+            if v == Some(0) {
+                return Err((f.into(), "must be at least 1 s".into()));
+            }
+        }
+        Ok(())
+    }
 }
 
 fn default_listen() -> Vec<SocketAddr> {
@@ -208,6 +287,10 @@ pub struct PeerConfig {
     /// never touches the session.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Graceful restart with this neighbour (overrides the global
+    /// `gracefulRestart`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_restart: Option<GracefulRestartSettings>,
 }
 
 impl PeerConfig {
@@ -284,6 +367,24 @@ impl BgpdConfig {
         self.cluster_id.unwrap_or(self.router_id)
     }
 
+    /// The graceful restart settings of neighbour `p` (its own, else the
+    /// global ones), if any.
+    pub fn graceful_restart_for<'a>(
+        &'a self,
+        p: &'a PeerConfig,
+    ) -> Option<&'a GracefulRestartSettings> {
+        p.graceful_restart
+            .as_ref()
+            .or(self.graceful_restart.as_ref())
+    }
+
+    /// True when some neighbour does graceful restart.
+    pub fn any_graceful_restart(&self) -> bool {
+        self.peers
+            .iter()
+            .any(|p| self.graceful_restart_for(p).is_some())
+    }
+
     /// Checks values the schema cannot: returns (field path, message).
     fn validate(&self) -> Result<(), (String, String)> {
         let err = |f: &str, m: String| Err((f.to_owned(), m));
@@ -321,9 +422,17 @@ impl BgpdConfig {
                 );
             }
         }
+        if let Some(g) = &self.graceful_restart {
+            g.validate()
+                .map_err(|(f, m)| (format!("gracefulRestart.{f}"), m))?;
+        }
         let mut addrs = HashSet::new();
         for (i, p) in self.peers.iter().enumerate() {
             let at = |f: &str| format!("peers[{i}].{f}");
+            if let Some(g) = &p.graceful_restart {
+                g.validate()
+                    .map_err(|(f, m)| (at(&format!("gracefulRestart.{f}")), m))?;
+            }
             if !addrs.insert(p.address) {
                 return err(&at("address"), format!("{} is configured twice", p.address));
             }
@@ -692,5 +801,52 @@ peers:
         assert_eq!(c.peers.len(), 2);
         assert_eq!(c.peers[1].ttl_security, Some(1));
         assert_eq!(policy(&c.peers[1].import).v4.len(), 2);
+    }
+}
+
+#[cfg(test)]
+mod graceful_restart_tests {
+    use super::*;
+
+    const BASE: &str = "asNumber: 64512\nrouterId: 10.0.0.1\n";
+
+    #[test]
+    fn global_and_per_neighbour_settings() {
+        let c = BgpdConfig::parse(
+            &format!("{BASE}gracefulRestart: {{restartTime: 120}}\npeers:\n  - {{address: 10.0.0.2, asNumber: 64512}}\n  - {{address: 10.0.0.3, asNumber: 64512, gracefulRestart: {{restartTime: 30, staleRoutesTime: 60}}}}\n"),
+            "t.yaml",
+        )
+        .expect("valid");
+        let g0 = c.graceful_restart_for(&c.peers[0]).expect("global");
+        assert_eq!(g0.restart_time, 120);
+        let g1 = c.graceful_restart_for(&c.peers[1]).expect("own");
+        assert_eq!(g1.restart_time, 30);
+        let core = g1.core(true);
+        assert!(core.restarting && core.forwarding_preserved);
+        assert_eq!(core.stale_routes_time, Duration::from_secs(60));
+        assert!(c.any_graceful_restart());
+    }
+
+    #[test]
+    fn bad_restart_times_name_the_field() {
+        for (text, field) in [
+            (
+                format!("{BASE}gracefulRestart: {{restartTime: 5000}}\n"),
+                "gracefulRestart.restartTime",
+            ),
+            (
+                format!(
+                    "{BASE}peers:\n  - {{address: 10.0.0.2, asNumber: 1, gracefulRestart: {{restartTime: 0}}}}\n"
+                ),
+                "peers[0].gracefulRestart.restartTime",
+            ),
+            (
+                format!("{BASE}gracefulRestart: {{restartTime: 10, selectionDeferralTime: 0}}\n"),
+                "gracefulRestart.selectionDeferralTime",
+            ),
+        ] {
+            let e = BgpdConfig::parse(&text, "t.yaml").expect_err("refused");
+            assert_eq!(e.field(), Some(field), "{e}");
+        }
     }
 }

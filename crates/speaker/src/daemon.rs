@@ -113,6 +113,19 @@ pub fn session_config(config: &BgpdConfig, p: &PeerConfig) -> SessionConfig {
         vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
     };
     c.idle_hold_time = c.connect_retry.min(Duration::from_secs(5));
+    c.graceful_restart = config
+        .graceful_restart_for(p)
+        .map(|g| g.core(false).capability(&c.families));
+    c
+}
+
+/// [`session_config`] for the first run after a graceful restart: the
+/// graceful restart capability carries the Restart State (R) bit.
+pub fn session_config_restarting(config: &BgpdConfig, p: &PeerConfig) -> SessionConfig {
+    let mut c = session_config(config, p);
+    c.graceful_restart = config
+        .graceful_restart_for(p)
+        .map(|g| g.core(true).capability(&c.families));
     c
 }
 
@@ -134,6 +147,8 @@ struct Spawner {
     peers: PeerMap,
     listeners: Vec<Arc<TcpListener>>,
     bfd: Option<Bfd>,
+    /// This run is a graceful restart: OPENs carry the R bit.
+    restarting: bool,
 }
 
 impl Spawner {
@@ -227,12 +242,12 @@ impl PeerSpawner for Spawner {
             m.insert(canonical(p.address), (tx.clone(), t.clone()));
         }
         self.sync_bfd(p);
-        tokio::spawn(peer::run(
-            session_config(config, p),
-            t,
-            rx,
-            self.reports.clone(),
-        ));
+        let session = if self.restarting {
+            session_config_restarting(config, p)
+        } else {
+            session_config(config, p)
+        };
+        tokio::spawn(peer::run(session, t, rx, self.reports.clone()));
         tx
     }
 
@@ -311,7 +326,27 @@ pub async fn serve_until(
         peers: peers.clone(),
         listeners,
         bfd: None,
+        restarting: false,
     };
+    let mut spawner = spawner;
+    let graceful = config.any_graceful_restart();
+    // Graceful restart: the routes a previous run left in the kernel are
+    // adopted (kept, and removed only if no longer learned once every
+    // neighbour sent End-of-RIB); their presence is what says this run is
+    // a restart.
+    let adopted = if graceful && config.fib {
+        crate::fib::adoptable_routes()
+    } else {
+        Vec::new()
+    };
+    let restarting = !adopted.is_empty();
+    spawner.restarting = restarting;
+    let adopted_prefixes: Vec<tabby_bgp::Prefix> = adopted
+        .iter()
+        .filter_map(|r| {
+            tabby_bgp::Prefix::new(r.destination.addr(), r.destination.prefix_len()).ok()
+        })
+        .collect();
     let fib_routes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fib_frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
     let (fib_tx, fib_thread) = if config.fib {
@@ -320,13 +355,22 @@ pub async fn serve_until(
         let frozen = fib_frozen.clone();
         let thread = std::thread::Builder::new()
             .name("fib".into())
-            .spawn(move || crate::fib::run_until_closed(rx, counter, frozen))
+            .spawn(move || {
+                if restarting {
+                    crate::fib::run_adopting(rx, counter, frozen, adopted)
+                } else {
+                    crate::fib::run_until_closed(rx, counter, frozen)
+                }
+            })
             .map_err(DaemonError::Runtime)?;
         (Some(tx), Some(thread))
     } else {
         (None, None)
     };
     let mut rib = RibTask::new(config, spawner, fib_tx, fib_routes);
+    if restarting {
+        rib = rib.restarting(adopted_prefixes);
+    }
     let next_hops = tabby_dataplane::Netlink::open().and_then(|mut nl| {
         let k = crate::nexthop::KernelNextHops::load(&mut nl)?;
         Ok((nl, k))
@@ -378,17 +422,30 @@ pub async fn serve_until(
             () = &mut stop => break,
         }
     }
-    if options.keep_kernel_routes {
+    if options.keep_kernel_routes || graceful {
         // Sessions going down must not withdraw what is in the kernel.
         fib_frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    tracing::info!("shutting down: closing every session");
     let senders: Vec<_> = peers
         .lock()
         .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
         .unwrap_or_default();
+    if graceful {
+        // RFC 4724: a NOTIFICATION would make the neighbours drop our
+        // routes; closing the connections lets them keep them.
+        tracing::info!(
+            "shutting down for a graceful restart: closing sessions without a NOTIFICATION, kernel routes stay"
+        );
+    } else {
+        tracing::info!("shutting down: closing every session");
+    }
     for tx in senders {
-        let _ = tx.send(PeerCommand::Stop(Notification::new(6, 2, Vec::new())));
+        let cmd = if graceful {
+            PeerCommand::Abandon
+        } else {
+            PeerCommand::Stop(Notification::new(6, 2, Vec::new()))
+        };
+        let _ = tx.send(cmd);
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
     // Dropping the RIB task closes the FIB channel: the FIB thread removes

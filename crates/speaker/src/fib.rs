@@ -8,6 +8,11 @@
 //! left behind; on exit it removes the routes it installed. It owns only
 //! `proto tabby` routes it could have made ([`made_by_bgpd`]: unicast via
 //! gateways), never the CNI plugin's device routes to pods or blackholes.
+//!
+//! After a graceful restart ([`run_adopting`]) the start-up clean-up is
+//! skipped: the routes the previous run left are adopted as this run's
+//! own, so they keep forwarding and are replaced or removed like any other
+//! when the RIB says so.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
@@ -50,9 +55,44 @@ pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64
 /// flowing while it restarts; the next run's start-up clean-up removes
 /// what is stale).
 pub fn run_until_closed(
+    changes: mpsc::UnboundedReceiver<FibChange>,
+    installed: Arc<AtomicU64>,
+    frozen: Arc<AtomicBool>,
+) {
+    run_inner(changes, installed, frozen, None)
+}
+
+/// The gateway routes a previous run left in the main table (what a
+/// graceful restart adopts). Empty when netlink cannot be read.
+pub fn adoptable_routes() -> Vec<Route> {
+    let listed =
+        tabby_dataplane::Netlink::open().and_then(|mut nl| nl.routes(Some(RouteTable::MAIN)));
+    match listed {
+        Ok(routes) => routes.into_iter().filter(made_by_bgpd).collect(),
+        Err(e) => {
+            tracing::warn!("fib: cannot read kernel routes to adopt: {e}");
+            Vec::new()
+        }
+    }
+}
+
+/// Like [`run_until_closed`], after a graceful restart: `adopted` (from
+/// [`adoptable_routes`]) stay in the kernel and count as installed by
+/// this run.
+pub fn run_adopting(
+    changes: mpsc::UnboundedReceiver<FibChange>,
+    installed: Arc<AtomicU64>,
+    frozen: Arc<AtomicBool>,
+    adopted: Vec<Route>,
+) {
+    run_inner(changes, installed, frozen, Some(adopted))
+}
+
+fn run_inner(
     mut changes: mpsc::UnboundedReceiver<FibChange>,
     installed: Arc<AtomicU64>,
     frozen: Arc<AtomicBool>,
+    adopted: Option<Vec<Route>>,
 ) {
     let mut nl = match tabby_dataplane::Netlink::open() {
         Ok(nl) => nl,
@@ -61,17 +101,28 @@ pub fn run_until_closed(
             return;
         }
     };
-    match nl.reconcile_routes_owned(RouteTable::MAIN, &[], made_by_bgpd) {
-        Ok(r) if r.deleted > 0 => {
-            tracing::info!(
-                deleted = r.deleted,
-                "fib: removed stale tabby gateway routes"
-            )
-        }
-        Ok(_) => {}
-        Err(e) => tracing::warn!("fib: cannot clean stale routes: {e}"),
-    }
     let mut ours: HashMap<IpNet, Route> = HashMap::new();
+    if let Some(adopted) = adopted {
+        tracing::info!(
+            routes = adopted.len(),
+            "fib: graceful restart, adopting the kernel routes left by the previous run"
+        );
+        for r in adopted {
+            ours.insert(r.destination, r);
+        }
+        installed.store(ours.len() as u64, Ordering::Relaxed);
+    } else {
+        match nl.reconcile_routes_owned(RouteTable::MAIN, &[], made_by_bgpd) {
+            Ok(r) if r.deleted > 0 => {
+                tracing::info!(
+                    deleted = r.deleted,
+                    "fib: removed stale tabby gateway routes"
+                )
+            }
+            Ok(_) => {}
+            Err(e) => tracing::warn!("fib: cannot clean stale routes: {e}"),
+        }
+    }
     while let Some(first) = changes.blocking_recv() {
         if frozen.load(Ordering::SeqCst) {
             continue;

@@ -54,6 +54,9 @@ pub enum PeerCommand {
     Reset(Notification),
     /// Ask the peer to send its routes again (after an import policy change).
     RouteRefresh,
+    /// Close the connection without a NOTIFICATION and end the task: a
+    /// graceful restart (RFC 4724 §4), so the neighbour keeps our routes.
+    Abandon,
 }
 
 /// What a peer task reports to the RIB task.
@@ -93,6 +96,9 @@ pub enum PeerReport {
         peer: IpAddr,
         /// Why, with the NOTIFICATION code when there was one.
         reason: String,
+        /// The same, as the session reported it (graceful restart decides
+        /// on it).
+        cause: DownReason,
     },
     /// A connection-level problem that did not change the FSM (connect
     /// failure, refused collision).
@@ -276,10 +282,16 @@ pub async fn run(
                 Event::RouteRefresh(_) => {
                     let _ = reports.send(PeerReport::RouteRefresh { peer }).await;
                 }
-                Event::Down(reason) => {
-                    let reason = describe_down(&reason);
+                Event::Down(cause) => {
+                    let reason = describe_down(&cause);
                     tracing::info!(%peer, %reason, "session down");
-                    let _ = reports.send(PeerReport::Down { peer, reason }).await;
+                    let _ = reports
+                        .send(PeerReport::Down {
+                            peer,
+                            reason,
+                            cause,
+                        })
+                        .await;
                 }
                 _ => {}
             }
@@ -391,6 +403,12 @@ pub async fn run(
                     Some(PeerCommand::Reset(n)) => {
                         main.session.handle_input(now, Input::ManualStop(Some(n)));
                         main.session.handle_input(now, Input::ManualStart);
+                    }
+                    Some(PeerCommand::Abandon) => {
+                        // Dropping the sockets closes them with no NOTIFICATION.
+                        main.detach();
+                        drop(pending.take());
+                        return;
                     }
                     Some(PeerCommand::RouteRefresh) => {
                         let families = main.session.negotiated().map(|n| n.families.clone()).unwrap_or_default();

@@ -5,12 +5,23 @@
 //! Route handling (Adj-RIB-In, decision, Adj-RIB-Out, policy, reflection)
 //! is `tabby_bgp`'s; this task feeds it, acts on its output (UPDATEs to
 //! send, kernel routes to program) and answers queries from it.
+//!
+//! Graceful restart (`tabby_bgp::graceful_restart`) is wired here too: a
+//! neighbour whose session drops gracefully keeps its routes stale (and
+//! installed) until it is back and sent End-of-RIB, or its restart timer
+//! runs out; after our own graceful restart ([`RibTask::restarting`])
+//! route selection is deferred until End-of-RIB from every graceful
+//! neighbour, then the FIB adopted from the previous run is reconciled
+//! (what is no longer learned is removed, nothing else is touched).
 
 use std::collections::BTreeMap;
 use std::net::IpAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
+use tabby_bgp::graceful_restart::{
+    GracefulRestartSession, PeerRestart, SelectionDeferral, negotiate,
+};
 use tabby_bgp::rib::{FibChange, LOCAL_PEER};
 use tabby_bgp::{Notification, PathAttributes, PeerId, PeerUp, Prefix, Rib, RibConfig, State};
 use tokio::sync::{mpsc, oneshot};
@@ -55,6 +66,10 @@ struct Neighbor {
     error_is_transient: bool,
     peer_id: Option<std::net::Ipv4Addr>,
     hold_time: Option<u16>,
+    /// Graceful restart as the current (or last) session negotiated it.
+    graceful: Option<GracefulRestartSession>,
+    /// The neighbour's graceful restart in progress, if any.
+    restart: PeerRestart,
 }
 
 /// The RIB task's state.
@@ -71,6 +86,19 @@ pub struct RibTask<S: PeerSpawner> {
     next_hops: Option<KernelNextHops>,
     /// Says when the resolver's view changed.
     next_hop_changes: Option<mpsc::UnboundedReceiver<()>>,
+    /// Our own graceful restart: selection deferred until End-of-RIB
+    /// from every graceful neighbour (or the deferral timer).
+    deferral: Option<SelectionDeferral>,
+    /// Kernel routes adopted from the previous run, reconciled when the
+    /// deferral ends.
+    adopted: Vec<Prefix>,
+}
+
+async fn sleep_until(t: Option<Instant>) {
+    match t {
+        Some(t) => tokio::time::sleep_until(tokio::time::Instant::from_std(t)).await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Waits for a next-hop change: true for one, false once the channel
@@ -125,6 +153,8 @@ impl<S: PeerSpawner> RibTask<S> {
             started: Instant::now(),
             next_hops: None,
             next_hop_changes: None,
+            deferral: None,
+            adopted: Vec::new(),
         };
         for net in &config.originate {
             if let Some(p) = to_prefix(net) {
@@ -151,7 +181,105 @@ impl<S: PeerSpawner> RibTask<S> {
         self
     }
 
+    /// This run is a graceful restart (RFC 4724 §4.1): `adopted` are the
+    /// kernel routes the previous run left. Route selection and
+    /// advertisement wait until every neighbour with graceful restart sent
+    /// End-of-RIB (or the longest `selectionDeferralTime` passed); then
+    /// the adopted routes no longer learned are removed.
+    pub fn restarting(mut self, adopted: Vec<Prefix>) -> Self {
+        let waited: Vec<PeerId> = self
+            .neighbors
+            .values()
+            .filter(|n| self.config.graceful_restart_for(&n.config).is_some())
+            .map(|n| n.id)
+            .collect();
+        let time = self
+            .config
+            .peers
+            .iter()
+            .filter_map(|p| self.config.graceful_restart_for(p))
+            .map(|g| g.core(true).selection_deferral_time)
+            .max()
+            .unwrap_or(Duration::ZERO);
+        tracing::info!(
+            adopted = adopted.len(),
+            neighbours = waited.len(),
+            "graceful restart: deferring route selection until End-of-RIB"
+        );
+        self.rib.set_deferring(true);
+        self.deferral = Some(SelectionDeferral::new(Instant::now(), time, waited));
+        self.adopted = adopted;
+        self
+    }
+
+    /// When the earliest graceful restart timer is due.
+    fn next_timer(&self) -> Option<Instant> {
+        self.neighbors
+            .values()
+            .filter_map(|n| n.restart.poll_timeout())
+            .chain(
+                self.deferral
+                    .as_ref()
+                    .and_then(SelectionDeferral::poll_timeout),
+            )
+            .min()
+    }
+
+    fn handle_timers(&mut self, now: Instant) {
+        for n in self.neighbors.values_mut() {
+            let purge = n.restart.handle_timeout(now);
+            if !purge.is_empty() {
+                let gone = self.rib.purge_stale(n.id, &purge);
+                tracing::info!(peer = %n.config.address, routes = gone, "graceful restart: timer expired, stale routes removed");
+            }
+        }
+        if let Some(d) = &mut self.deferral {
+            d.handle_timeout(now);
+            if d.is_done() {
+                tracing::warn!(
+                    "graceful restart: selection deferral timer expired before End-of-RIB from every neighbour"
+                );
+            }
+        }
+    }
+
+    /// Ends our own graceful restart once the deferral is over: releases
+    /// UPDATEs and FIB changes and removes adopted routes no longer
+    /// learned (returned, to send after the RIB's own queued changes so a
+    /// removal never overtakes an install).
+    fn end_deferral_if_done(&mut self) -> Vec<FibChange> {
+        if !self
+            .deferral
+            .as_ref()
+            .is_some_and(SelectionDeferral::is_done)
+        {
+            return Vec::new();
+        }
+        self.deferral = None;
+        self.rib.set_deferring(false);
+        let learned: std::collections::HashSet<Prefix> = self
+            .rib
+            .fib_routes()
+            .into_iter()
+            .map(|c| c.prefix)
+            .collect();
+        let removals: Vec<FibChange> = std::mem::take(&mut self.adopted)
+            .into_iter()
+            .filter(|p| !learned.contains(p))
+            .map(|prefix| FibChange {
+                prefix,
+                next_hops: Vec::new(),
+            })
+            .collect();
+        tracing::info!(
+            removed = removals.len(),
+            "graceful restart: route selection done, adopted kernel routes reconciled"
+        );
+        removals
+    }
+
     fn add_neighbor(&mut self, p: PeerConfig) {
+        let stale = stale_routes_time(&self.config, &p);
         let commands = self.spawner.spawn(&self.config, &p);
         let id = self.rib.add_peer(rib_peer(&p));
         self.neighbors.insert(
@@ -167,6 +295,8 @@ impl<S: PeerSpawner> RibTask<S> {
                 error_is_transient: false,
                 peer_id: None,
                 hold_time: None,
+                graceful: None,
+                restart: PeerRestart::new(stale),
             },
         );
     }
@@ -204,6 +334,10 @@ impl<S: PeerSpawner> RibTask<S> {
                     }
                     None => return,
                 },
+                () = sleep_until(self.next_timer()) => {
+                    self.handle_timers(Instant::now());
+                    self.flush();
+                }
                 more = next_hops_changed(&mut self.next_hop_changes) => {
                     if more {
                         // Coalesce a burst into one re-evaluation.
@@ -223,6 +357,7 @@ impl<S: PeerSpawner> RibTask<S> {
 
     /// Sends every peer its pending UPDATEs and the FIB its changes.
     fn flush(&mut self) {
+        let removals = self.end_deferral_if_done();
         for id in self.rib.peers_with_updates() {
             let Some(n) = self.neighbors.values().find(|n| n.id == id) else {
                 continue;
@@ -236,6 +371,11 @@ impl<S: PeerSpawner> RibTask<S> {
             }
         }
         while let Some(change) = self.rib.poll_fib_change() {
+            if let Some(fib) = &self.fib {
+                let _ = fib.send(change);
+            }
+        }
+        for change in removals {
             if let Some(fib) = &self.fib {
                 let _ = fib.send(change);
             }
@@ -267,6 +407,20 @@ impl<S: PeerSpawner> RibTask<S> {
                 n.peer_id = Some(negotiated.peer_id);
                 n.hold_time = Some(negotiated.hold_time);
                 let id = n.id;
+                let local_gr = self
+                    .config
+                    .graceful_restart_for(&n.config)
+                    .map(|g| g.core(false).capability(&negotiated.families));
+                let graceful = negotiate(local_gr.as_ref(), &negotiated);
+                let purge = n.restart.session_up(Instant::now(), graceful.as_ref());
+                if !purge.is_empty() {
+                    let gone = self.rib.purge_stale(id, &purge);
+                    tracing::info!(%peer, routes = gone, "graceful restart: the neighbour kept no forwarding state, stale routes removed");
+                }
+                if let Some(d) = &mut self.deferral {
+                    d.session_up(id, graceful.as_ref());
+                }
+                n.graceful = graceful;
                 self.rib.peer_up(id, PeerUp::new(&negotiated, local.ip()));
             }
             PeerReport::Update { peer, update } => {
@@ -286,6 +440,16 @@ impl<S: PeerSpawner> RibTask<S> {
                     n.error_is_transient = false;
                 }
                 let id = n.id;
+                if let Some(family) = update.end_of_rib() {
+                    if n.restart.end_of_rib(family) {
+                        let gone = self.rib.purge_stale(id, &[family]);
+                        tracing::info!(%peer, %family, routes = gone, "graceful restart: End-of-RIB, routes not refreshed removed");
+                    }
+                    if let Some(d) = &mut self.deferral {
+                        d.end_of_rib(id, family);
+                    }
+                    return;
+                }
                 self.rib.apply_update(id, &update);
             }
             PeerReport::RouteRefresh { peer } => {
@@ -293,13 +457,26 @@ impl<S: PeerSpawner> RibTask<S> {
                     self.rib.refresh_peer(n.id);
                 }
             }
-            PeerReport::Down { peer, reason } => {
+            PeerReport::Down {
+                peer,
+                reason,
+                cause,
+            } => {
                 if let Some(n) = self.neighbors.get_mut(&peer) {
                     n.last_error = Some(reason);
                     n.error_is_transient = false;
                     n.up_since = None;
                     let id = n.id;
-                    self.rib.peer_down(id);
+                    match n
+                        .restart
+                        .session_down(Instant::now(), n.graceful.as_ref(), &cause)
+                    {
+                        Some(families) => {
+                            tracing::info!(%peer, ?families, "graceful restart: keeping the neighbour's routes (stale) while it restarts");
+                            self.rib.peer_down_retaining(id, &families);
+                        }
+                        None => self.rib.peer_down(id),
+                    }
                 }
             }
             PeerReport::Error { peer, error } => {
@@ -430,6 +607,9 @@ impl<S: PeerSpawner> RibTask<S> {
                     .commands
                     .send(PeerCommand::Stop(Notification::new(6, sub, Vec::new())));
                 self.rib.remove_peer(n.id);
+                if let Some(d) = &mut self.deferral {
+                    d.peer_removed(n.id);
+                }
             }
             if new_peers.contains_key(&addr) {
                 report.restarted.push(addr);
@@ -458,6 +638,15 @@ impl<S: PeerSpawner> RibTask<S> {
         }
         Ok(report)
     }
+}
+
+/// How long a restarted neighbour's stale routes wait for its End-of-RIB.
+fn stale_routes_time(config: &BgpdConfig, p: &PeerConfig) -> Duration {
+    config
+        .graceful_restart_for(p)
+        .map_or(Duration::from_secs(360), |g| {
+            g.core(false).stale_routes_time
+        })
 }
 
 /// True when two neighbour configs differ at most in routing settings

@@ -4,6 +4,7 @@
 
 mod bfd;
 mod fib;
+mod graceful_restart;
 mod harness_selftest;
 mod malformed;
 mod matrix;
