@@ -83,6 +83,13 @@ pub struct NeighborStatus {
     /// The configured description, if any.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// Graceful restart (RFC 4724) with this neighbour: `negotiated`,
+    /// `restarting` (its routes kept stale), or absent when not negotiated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_restart: Option<String>,
+    /// Routes from this neighbour kept stale through its restart.
+    #[serde(default)]
+    pub stale_routes: u64,
 }
 
 /// One path in the Loc-RIB.
@@ -119,6 +126,9 @@ pub struct RouteStatus {
     pub multipath: bool,
     /// The neighbour it came from; `None` for locally originated routes.
     pub peer: Option<IpAddr>,
+    /// Kept through the neighbour's graceful restart, not yet refreshed.
+    #[serde(default)]
+    pub stale: bool,
 }
 
 /// Counters, `tabby bgp summary`.

@@ -497,7 +497,11 @@ impl<S: PeerSpawner> RibTask<S> {
             Request::Neighbors => Response::Neighbors(
                 self.neighbors
                     .values()
-                    .map(|n| n.status(self.config.as_number, self.rib.peer_stats(n.id)))
+                    .map(|n| {
+                        let mut st = n.status(self.config.as_number, self.rib.peer_stats(n.id));
+                        st.stale_routes = self.rib.stale_count(n.id) as u64;
+                        st
+                    })
                     .collect(),
             ),
             Request::Routes { prefix } => {
@@ -522,6 +526,7 @@ impl<S: PeerSpawner> RibTask<S> {
                                 self.next_hops.as_ref().is_some_and(|k| !k.reachable(nh))
                             });
                         r.multipath = path.is_multipath();
+                        r.stale = path.is_stale();
                         out.push(r);
                     }
                 }
@@ -694,6 +699,12 @@ impl Neighbor {
             prefixes_advertised: stats.advertised as u64,
             route_reflector_client: self.config.route_reflector_client,
             description: self.config.description.clone(),
+            graceful_restart: if self.restart.is_restarting() {
+                Some("restarting".to_owned())
+            } else {
+                self.graceful.as_ref().map(|_| "negotiated".to_owned())
+            },
+            stale_routes: 0,
         }
     }
 }
@@ -727,6 +738,7 @@ fn route_status(prefix: Prefix, a: &PathAttributes, peer: Option<IpAddr>) -> Rou
         best: false,
         unresolved: false,
         multipath: false,
+        stale: false,
         peer,
     }
 }

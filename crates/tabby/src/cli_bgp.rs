@@ -163,6 +163,11 @@ fn neighbors_table(v: &[NeighborStatus]) -> String {
                     "{}/{}/{}",
                     n.prefixes_received, n.prefixes_accepted, n.prefixes_advertised
                 ),
+                match (&n.graceful_restart, n.stale_routes) {
+                    (Some(g), 0) => g.clone(),
+                    (Some(g), k) => format!("{g}, {k} stale"),
+                    (None, _) => String::new(),
+                },
                 n.last_error.clone().unwrap_or_default(),
             ]
         })
@@ -175,6 +180,7 @@ fn neighbors_table(v: &[NeighborStatus]) -> String {
             "STATE",
             "SINCE",
             "RCVD/ACC/ADV",
+            "GRACEFUL RESTART",
             "LAST ERROR",
         ],
         &rows,
@@ -186,10 +192,11 @@ fn routes_table(v: &[RouteStatus]) -> String {
         .iter()
         .map(|r| {
             let flags = format!(
-                "{}{}{}",
+                "{}{}{}{}",
                 if r.best { "*" } else { "" },
                 if r.multipath { "=" } else { "" },
-                if r.unresolved { "?" } else { "" }
+                if r.unresolved { "?" } else { "" },
+                if r.stale { "S" } else { "" }
             );
             let mut attrs = Vec::new();
             if let Some(m) = r.med {
@@ -236,7 +243,7 @@ fn routes_table(v: &[RouteStatus]) -> String {
         ],
         &rows,
     );
-    s.push_str("(* best, = multipath, ? next hop unreachable)\n");
+    s.push_str("(* best, = multipath, ? next hop unreachable, S stale: kept through the neighbour's graceful restart)\n");
     s
 }
 

@@ -36,7 +36,7 @@ fn tabby_config(graceful: bool) -> String {
 /// BIRD 2 in `ns`: announces NET_B, installs BGP routes in the kernel.
 struct Bird {
     dir: TempDir,
-    _process: Process,
+    process: Process,
 }
 
 impl Bird {
@@ -64,10 +64,7 @@ impl Bird {
             .stdout(log.try_clone().expect("dup"))
             .stderr(log);
         let process = Process::spawn(&mut cmd).expect("start BIRD 2");
-        let b = Bird {
-            dir,
-            _process: process,
-        };
+        let b = Bird { dir, process };
         let ctl = b.dir.path().join("bird.ctl");
         if wait_until(Duration::from_secs(10), "BIRD control socket", || {
             ctl.exists()
@@ -223,6 +220,10 @@ fn restart_under_ping(tag: &str, graceful: bool) -> Outcome {
     let bird_during = bird.birdc(&pair.b, &["show", "route", NET_A, "all"]);
     let second = Tabby::start(&pair.a, &config);
     second.wait_established(B, T);
+    if graceful {
+        let n = second.neighbor(B).expect("neighbour");
+        assert_eq!(n.graceful_restart.as_deref(), Some("negotiated"), "{n:?}");
+    }
     // Converged again: both routes in place, the deferral over (with
     // graceful restart) and a few more echoes through.
     let back = wait_until(T, "routes back in both kernels", || {
@@ -307,5 +308,62 @@ fn graceful_restart_with_bird2_loses_no_ping() {
         !off.bird_during.contains(NET_A),
         "BIRD kept tabby's route without graceful restart:\n{}",
         off.bird_during
+    );
+}
+
+#[test]
+fn tabby_keeps_a_restarting_bird2_routes_stale() {
+    let pair = Pair::new("grhelp");
+    let bird = Bird::start(&pair.b, true);
+    let tabby = Tabby::start(&pair.a, &tabby_config(true));
+    tabby.wait_established(B, T);
+    tabby.wait_routes("BIRD's prefix", T, |r| r.iter().any(|x| x.prefix == NET_B));
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mon = Recorder::start(&pair.a, &dir, "mon", "ip", &["monitor", "route"]);
+
+    // BIRD dies without a NOTIFICATION: its TCP connection closes.
+    bird.process.signal("KILL").expect("SIGKILL");
+    let kept = wait_until(T, "the neighbour restarting", || {
+        tabby
+            .neighbor(B)
+            .is_some_and(|n| n.graceful_restart.as_deref() == Some("restarting"))
+    });
+    assert!(kept.is_ok(), "{:?}\n{}", tabby.neighbor(B), tabby.log());
+    let routes = tabby.routes();
+    let r = routes
+        .iter()
+        .find(|x| x.prefix == NET_B)
+        .unwrap_or_else(|| panic!("route dropped: {routes:?}"));
+    assert!(r.stale && r.best, "{r:?}");
+    assert_eq!(tabby.neighbor(B).map(|n| n.stale_routes), Some(1));
+    assert!(
+        kernel_route(&pair.a, NET_B).contains(&format!("via {B}")),
+        "kernel route gone while BIRD restarts"
+    );
+    drop(bird);
+
+    // BIRD is back: its End-of-RIB refreshes the route.
+    let _bird = Bird::start(&pair.b, true);
+    tabby.wait_established(B, T);
+    tabby.wait_routes("BIRD's prefix refreshed", T, |r| {
+        r.iter().any(|x| x.prefix == NET_B && !x.stale)
+    });
+    let n = tabby.neighbor(B).expect("neighbour");
+    println!("after BIRD's restart: {n:?}");
+    assert_eq!(n.stale_routes, 0);
+    let deleted: Vec<String> = mon
+        .finish()
+        .lines()
+        .filter(|l| l.starts_with("Deleted") && l.contains(NET_B))
+        .map(str::to_owned)
+        .collect();
+    println!("kernel deletions of {NET_B} while BIRD restarted: {deleted:?}");
+    // BIRD 2 without kernel route persistence comes back with the F bit
+    // clear, and then RFC 4724 §4.2 says purge at once: a deletion is
+    // right only in that case.
+    assert!(
+        deleted.is_empty() || tabby.log().contains("kept no forwarding state"),
+        "stale route deleted although BIRD kept its forwarding state:\n{}",
+        tabby.log()
     );
 }
