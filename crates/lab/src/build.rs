@@ -677,6 +677,9 @@ fn teardown(state: &State, log: &mut dyn Write) -> Result<DownReport, LabError> 
                     pid,
                     start_time,
                     log: PathBuf::new(),
+                    program: String::new(),
+                    args: Vec::new(),
+                    cwd: None,
                 };
                 stop(&rec, Duration::from_secs(2));
                 report.stopped.push(rec.role);
@@ -754,4 +757,151 @@ pub fn list() -> Vec<String> {
         .collect();
     v.sort();
     v
+}
+
+/// What `restart_agent` saw.
+#[derive(Debug)]
+pub struct RestartReport {
+    /// The agent's PID before.
+    pub old_pid: u32,
+    /// Its PID after.
+    pub new_pid: u32,
+    /// Sessions Established before the restart and again after it.
+    pub sessions: usize,
+    /// How long from SIGTERM until every session was Established again.
+    pub recovery: Duration,
+    /// `(sent, answered)` echoes of the ping run across the restart.
+    pub ping: Option<(u32, u32)>,
+}
+
+/// Established sessions of a node's agent, or None while it does not answer.
+fn established(state: &State, node: &str) -> Option<usize> {
+    let socket = state.dir().join(format!("{node}.sock"));
+    let s = socket.display().to_string();
+    let tabby = state.tabby.display().to_string();
+    let out = run(
+        &tabby,
+        &["node", "status", "-o", "json", "--socket", &s],
+        None,
+    )
+    .ok()?;
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).ok()?;
+    Some(
+        v.as_array()?
+            .iter()
+            .filter(|p| p["state"] == "Established")
+            .count(),
+    )
+}
+
+/// Restarts `node`'s agent (SIGTERM, then the same command line) and waits
+/// until it has as many Established sessions as before; with `ping`
+/// (`from`, `to` targets), pings every 200 ms across the restart and
+/// counts the answers (a measurement for graceful restart, not a check).
+pub fn restart_agent(
+    name: &str,
+    node: &str,
+    ping: Option<(&str, &str)>,
+    log: &mut dyn Write,
+) -> Result<RestartReport, LabError> {
+    let mut state = State::load(name)?;
+    let role = format!("{node}/agent");
+    let index = state
+        .processes
+        .iter()
+        .position(|p| p.role == role)
+        .ok_or_else(|| LabError::Command {
+            command: format!("restart {role}"),
+            message: format!("lab {name} has no process {role}"),
+        })?;
+    let old = state.processes[index].clone();
+    if old.program.is_empty() {
+        return Err(LabError::Command {
+            command: format!("restart {role}"),
+            message:
+                "the state file does not record its command line (lab brought up by an older tabby)"
+                    .into(),
+        });
+    }
+    let before = established(&state, node).unwrap_or(0);
+    let mut pinger = match ping {
+        Some((from, to)) => {
+            let (src, dst) = crate::verify::ping_ends(&state, from, to).map_err(|message| {
+                LabError::Command {
+                    command: format!("ping {from} -> {to}"),
+                    message,
+                }
+            })?;
+            let child = Command::new("ip")
+                .args(["netns", "exec", &src, "ping", "-n", "-i", "0.2", "-W", "1"])
+                .arg(dst.to_string())
+                .stdin(Stdio::null())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::null())
+                .spawn()
+                .map_err(|e| LabError::Command {
+                    command: "ping".into(),
+                    message: e.to_string(),
+                })?;
+            std::thread::sleep(Duration::from_secs(1));
+            Some(child)
+        }
+        None => None,
+    };
+    let _ = writeln!(log, "  stopping {role} (pid {})", old.pid);
+    let start = Instant::now();
+    stop(&old, Duration::from_secs(10));
+    state.processes.remove(index);
+    state.save()?;
+    state.spawn(
+        &role,
+        &old.netns,
+        &old.program,
+        &old.args,
+        old.cwd.as_deref(),
+        old.log.with_extension("restarted.log"),
+    )?;
+    let new_pid = state.processes.last().map(|p| p.pid).unwrap_or(0);
+    let _ = writeln!(
+        log,
+        "  started {role} (pid {new_pid}); waiting for {before} session(s)"
+    );
+    let deadline = Instant::now() + Duration::from_secs(120);
+    loop {
+        if established(&state, node).is_some_and(|n| n >= before) {
+            break;
+        }
+        if Instant::now() >= deadline {
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let recovery = start.elapsed();
+    let sessions = established(&state, node).unwrap_or(0);
+    let ping = match pinger.take() {
+        Some(child) => {
+            std::thread::sleep(Duration::from_secs(2));
+            let pid = nix::unistd::Pid::from_raw(child.id() as i32);
+            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGINT);
+            let out = child.wait_with_output().map_err(|e| LabError::Command {
+                command: "ping".into(),
+                message: e.to_string(),
+            })?;
+            crate::verify::ping_counts(&String::from_utf8_lossy(&out.stdout))
+        }
+        None => None,
+    };
+    if sessions < before {
+        return Err(LabError::Timeout {
+            what: format!("{role} to re-establish {before} session(s)"),
+            detail: format!("{sessions} after {}s", recovery.as_secs()),
+        });
+    }
+    Ok(RestartReport {
+        old_pid: old.pid,
+        new_pid,
+        sessions,
+        recovery,
+        ping,
+    })
 }

@@ -18,7 +18,7 @@ pub mod state;
 pub mod topology;
 pub mod verify;
 
-pub use build::{DownReport, down, list, load_topology, status, up};
+pub use build::{DownReport, RestartReport, down, list, load_topology, restart_agent, status, up};
 pub use error::{LabError, TopologyError};
 pub use state::State;
 pub use topology::Topology;

@@ -40,6 +40,15 @@ pub struct ProcessRecord {
     pub start_time: u64,
     /// Its log file (stdout and stderr).
     pub log: PathBuf,
+    /// The program it runs (to restart it).
+    #[serde(default)]
+    pub program: String,
+    /// Its arguments.
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// Its working directory, when not inherited.
+    #[serde(default)]
+    pub cwd: Option<PathBuf>,
 }
 
 impl ProcessRecord {
@@ -183,6 +192,9 @@ impl State {
             pid,
             start_time,
             log,
+            program: program.to_owned(),
+            args: args.to_vec(),
+            cwd: cwd.map(Path::to_path_buf),
         });
         // The child is not waited for: it outlives `tabby lab up` and is
         // reaped by whoever inherits it; `down` stops it by PID.

@@ -75,6 +75,24 @@ fn locate(state: &State, target: &str) -> Result<(String, Option<Ipv4Addr>), Str
     }
 }
 
+/// The namespace of `from` and the address of `to`.
+pub(crate) fn ping_ends(state: &State, from: &str, to: &str) -> Result<(String, Ipv4Addr), String> {
+    let (src, _) = locate(state, from)?;
+    match locate(state, to)? {
+        (_, Some(a)) => Ok((src, a)),
+        (_, None) => Err(format!("{to} has no address")),
+    }
+}
+
+/// `(transmitted, received)` from ping's summary line.
+pub(crate) fn ping_counts(out: &str) -> Option<(u32, u32)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u32>().ok());
+    Some((nums.next()?, nums.next()?))
+}
+
 fn run_check(state: &State, check: &Check) -> (bool, String) {
     match check {
         Check::Ping { from, to } => {
@@ -419,4 +437,20 @@ fn path(state: &State, from: &str, to: &str, via: &[String]) -> (bool, String) {
         .chain(reached.then(|| format!("{dst} reached")))
         .collect();
     (reached && in_order, shown.join(" -> "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ping_counts_reads_the_summary() {
+        let out = "PING 10.0.0.1 (10.0.0.1) 56(84) bytes of data.\n\n--- 10.0.0.1 ping statistics ---\n52 packets transmitted, 47 received, 9.61538% packet loss, time 10215ms\n";
+        assert_eq!(ping_counts(out), Some((52, 47)));
+        assert_eq!(
+            ping_counts("3 packets transmitted, 0 received, +3 errors, 100% packet loss"),
+            Some((3, 0))
+        );
+        assert_eq!(ping_counts("nothing"), None);
+    }
 }

@@ -37,6 +37,20 @@ enum LabCommand {
         /// Lab id or topology file.
         lab: Option<String>,
     },
+    /// Restarts a node's agent and waits for its sessions; with --ping,
+    /// counts the echoes answered across the restart.
+    RestartAgent {
+        /// Lab id or topology file.
+        lab: String,
+        /// The node.
+        node: String,
+        /// Ping from this host or `node/pod` across the restart ...
+        #[arg(long, requires = "ping_to")]
+        ping_from: Option<String>,
+        /// ... to this one.
+        #[arg(long, requires = "ping_from")]
+        ping_to: Option<String>,
+    },
     /// Stops the lab's processes by PID and deletes its namespaces.
     Down {
         /// Lab id or topology file.
@@ -102,6 +116,28 @@ pub fn run(args: LabArgs) -> Result<()> {
                 }
             }
         },
+        LabCommand::RestartAgent {
+            lab,
+            node,
+            ping_from,
+            ping_to,
+        } => {
+            let ping = ping_from.as_deref().zip(ping_to.as_deref());
+            let r = tabby_lab::restart_agent(&lab_name(&lab)?, &node, ping, &mut out)?;
+            println!(
+                "{node}: agent restarted (pid {} -> {}), {} session(s) Established again {:.1}s after SIGTERM",
+                r.old_pid,
+                r.new_pid,
+                r.sessions,
+                r.recovery.as_secs_f64()
+            );
+            if let (Some((sent, answered)), Some((from, to))) = (r.ping, ping) {
+                println!(
+                    "ping {from} -> {to} every 200 ms across the restart: {sent} sent, {answered} answered, {} lost",
+                    sent.saturating_sub(answered)
+                );
+            }
+        }
         LabCommand::Down { lab } => {
             tabby_lab::down(&lab_name(&lab)?, &mut out)?;
         }

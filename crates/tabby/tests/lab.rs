@@ -219,6 +219,42 @@ fn every_router_kind_peers_and_a_failing_check_fails_verify() {
         text(&verify)
     );
 
+    // Restart the node's agent with pings across it: a new PID, all four
+    // sessions back, every check passing again. (The loss is printed, a
+    // measurement, not asserted.)
+    let restart = tabby(&[
+        "lab",
+        "restart-agent",
+        &lab,
+        "n1",
+        "--ping-from",
+        "r-frr",
+        "--ping-to",
+        "n1/pod",
+    ]);
+    let report = text(&restart);
+    assert!(restart.status.success(), "{report}");
+    assert!(
+        report.contains("4 session(s) Established again"),
+        "{report}"
+    );
+    assert!(report.contains("answered"), "{report}");
+    let after = tabby_lab::State::load(&lab).expect("state");
+    let agent = |s: &tabby_lab::State| {
+        s.processes
+            .iter()
+            .find(|p| p.role == "n1/agent")
+            .cloned()
+            .expect("agent record")
+    };
+    let (old, new) = (agent(&state), agent(&after));
+    assert_ne!(old.pid, new.pid);
+    assert!(!old.is_alive());
+    assert!(new.is_alive());
+    let verify = tabby(&["lab", "verify", &lab, "--timeout", "90"]);
+    assert!(verify.status.success(), "{}", text(&verify));
+    let state = after;
+
     // Stop BIRD 1.6 (it removes its kernel routes on the way out): its
     // routes check must now fail, and verify must say so in its exit code.
     let bird = state
