@@ -188,6 +188,75 @@ YAML
   echo "-- tabby bgp neighbors"; $TABBY bgp --socket "$D/bgpd.sock" neighbors
 )
 
+# --- graceful restart: tabby bgpd restarted under a 20/s ping, nothing lost --
+echo "== graceful restart: tabby bgpd (gracefulRestart: {restartTime: 120}) and BIRD 2 (graceful restart on); SIGTERM + start again while pods ping at 20/s"
+(
+  NA="tby-demo-gr-a-$$"; NB="tby-demo-gr-b-$$"; D=$(mktemp -d)
+  cleanup() {
+    for ns in "$NA" "$NB"; do
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    done
+    sleep 0.5
+    for ns in "$NA" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$D"
+  }
+  trap cleanup EXIT
+  ip netns add "$NA"; ip netns add "$NB"
+  ip link add tby-demo4 netns "$NA" type veth peer name tby-demo5 netns "$NB"
+  ip -n "$NA" addr add 10.249.0.1/24 dev tby-demo4; ip -n "$NA" link set tby-demo4 up
+  ip -n "$NB" addr add 10.249.0.2/24 dev tby-demo5; ip -n "$NB" link set tby-demo5 up
+  # The "pods": one address on each side's loopback, reachable only via BGP.
+  ip -n "$NA" link set lo up; ip -n "$NA" addr add 10.248.1.1/32 dev lo
+  ip -n "$NB" link set lo up; ip -n "$NB" addr add 10.248.2.1/32 dev lo
+  cat > "$D/bird.conf" <<'BIRD'
+router id 10.249.0.2;
+protocol device { }
+protocol static { ipv4; route 10.248.2.0/24 unreachable; }
+protocol kernel { ipv4 { import none; export where source = RTS_BGP; }; }
+protocol bgp tabby {
+  local 10.249.0.2 as 65002; neighbor 10.249.0.1 as 65001;
+  hold time 9; connect delay time 1; graceful restart on; graceful restart time 120;
+  ipv4 { import all; export where source = RTS_STATIC; };
+}
+BIRD
+  cat > "$D/bgpd.yaml" <<YAML
+asNumber: 65001
+routerId: 10.249.0.1
+listen: ["10.249.0.1:179"]
+fib: true
+controlSocket: $D/bgpd.sock
+originate: [10.248.1.0/24]
+gracefulRestart: {restartTime: 120}
+peers:
+  - {address: 10.249.0.2, asNumber: 65002, holdTime: 9, connectRetryTime: 1}
+YAML
+  ip netns exec "$NB" /opt/bird2/usr/sbin/bird -f -c "$D/bird.conf" -s "$D/bird.ctl" &
+  ip netns exec "$NA" env TABBY_LOG=info "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd1.log" &
+  BGPD=$!
+  for _ in $(seq 150); do
+    ip -n "$NA" route show proto tabby | grep -q 10.248.2.0 && ip -n "$NB" route show | grep -q 10.248.1.0 && break
+    sleep 0.2
+  done
+  echo "-- tabby bgp neighbors"; $TABBY bgp --socket "$D/bgpd.sock" neighbors
+  ip netns exec "$NA" ping -n -q -i 0.05 -W 1 -I 10.248.1.1 10.248.2.1 >"$D/ping.txt" 2>&1 &
+  PING=$!
+  sleep 1
+  kill -TERM "$BGPD"; wait "$BGPD" || true
+  echo "-- tabby bgpd stopped (SIGTERM); BIRD keeps its route:"
+  /opt/bird2/usr/sbin/birdc -s "$D/bird.ctl" show route 10.248.1.0/24 | sed -n '2,5p'
+  echo "-- tabby's kernel route is still there:"; ip -n "$NA" route show proto tabby
+  ip netns exec "$NA" env TABBY_LOG=info "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd2.log" &
+  for _ in $(seq 150); do
+    grep -q "route selection done" "$D/bgpd2.log" && break
+    sleep 0.2
+  done
+  sleep 1
+  kill -INT "$PING"; wait "$PING" || true
+  echo "-- started again: $(sed 's/\x1b\[[0-9;]*m//g' "$D/bgpd2.log" | grep -o 'adopting the kernel routes.*' | head -1)"
+  echo "-- tabby bgp neighbors"; $TABBY bgp --socket "$D/bgpd.sock" neighbors
+  echo "-- ping across the restart: $(grep 'packets transmitted' "$D/ping.txt")"
+)
+
 # --- tabby-bgp core: the sans-IO codec + RIB on a full-table-sized stream ---
 echo "== bgp core: 1,000,000 IPv4 /24s (10 per attribute set) decoded and applied to the RIB in one process (see BENCHMARKS.md)"
 cargo run --release --locked -q -p tabby-bgp --example ingest -- 1000000
