@@ -347,6 +347,14 @@ impl Session {
         &self.config
     }
 
+    /// Replaces the graceful restart capability sent in the next OPEN
+    /// (RFC 4724 §4.1: the Restart State bit belongs only in the OPEN of
+    /// the first session after a restart, so a driver clears it once that
+    /// session is Established).
+    pub fn set_graceful_restart(&mut self, graceful_restart: Option<GracefulRestart>) {
+        self.config.graceful_restart = graceful_restart;
+    }
+
     /// What was negotiated, while Established.
     pub fn negotiated(&self) -> Option<&Negotiated> {
         self.negotiated.as_ref()

@@ -516,3 +516,28 @@ fn hold_timer_expiry_is_graceful_with_the_n_bit() {
     assert_eq!(p.b.rib.stale_count(p.b.peer), 2);
     assert_eq!(p.b.fib.len(), 2);
 }
+
+#[test]
+fn restart_state_bit_can_be_cleared_for_later_opens() {
+    let now = Instant::now();
+    let a = Speaker::new(now, 1, 2, Some(gr(true)));
+    let mut session = a.session;
+    let sent = |s: &Session| {
+        s.config().open().capabilities.iter().find_map(|c| match c {
+            Capability::GracefulRestart(g) => Some(g.restarting),
+            _ => None,
+        })
+    };
+    assert_eq!(sent(&session), Some(true));
+    let cleared =
+        session
+            .config()
+            .graceful_restart
+            .clone()
+            .map(|g| tabby_bgp::capability::GracefulRestart {
+                restarting: false,
+                ..g
+            });
+    session.set_graceful_restart(cleared);
+    assert_eq!(sent(&session), Some(false));
+}

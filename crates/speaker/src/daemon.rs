@@ -11,7 +11,7 @@
 //! FIB sync ([`crate::fib`], with `fib: true`) and the next-hop watcher
 //! ([`crate::nexthop`]).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::io;
 use std::net::{IpAddr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -149,6 +149,9 @@ struct Spawner {
     bfd: Option<Bfd>,
     /// This run is a graceful restart: OPENs carry the R bit.
     restarting: bool,
+    /// Neighbours with graceful restart (closed without a NOTIFICATION on
+    /// the way out).
+    graceful_peers: Arc<Mutex<HashSet<IpAddr>>>,
 }
 
 impl Spawner {
@@ -241,6 +244,13 @@ impl PeerSpawner for Spawner {
         if let Ok(mut m) = self.peers.lock() {
             m.insert(canonical(p.address), (tx.clone(), t.clone()));
         }
+        if let Ok(mut g) = self.graceful_peers.lock() {
+            if config.graceful_restart_for(p).is_some() {
+                g.insert(canonical(p.address));
+            } else {
+                g.remove(&canonical(p.address));
+            }
+        }
         self.sync_bfd(p);
         let session = if self.restarting {
             session_config_restarting(config, p)
@@ -252,6 +262,9 @@ impl PeerSpawner for Spawner {
     }
 
     fn removed(&mut self, peer: IpAddr) {
+        if let Ok(mut g) = self.graceful_peers.lock() {
+            g.remove(&canonical(peer));
+        }
         if let Some(bfd) = self.bfd.clone() {
             tokio::spawn(async move {
                 let _ = bfd.remove_session(peer).await;
@@ -314,6 +327,7 @@ pub async fn serve_until(
     let (report_tx, report_rx) = mpsc::channel(1024);
     let (control_tx, control_rx) = mpsc::channel::<ControlCall>(16);
     let peers: PeerMap = Arc::default();
+    let graceful_peers: Arc<Mutex<HashSet<IpAddr>>> = Arc::default();
     // Tasks to end on the way out, so that an embedding process can start
     // the speaker again on the same addresses.
     let mut background = Vec::new();
@@ -327,6 +341,7 @@ pub async fn serve_until(
         listeners,
         bfd: None,
         restarting: false,
+        graceful_peers: graceful_peers.clone(),
     };
     let mut spawner = spawner;
     let graceful = config.any_graceful_restart();
@@ -426,21 +441,22 @@ pub async fn serve_until(
         // Sessions going down must not withdraw what is in the kernel.
         fib_frozen.store(true, std::sync::atomic::Ordering::SeqCst);
     }
-    let senders: Vec<_> = peers
+    let senders: Vec<(IpAddr, mpsc::UnboundedSender<PeerCommand>)> = peers
         .lock()
-        .map(|m| m.values().map(|(tx, _)| tx.clone()).collect())
+        .map(|m| m.iter().map(|(a, (tx, _))| (*a, tx.clone())).collect())
         .unwrap_or_default();
+    let graceful_set = graceful_peers.lock().map(|g| g.clone()).unwrap_or_default();
     if graceful {
         // RFC 4724: a NOTIFICATION would make the neighbours drop our
         // routes; closing the connections lets them keep them.
         tracing::info!(
-            "shutting down for a graceful restart: closing sessions without a NOTIFICATION, kernel routes stay"
+            "shutting down for a graceful restart: closing graceful sessions without a NOTIFICATION, kernel routes stay"
         );
     } else {
         tracing::info!("shutting down: closing every session");
     }
-    for tx in senders {
-        let cmd = if graceful {
+    for (addr, tx) in senders {
+        let cmd = if graceful_set.contains(&addr) {
             PeerCommand::Abandon
         } else {
             PeerCommand::Stop(Notification::new(6, 2, Vec::new()))

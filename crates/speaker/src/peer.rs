@@ -12,6 +12,7 @@
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
+use tabby_bgp::capability::GracefulRestart;
 use tabby_bgp::fsm::{DownReason, collision_survivor};
 use tabby_bgp::{
     CodecContext, Direction, Event, Input, Message, Negotiated, Notification, Session,
@@ -264,6 +265,20 @@ pub async fn run(
                     }
                 }
                 Event::Established(negotiated) => {
+                    // The Restart State bit is for the first session after
+                    // our restart only (RFC 4724 §4.1).
+                    if let Some(gr) = main
+                        .session
+                        .config()
+                        .graceful_restart
+                        .clone()
+                        .filter(|g| g.restarting)
+                    {
+                        main.session.set_graceful_restart(Some(GracefulRestart {
+                            restarting: false,
+                            ..gr
+                        }));
+                    }
                     let local = main.local.unwrap_or_else(|| SocketAddr::new(peer, 0));
                     let _ = reports
                         .send(PeerReport::Up {

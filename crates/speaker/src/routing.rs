@@ -465,8 +465,17 @@ impl<S: PeerSpawner> RibTask<S> {
                 if let Some(n) = self.neighbors.get_mut(&peer) {
                     n.last_error = Some(reason);
                     n.error_is_transient = false;
-                    n.up_since = None;
+                    let was_established = n.up_since.take().is_some();
                     let id = n.id;
+                    if !was_established {
+                        // A connection that never got Established: nothing
+                        // changes for routes (a graceful restart in
+                        // progress keeps its timer and stale routes).
+                        if !n.restart.is_restarting() {
+                            self.rib.peer_down(id);
+                        }
+                        return;
+                    }
                     match n
                         .restart
                         .session_down(Instant::now(), n.graceful.as_ref(), &cause)
