@@ -340,6 +340,14 @@ impl Pair {
     }
 }
 
+/// Stale paths from `peer`, counted the slow way (to check the RIB's
+/// counter).
+fn stale_paths(rib: &Rib, peer: PeerId) -> usize {
+    rib.routes()
+        .filter(|(_, paths)| paths.iter().any(|p| p.peer == peer && p.is_stale()))
+        .count()
+}
+
 fn gr(restarting: bool) -> GracefulRestartConfig {
     let mut g = GracefulRestartConfig::new(120);
     g.restarting = restarting;
@@ -362,6 +370,7 @@ fn restart_with_helper_keeps_routes_and_converges_on_end_of_rib() {
     p.kill_a();
     // B keeps A's routes, stale, still forwarding.
     assert_eq!(p.b.rib.stale_count(p.b.peer), 2);
+    assert_eq!(stale_paths(&p.b.rib, p.b.peer), 2);
     let stale = p.b.rib.loc_rib().best(pfx("10.1.0.0/24")).expect("kept");
     assert!(stale.is_stale());
     assert_eq!(p.b.fib.len(), 2, "B's FIB is untouched");
@@ -390,6 +399,7 @@ fn restart_with_helper_keeps_routes_and_converges_on_end_of_rib() {
     assert!(after.contains(&Seen::Announced(pfx("10.1.2.0/24"))));
     assert_eq!(after.last(), Some(&Seen::EndOfRib(Family::Ipv4Unicast)));
     assert_eq!(p.b.rib.stale_count(p.b.peer), 0);
+    assert_eq!(stale_paths(&p.b.rib, p.b.peer), 0);
     assert_eq!(p.b.fib_removed, vec![pfx("10.1.1.0/24")]);
     assert!(p.b.fib.contains_key(&pfx("10.1.0.0/24")));
     assert!(p.b.fib.contains_key(&pfx("10.1.2.0/24")));

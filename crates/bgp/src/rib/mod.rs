@@ -201,6 +201,8 @@ struct PeerEntry {
     out: AdjRibOut,
     received: usize,
     accepted: usize,
+    /// Paths kept stale through the peer's graceful restart.
+    stale: usize,
     /// The peer's BGP identifier from its last session (used for its
     /// stale routes while it restarts).
     router_id: Option<Ipv4Addr>,
@@ -290,6 +292,7 @@ impl Rib {
             out: AdjRibOut::default(),
             received: 0,
             accepted: 0,
+            stale: 0,
             router_id: None,
             export_cache: HashMap::default(),
         };
@@ -409,6 +412,7 @@ impl Rib {
         e.export_cache.clear();
         e.received = 0;
         e.accepted = 0;
+        e.stale = 0;
         for p in self.loc.prefixes_of(id) {
             let before = self.snapshot(p);
             self.loc.remove(p, id);
@@ -443,6 +447,9 @@ impl Rib {
             }
             let before = self.snapshot(p);
             self.loc.upsert(p, path.into_stale());
+            if let Some(e) = self.peer_mut(id) {
+                e.stale += 1;
+            }
             self.decide_and_export(p, before);
         }
     }
@@ -450,6 +457,9 @@ impl Rib {
     /// Withdraws the routes from `id` in `families` that are still stale
     /// (not refreshed since the peer restarted). Returns how many.
     pub fn purge_stale(&mut self, id: PeerId, families: &[Family]) -> usize {
+        if families.is_empty() || self.stale_count(id) == 0 {
+            return 0;
+        }
         let stale = self
             .loc
             .prefixes_where(|v| v.iter().any(|x| x.peer == id && x.is_stale()));
@@ -466,9 +476,7 @@ impl Rib {
 
     /// Number of stale routes from `id`.
     pub fn stale_count(&self, id: PeerId) -> usize {
-        self.loc
-            .prefixes_where(|v| v.iter().any(|x| x.peer == id && x.is_stale()))
-            .len()
+        self.peer(id).map_or(0, |e| e.stale)
     }
 
     /// Selection deferral of a restarting speaker (RFC 4724 §4.1). While
@@ -738,6 +746,9 @@ impl Rib {
             e.received -= 1;
             if !o.is_filtered() {
                 e.accepted -= 1;
+            }
+            if o.is_stale() {
+                e.stale = e.stale.saturating_sub(1);
             }
         }
         if let Some(f) = new_filtered {
