@@ -34,10 +34,12 @@
 //! the thread if pending) and the plugin starts no runtime at all; only etcd
 //! gets a current-thread tokio runtime.
 //!
-//! ADD runs three things at once, since neither needs the others' result:
-//! IPAM (this thread), the host end of the veth (a thread in the node's
-//! namespace: the pair, the host end's sysctls, up), and the pod's netlink
-//! socket (a thread that enters the pod's namespace). The pod side is then
+//! ADD runs two things at once, since neither needs the other's result:
+//! IPAM and the WorkloadEndpoint write (this thread), and on one other
+//! thread the host end of the veth (in the node's namespace: the pair, the
+//! host end's sysctls, up) followed by the pod's netlink socket (the same
+//! thread then enters the pod's namespace,
+//! `tabby_dataplane::Netns::spawn_scoped_then`). The pod side is then
 //! configured in one pipelined netlink burst.
 
 use std::collections::HashMap;
@@ -472,18 +474,21 @@ impl NodeBackend {
             req.pod.as_ref(),
             &req.ifname,
         ));
-        // While IPAM works and the WorkloadEndpoint is written here: the
-        // pod's netlink socket on a thread inside its namespace, and the
-        // host end on a thread in this one.
-        let pod_socket = dp::Netns::spawn(netns.path().to_path_buf(), Netlink::open);
-        let (ipam, written, host_end) = std::thread::scope(|s| {
-            let host_end = s.spawn(|| -> Result<(Netlink, u32), CniError> {
-                let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
-                let index =
-                    wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
-                        .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
-                Ok((nl, index))
-            });
+        // While IPAM works and the WorkloadEndpoint is written here, one
+        // thread creates the host end in this namespace, then enters the
+        // pod's and opens a netlink socket there for the pod side.
+        let (ipam, written, host_end, pod_socket) = std::thread::scope(|s| {
+            let wiring = netns.spawn_scoped_then(
+                s,
+                || -> Result<(Netlink, u32), CniError> {
+                    let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
+                    let index =
+                        wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
+                            .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
+                    Ok((nl, index))
+                },
+                |host| host.is_ok().then(Netlink::open),
+            );
             let ipam = self.addresses_for(req, &handle);
             let written = match &ipam {
                 Ok((assigned, _)) => {
@@ -501,15 +506,20 @@ impl NodeBackend {
                 }
                 Err(_) => Ok(()),
             };
-            let host_end = host_end.join().unwrap_or_else(|_| {
-                Err(CniError::new(
-                    ErrorCode::Internal,
-                    "the thread creating the host veth panicked",
-                ))
+            let (host_end, pod_socket) = wiring.join().unwrap_or_else(|_| {
+                (
+                    Err(CniError::new(
+                        ErrorCode::Internal,
+                        "the thread creating the host veth panicked",
+                    )),
+                    Ok(None),
+                )
             });
-            (ipam, written, host_end)
+            // No socket (the namespace could not be entered): `configure`
+            // opens one itself and reports why if it cannot.
+            let pod_socket = pod_socket.ok().flatten().and_then(Result::ok);
+            (ipam, written, host_end, pod_socket)
         });
-        let pod_socket = pod_socket.join().ok().and_then(Result::ok);
         crate::trace::mark("joined");
         // Undoes this call's datastore writes: the addresses and the
         // endpoint record if this call allocated them (a repeated ADD keeps

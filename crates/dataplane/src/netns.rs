@@ -118,6 +118,37 @@ impl Netns {
         NetnsTask { path, handle }
     }
 
+    /// On a new thread of the scope `s`: runs `first` in the caller's
+    /// namespace, then moves that thread into this namespace and runs
+    /// `then` there with `first`'s result; the thread then ends. The join
+    /// gives both results (`then`'s is the error if the namespace could not
+    /// be entered). One thread instead of two when work in the caller's
+    /// namespace must precede work inside this one (the CNI plugin creates
+    /// the veth, then opens the pod's netlink socket).
+    pub fn spawn_scoped_then<'scope, 'env, A, T, F, G>(
+        &'scope self,
+        s: &'scope std::thread::Scope<'scope, 'env>,
+        first: F,
+        then: G,
+    ) -> std::thread::ScopedJoinHandle<'scope, (A, Result<T>)>
+    where
+        A: Send + 'scope,
+        T: Send + 'scope,
+        F: FnOnce() -> A + Send + 'scope,
+        G: FnOnce(&A) -> T + Send + 'scope,
+    {
+        s.spawn(move || {
+            let a = first();
+            let t = setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
+                .map_err(|errno| Error::Netns {
+                    path: self.path.clone(),
+                    source: errno.into(),
+                })
+                .map(|()| then(&a));
+            (a, t)
+        })
+    }
+
     /// Subscribes to route changes inside this namespace.
     pub fn route_monitor(&self) -> Result<crate::RouteMonitor> {
         self.run(crate::RouteMonitor::open)?

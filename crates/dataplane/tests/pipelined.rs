@@ -106,3 +106,30 @@ fn a_burst_configures_a_pod_interface_and_names_a_failure() {
     let missing = DpNetns::spawn("/var/run/netns/tabby-no-such-ns".into(), || ());
     assert!(matches!(missing.join(), Err(Error::Netns { .. })));
 }
+
+#[test]
+fn spawn_scoped_then_runs_first_here_and_then_inside_the_namespace() {
+    use std::os::unix::fs::MetadataExt;
+    let pod = Netns::new("pl-then").expect("pod");
+    let pod_ns = DpNetns::named(pod.name()).expect("pod ns");
+    let ns_inode = |p: &str| std::fs::metadata(p).expect("nsfs").ino();
+    let here = ns_inode("/proc/thread-self/ns/net");
+    let want = ns_inode(pod_ns.path().to_str().expect("path"));
+    assert_ne!(here, want);
+    let (first, then) = std::thread::scope(|s| {
+        pod_ns
+            .spawn_scoped_then(
+                s,
+                || ns_inode("/proc/thread-self/ns/net"),
+                |first: &u64| (*first, ns_inode("/proc/thread-self/ns/net")),
+            )
+            .join()
+            .expect("thread")
+    });
+    assert_eq!(first, here, "first runs in the caller's namespace");
+    let (seen_first, inside) = then.expect("entered");
+    assert_eq!(seen_first, here, "then gets first's result");
+    assert_eq!(inside, want, "then runs inside the namespace");
+    // The calling thread never moved.
+    assert_eq!(ns_inode("/proc/thread-self/ns/net"), here);
+}
