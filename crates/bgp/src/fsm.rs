@@ -347,6 +347,32 @@ impl Session {
         &self.config
     }
 
+    /// A new connection from the peer arrived while this session is
+    /// Established. With graceful restart negotiated (both sides advertised
+    /// it) RFC 4724 §4.2 says the peer has restarted and the old
+    /// connection is dead: the session goes down as if the TCP connection
+    /// had been lost ([`DownReason::ConnectionLost`], so its routes are
+    /// kept stale) and waits in Active for the new connection, which the
+    /// driver hands over with `Input::TcpConnected` once it has acted on
+    /// the events (`Disconnect` closes the old connection). Returns false
+    /// (nothing changes) otherwise: the driver refuses the connection.
+    pub fn accept_restarted_peer(&mut self, now: Instant) -> bool {
+        let graceful = self.config.graceful_restart.is_some()
+            && self
+                .negotiated
+                .as_ref()
+                .is_some_and(|n| n.peer_graceful_restart.is_some());
+        if self.state != State::Established || !graceful || !self.started {
+            return false;
+        }
+        self.teardown(now, Some(DownReason::ConnectionLost), false);
+        if !self.config.passive {
+            self.connect_retry_at = Some(now + self.config.connect_retry);
+        }
+        self.set_state(State::Active);
+        true
+    }
+
     /// Replaces the graceful restart capability sent in the next OPEN
     /// (RFC 4724 §4.1: the Restart State bit belongs only in the OPEN of
     /// the first session after a restart, so a driver clears it once that

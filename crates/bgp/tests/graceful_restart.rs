@@ -213,6 +213,9 @@ struct Pair {
     connected: bool,
     /// False while A's host is unreachable.
     link_up: bool,
+    /// A's host died without closing its connection: B still thinks the
+    /// session is up.
+    stale_connection: bool,
 }
 
 impl Pair {
@@ -229,6 +232,7 @@ impl Pair {
             b,
             connected: false,
             link_up: true,
+            stale_connection: false,
         };
         p.advance(Duration::from_secs(10));
         assert_eq!(p.a.session.state(), State::Established);
@@ -249,6 +253,21 @@ impl Pair {
                 progress = true;
                 match ev {
                     Event::Connect => {
+                        // RFC 4724 §4.2: a connection from a restarted peer
+                        // while the old session still looks Established.
+                        if self.link_up
+                            && self.stale_connection
+                            && other.session.accept_restarted_peer(now)
+                        {
+                            self.connected = false;
+                            self.stale_connection = false;
+                            while let Some(ev) = other.session.poll_event() {
+                                if !matches!(ev, Event::Disconnect) {
+                                    other.on_event(now, ev);
+                                }
+                            }
+                            while other.session.poll_transmit().is_some() {}
+                        }
                         if self.link_up && !self.connected && other.session.accepts_connection() {
                             self.connected = true;
                             me.session
@@ -324,6 +343,13 @@ impl Pair {
             self.connected = false;
             self.b.session.handle_input(self.now, Input::TcpFailed);
         }
+        self.drive();
+    }
+
+    /// A's host crashes: nothing reaches B, not even a TCP reset.
+    fn crash_a(&mut self) {
+        self.link_up = false;
+        self.stale_connection = self.connected;
         self.drive();
     }
 
@@ -550,4 +576,29 @@ fn restart_state_bit_can_be_cleared_for_later_opens() {
             });
     session.set_graceful_restart(cleared);
     assert_eq!(sent(&session), Some(false));
+}
+
+#[test]
+fn restarted_peer_replacing_a_dead_connection_is_graceful() {
+    let mut p = Pair::new(Some(gr(false)), Some(gr(false)));
+    p.crash_a();
+    p.advance(Duration::from_secs(5));
+    // Within B's hold time (9 s): B has not noticed.
+    assert_eq!(p.b.session.state(), State::Established);
+    p.start_a(Some(gr(true)), &["10.1.0.0/24"]);
+    p.advance(Duration::from_secs(2));
+    // B took A's new connection as the end of the old session (graceful),
+    // kept the routes, then replaced them at End-of-RIB.
+    assert_eq!(p.a.session.state(), State::Established);
+    assert_eq!(p.b.session.state(), State::Established);
+    assert!(p.b.fib.contains_key(&pfx("10.1.0.0/24")));
+    assert_eq!(p.b.fib_removed, vec![pfx("10.1.1.0/24")]);
+    assert_eq!(p.b.rib.stale_count(p.b.peer), 0);
+}
+
+#[test]
+fn without_graceful_restart_a_second_connection_is_refused() {
+    let mut p = Pair::new(None, None);
+    assert!(!p.b.session.accept_restarted_peer(p.now));
+    assert_eq!(p.b.session.state(), State::Established);
 }

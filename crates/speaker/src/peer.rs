@@ -240,6 +240,9 @@ pub async fn run(
     main.session
         .handle_input(Instant::now(), Input::ManualStart);
     let mut stopping = false;
+    // A restarted neighbour's connection, handed to the session once the
+    // old session's teardown (RFC 4724 §4.2) has been acted on.
+    let mut restarted: Option<TcpStream> = None;
 
     loop {
         // Drain what the sessions want written and what they report.
@@ -313,6 +316,17 @@ pub async fn run(
         }
         if stopping {
             return;
+        }
+        if let Some(stream) = restarted.take() {
+            if main.session.accepts_connection() {
+                attempt += 1; // an outgoing attempt in flight is superseded
+                main.attach(stream);
+                main.session
+                    .handle_input(Instant::now(), Input::TcpConnected(Direction::Incoming));
+            } else {
+                refuse(stream, main.session.state()).await;
+            }
+            continue;
         }
         // Collision resolution once either connection has the peer's OPEN.
         if let Some(p) = pending.as_mut() {
@@ -440,7 +454,12 @@ pub async fn run(
                         if let Err(e) = prepare_incoming(&stream, &transport) {
                             tracing::warn!(%peer, "socket options on incoming connection: {e}");
                         }
-                        if main.session.accepts_connection() {
+                        if main.session.state() == State::Established
+                            && main.session.accept_restarted_peer(now)
+                        {
+                            tracing::info!(%peer, "new connection while Established: the neighbour restarted (graceful restart), closing the old one");
+                            restarted = Some(stream);
+                        } else if main.session.accepts_connection() {
                             attempt += 1; // an outgoing attempt in flight is superseded
                             main.attach(stream);
                             main.session.handle_input(now, Input::TcpConnected(Direction::Incoming));

@@ -23,13 +23,17 @@ const POD_B: &str = "10.90.2.1";
 const NET_B: &str = "10.90.2.0/24";
 
 fn tabby_config(graceful: bool) -> String {
+    tabby_config_hold(graceful, 9)
+}
+
+fn tabby_config_hold(graceful: bool, hold: u16) -> String {
     let gr = if graceful {
         "gracefulRestart: {restartTime: 120}\n"
     } else {
         ""
     };
     format!(
-        "asNumber: 65001\nrouterId: {A}\nfib: true\nlisten: [\"{A}:179\"]\noriginate: [{NET_A}]\n{gr}peers:\n  - {{address: {B}, asNumber: 65002, holdTime: 9, connectRetryTime: 1}}\n"
+        "asNumber: 65001\nrouterId: {A}\nfib: true\nlisten: [\"{A}:179\"]\noriginate: [{NET_A}]\n{gr}peers:\n  - {{address: {B}, asNumber: 65002, holdTime: {hold}, connectRetryTime: 1}}\n"
     )
 }
 
@@ -41,6 +45,10 @@ struct Bird {
 
 impl Bird {
     fn start(ns: &Netns, graceful: bool) -> Bird {
+        Bird::start_hold(ns, graceful, 9)
+    }
+
+    fn start_hold(ns: &Netns, graceful: bool, hold: u16) -> Bird {
         let dir = tempfile::Builder::new()
             .prefix("tabby-interop-gr-bird-")
             .tempdir()
@@ -51,7 +59,7 @@ impl Bird {
             "  graceful restart off;\n"
         };
         let conf = format!(
-            "router id {B};\nlog stderr all;\nprotocol device {{ }}\nprotocol static st {{\n  ipv4;\n  route {NET_B} unreachable;\n}}\nprotocol kernel {{\n  ipv4 {{ import none; export where source = RTS_BGP; }};\n}}\nprotocol bgp tabby {{\n  local {B} as 65002;\n  neighbor {A} as 65001;\n  hold time 9;\n  keepalive time 3;\n  connect retry time 2;\n  error wait time 1, 4;\n  connect delay time 1;\n{gr}  ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
+            "router id {B};\nlog stderr all;\nprotocol device {{ }}\nprotocol static st {{\n  ipv4;\n  route {NET_B} unreachable;\n}}\nprotocol kernel {{\n  ipv4 {{ import none; export where source = RTS_BGP; }};\n}}\nprotocol bgp tabby {{\n  local {B} as 65002;\n  neighbor {A} as 65001;\n  hold time {hold};\n  keepalive time 3;\n  connect retry time 2;\n  error wait time 1, 4;\n  connect delay time 1;\n{gr}  ipv4 {{ import all; export where source = RTS_STATIC; }};\n}}\n"
         );
         std::fs::write(dir.path().join("bird.conf"), conf).expect("bird.conf");
         let log = File::create(dir.path().join("bird.log")).expect("log");
@@ -366,4 +374,43 @@ fn tabby_keeps_a_restarting_bird2_routes_stale() {
         "stale route deleted although BIRD kept its forwarding state:\n{}",
         tabby.log()
     );
+}
+
+#[test]
+fn a_restarted_bird2_replacing_a_dead_connection_is_accepted_at_once() {
+    // Hold time 240 s on both sides: the old session can only end by
+    // BIRD's new connection (RFC 4724 §4.2), never by a timer, within
+    // the test.
+    let pair = Pair::new("grdead");
+    let bird = Bird::start_hold(&pair.b, true, 240);
+    let tabby = Tabby::start(&pair.a, &tabby_config_hold(true, 240));
+    tabby.wait_established(B, T);
+    tabby.wait_routes("BIRD's prefix", T, |r| r.iter().any(|x| x.prefix == NET_B));
+    // BIRD's host "crashes": no FIN or RST leaves its namespace.
+    pair.b
+        .exec(
+            "nft",
+            [
+                "add table inet gr; add chain inet gr out { type filter hook output priority 0; }; add rule inet gr out tcp flags & (fin | rst) != 0 drop",
+            ],
+        )
+        .expect("nft");
+    bird.process.signal("KILL").expect("SIGKILL");
+    drop(bird);
+    assert_eq!(
+        tabby.neighbor(B).map(|n| n.state),
+        Some("Established".to_owned()),
+        "tabby must not have noticed yet"
+    );
+    let _bird = Bird::start_hold(&pair.b, true, 240);
+    let replaced = wait_until(T, "the old session replaced", || {
+        tabby.log().contains("the neighbour restarted")
+            && tabby.neighbor(B).is_some_and(|n| {
+                n.state == "Established" && n.last_error.as_deref() == Some("connection lost")
+            })
+    });
+    assert!(replaced.is_ok(), "{:?}\n{}", tabby.neighbor(B), tabby.log());
+    tabby.wait_routes("BIRD's prefix again", T, |r| {
+        r.iter().any(|x| x.prefix == NET_B && !x.stale)
+    });
 }
