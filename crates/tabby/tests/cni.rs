@@ -1049,3 +1049,48 @@ fn the_node_service_serves_add_check_del_and_the_plugin_falls_back_without_it() 
     assert!(cluster.allocated().is_empty());
     cluster.ipam_check_is_clean();
 }
+
+#[test]
+fn pools_come_from_the_config_or_the_pod_annotation() {
+    let cluster = Cluster::new(false); // pool-v4: 10.96.0.0/16
+    cluster.put_pool("pool-b", "10.98.0.0/16", 26);
+    let node = Node::new("cni-pool", "node-p", &cluster);
+    let in_net = |a: IpNet, net: &str| net.parse::<IpNet>().expect("net").contains(&a.addr());
+
+    // The configuration names pool-b.
+    let a = Netns::new("cni-ppa").expect("pod");
+    let mut conf = node.conf("1.0.0");
+    conf["ipam"]["ipv4Pools"] = json!(["pool-b"]);
+    let got = node.call("ADD", "ctr-pa", Some(&a), &conf).address();
+    assert!(in_net(got, "10.98.0.0/16"), "{got}");
+
+    // The pod's annotation (containerd's runtimeConfig) overrides it.
+    let b = Netns::new("cni-ppb").expect("pod");
+    let mut conf = node.conf("1.0.0");
+    conf["ipam"]["ipv4Pools"] = json!(["pool-b"]);
+    conf["runtimeConfig"] = json!({"io.kubernetes.cri.pod-annotations":
+        {"cni.projectcalico.org/ipv4pools": "[\"pool-v4\"]"}});
+    let got = node.call("ADD", "ctr-pb", Some(&b), &conf).address();
+    assert!(in_net(got, "10.96.0.0/16"), "{got}");
+
+    // ... and so does the annotation in CNI_ARGS, by CIDR.
+    let c = Netns::new("cni-ppc").expect("pod");
+    let path = netns_path(&c).to_string_lossy().into_owned();
+    let call = node.run(
+        TABBY,
+        &[
+            ("CNI_COMMAND", "ADD"),
+            ("CNI_CONTAINERID", "ctr-pc"),
+            ("CNI_IFNAME", "eth0"),
+            ("CNI_NETNS", &path),
+            (
+                "CNI_ARGS",
+                "cni.projectcalico.org/ipv4pools=[\"10.98.0.0/16\"]",
+            ),
+        ],
+        &node.conf("1.0.0"),
+    );
+    let got = call.address();
+    assert!(in_net(got, "10.98.0.0/16"), "{got}");
+    cluster.ipam_check_is_clean();
+}
