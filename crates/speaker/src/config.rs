@@ -152,6 +152,11 @@ pub struct GracefulRestartSettings {
     /// neighbours before selecting and advertising routes (120 unless set).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub selection_deferral_time: Option<u16>,
+    /// Advertise the N bit (RFC 8538): when the neighbour sets it too, a
+    /// session ended by a NOTIFICATION (hold timer expiry included, Cease
+    /// / Hard Reset excepted) is also a graceful restart. Off by default.
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub notification: bool,
 }
 
 /// Default stale-routes time, seconds.
@@ -164,6 +169,7 @@ impl GracefulRestartSettings {
     pub fn core(&self, restarting: bool) -> tabby_bgp::graceful_restart::GracefulRestartConfig {
         let mut c = tabby_bgp::graceful_restart::GracefulRestartConfig::new(self.restart_time);
         c.restarting = restarting;
+        c.notification = self.notification;
         // Forwarding never depends on this process: routes to local pods
         // are the CNI plugin's, and the FIB sync leaves its routes in place
         // across a graceful restart.
@@ -824,6 +830,13 @@ mod graceful_restart_tests {
         let core = g1.core(true);
         assert!(core.restarting && core.forwarding_preserved);
         assert_eq!(core.stale_routes_time, Duration::from_secs(60));
+        assert!(!core.notification);
+        let n = BgpdConfig::parse(
+            &format!("{BASE}gracefulRestart: {{restartTime: 120, notification: true}}\n"),
+            "t.yaml",
+        )
+        .expect("valid");
+        assert!(n.graceful_restart.expect("set").core(false).notification);
         assert!(c.any_graceful_restart());
     }
 
