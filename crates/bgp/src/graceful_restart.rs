@@ -120,6 +120,13 @@ pub struct GracefulRestartSession {
     /// Families the peer listed that the session carries, with the peer's
     /// F bit for each.
     pub families: Vec<(Family, bool)>,
+    /// Every family the session carries: after our own restart we wait
+    /// for the peer's End-of-RIB for each of them, also when the peer
+    /// listed none (a helper-only peer such as FRR's default mode or
+    /// BIRD's `graceful restart aware` sends the capability with no
+    /// families, and still sends End-of-RIB; RFC 4724 §4.1 waits for every
+    /// peer that advertised the capability).
+    pub session_families: Vec<Family>,
     /// Both sides set the N bit (RFC 8538).
     pub notification: bool,
 }
@@ -163,6 +170,7 @@ pub fn negotiate(
         peer_restart_time: Duration::from_secs(u64::from(peer.restart_time)),
         peer_restarting: peer.restarting,
         families,
+        session_families: negotiated.families.clone(),
         notification: local.notification && peer.notification,
     })
 }
@@ -352,9 +360,9 @@ impl SelectionDeferral {
     /// or is restarting itself.
     pub fn session_up(&mut self, peer: PeerId, session: Option<&GracefulRestartSession>) {
         match session {
-            Some(s) if !s.peer_restarting && !s.families.is_empty() => {
+            Some(s) if !s.peer_restarting && !s.session_families.is_empty() => {
                 if self.waiting.contains_key(&peer) {
-                    self.waiting.insert(peer, Some(s.retained_families()));
+                    self.waiting.insert(peer, Some(s.session_families.clone()));
                 }
             }
             _ => {
@@ -409,6 +417,7 @@ mod tests {
             peer_restart_time: Duration::from_secs(120),
             peer_restarting: false,
             families: vec![(Family::Ipv4Unicast, fwd), (Family::Ipv6Unicast, fwd)],
+            session_families: vec![Family::Ipv4Unicast, Family::Ipv6Unicast],
             notification,
         }
     }
@@ -479,6 +488,23 @@ mod tests {
         d.handle_timeout(t0 + Duration::from_secs(59));
         assert!(!d.is_done());
         d.handle_timeout(t0 + Duration::from_secs(60));
+        assert!(d.is_done());
+    }
+
+    #[test]
+    fn deferral_waits_for_a_helper_only_peer_that_lists_no_family() {
+        // FRR's default (helper) mode: the capability with no families.
+        let t0 = Instant::now();
+        let mut helper = session(false, false);
+        helper.families.clear();
+        helper.session_families = vec![Family::Ipv4Unicast];
+        let mut d = SelectionDeferral::new(t0, Duration::from_secs(60), [PeerId(1)]);
+        d.session_up(PeerId(1), Some(&helper));
+        assert!(
+            !d.is_done(),
+            "a helper-only peer's End-of-RIB is waited for"
+        );
+        d.end_of_rib(PeerId(1), Family::Ipv4Unicast);
         assert!(d.is_done());
     }
 }
