@@ -17,9 +17,15 @@
 //!    blackholes are the agent's: CNI device routes and the speaker's
 //!    gateway routes are never touched) and the NAT table.
 //!
-//! SIGTERM/SIGINT: sessions get a Cease, kernel routes (learned routes,
-//! blackholes, pod routes) and the NAT table stay, so pods keep forwarding
-//! while the agent is restarted.
+//! SIGTERM/SIGINT: kernel routes (learned routes, blackholes, pod routes)
+//! and the NAT table stay, so pods keep forwarding while the agent is
+//! restarted. With graceful restart (the default) the sessions close
+//! without a NOTIFICATION, so the peers keep this node's routes (stale)
+//! too; the next start's speaker adopts the learned routes left in the
+//! kernel (gateway routes only), sets the Restart State bit and defers
+//! its selection until every peer's End-of-RIB, and the blackhole
+//! reconcile owns only blackholes, so neither flushes what the other, or
+//! the CNI plugin's pod routes, holds. Without it sessions get a Cease.
 
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
@@ -86,6 +92,9 @@ pub struct AgentOptions {
     pub nat: bool,
     /// Serve Prometheus metrics over HTTP on this address (`/metrics`).
     pub metrics_listen: Option<std::net::SocketAddr>,
+    /// Graceful restart on every session (the default): peers keep this
+    /// node's routes while the agent restarts.
+    pub graceful_restart: bool,
 }
 
 /// A running in-process speaker.
@@ -164,6 +173,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         node: options.node.clone(),
         control_socket: options.control_socket.clone(),
         fib: true,
+        graceful_restart: options.graceful_restart,
     };
     let config_path = options.state_dir.join("bgpd.json");
 

@@ -50,9 +50,17 @@
 //! - The same remote address from two sources: the first wins (BGPPeers in
 //!   name order, then the mesh) and a warning names the loser.
 //!
+//! - **Graceful restart** (RFC 4724, on unless turned off in
+//!   [`PlanSettings`], as Calico's BIRD has `graceful restart` on): every
+//!   session advertises it with a restart time of 120 s, BGPPeer
+//!   `maxRestartTime` for that peer's sessions and BGPConfiguration
+//!   `nodeMeshMaxRestartTime` for the mesh's (clamped to 1..=4095 s, the
+//!   capability's 12 bits, with a warning). Peers keep this node's routes
+//!   while its agent restarts, and the restarted speaker adopts the
+//!   learned routes it left in the kernel.
+//!
 //! Not applied yet (a warning says so when set): `localASNumber`,
-//! `reachableBy`, `maxRestartTime` (graceful restart is not implemented),
-//! `localWorkloadSelector`, and BGPFilter `interface`
+//! `reachableBy`, `localWorkloadSelector`, and BGPFilter `interface`
 //! rules and large communities.
 
 use std::collections::{BTreeMap, BTreeSet};
@@ -66,7 +74,9 @@ use tabby_model::bgp_peer::{
     NextHopMode as ModelNextHop, ReversePeering, SecretKeyRef, SourceAddress,
 };
 use tabby_model::{BgpConfiguration, BgpConfigurationSpec, BgpFilter, BgpPeer, Node};
-use tabby_speaker::config::{BgpdConfig, DEFAULT_HOLD_TIME, NextHopMode, PeerConfig};
+use tabby_speaker::config::{
+    BgpdConfig, DEFAULT_HOLD_TIME, GracefulRestartSettings, NextHopMode, PeerConfig,
+};
 
 /// Calico's default AS number.
 pub const DEFAULT_AS: u32 = 64512;
@@ -181,6 +191,34 @@ pub struct PlanSettings {
     pub control_socket: PathBuf,
     /// Program learned routes into the kernel.
     pub fib: bool,
+    /// Advertise graceful restart on every session (and adopt the kernel
+    /// routes a previous run left, on start).
+    pub graceful_restart: bool,
+}
+
+/// Calico's graceful-restart time when none is set, seconds.
+pub const DEFAULT_RESTART_TIME: u16 = 120;
+
+/// A Calico restart time as the capability's seconds (1..=4095); a
+/// warning when it had to be clamped.
+fn restart_time(
+    what: &str,
+    d: &tabby_model::duration::GoDuration,
+    warnings: &mut Vec<String>,
+) -> GracefulRestartSettings {
+    let secs = d.duration().as_secs();
+    let clamped = secs.clamp(1, 4095);
+    if clamped != secs {
+        warnings.push(format!(
+            "{what}: {secs} s is outside 1..=4095 s (12 bits in the graceful restart capability); {clamped} s is used"
+        ));
+    }
+    GracefulRestartSettings {
+        restart_time: u16::try_from(clamped).unwrap_or(4095),
+        stale_routes_time: None,
+        selection_deferral_time: None,
+        notification: false,
+    }
 }
 
 /// The speaker configuration for one node and what it was made from.
@@ -299,10 +337,6 @@ pub fn speaker_plan(
         ),
         ("ignoredInterfaces", !global.ignored_interfaces.is_empty()),
         (
-            "nodeMeshMaxRestartTime",
-            global.node_mesh_max_restart_time.is_some(),
-        ),
-        (
             "localWorkloadPeeringIPV4",
             global.local_workload_peering_ipv4.is_some(),
         ),
@@ -408,7 +442,6 @@ pub fn speaker_plan(
         for (field, set) in [
             ("localASNumber", s.local_as_number.is_some()),
             ("reachableBy", s.reachable_by.is_some()),
-            ("maxRestartTime", s.max_restart_time.is_some()),
             ("localWorkloadSelector", s.local_workload_selector.is_some()),
         ] {
             if set {
@@ -435,6 +468,17 @@ pub fn speaker_plan(
         let allow_own_as = s
             .num_allowed_local_as_numbers
             .map_or(0, |n| u8::try_from(n.clamp(0, 255)).unwrap_or(u8::MAX));
+        let peer_restart = s
+            .max_restart_time
+            .as_ref()
+            .filter(|_| settings.graceful_restart)
+            .map(|d| {
+                restart_time(
+                    &format!("BGPPeer {name}: spec.maxRestartTime"),
+                    d,
+                    &mut warnings,
+                )
+            });
         for (addr, port, as_number, remote_node) in remotes {
             if my_addrs.contains(&addr) {
                 continue;
@@ -449,6 +493,7 @@ pub fn speaker_plan(
             };
             let ebgp = as_number != my_as;
             let mut p = base_peer(addr, as_number, origin);
+            p.graceful_restart = peer_restart.clone();
             p.port = port.filter(|p| *p != 179);
             p.password = password.clone();
             p.keepalive_time = keepalive;
@@ -494,6 +539,17 @@ pub fn speaker_plan(
             },
             None => Some(None),
         };
+        let mesh_restart = global
+            .node_mesh_max_restart_time
+            .as_ref()
+            .filter(|_| settings.graceful_restart)
+            .map(|d| {
+                restart_time(
+                    "BGPConfiguration default: spec.nodeMeshMaxRestartTime",
+                    d,
+                    &mut warnings,
+                )
+            });
         if let Some(password) = password {
             let mut others: Vec<&Node> = res
                 .nodes
@@ -514,6 +570,7 @@ pub fn speaker_plan(
                     p.source_address = Some(local);
                     p.password = password.clone();
                     p.multihop = (p.as_number != my_as).then_some(64);
+                    p.graceful_restart = mesh_restart.clone();
                     out.push((p, PeerOrigin::Mesh));
                 }
             }
@@ -558,7 +615,14 @@ pub fn speaker_plan(
         fib: settings.fib,
         control_socket: settings.control_socket.clone(),
         cluster_id: my_cluster,
-        graceful_restart: None,
+        graceful_restart: settings
+            .graceful_restart
+            .then_some(GracefulRestartSettings {
+                restart_time: DEFAULT_RESTART_TIME,
+                stale_routes_time: None,
+                selection_deferral_time: None,
+                notification: false,
+            }),
     };
     // A neighbour the speaker would refuse is left out with a warning, so
     // one bad BGPPeer never blocks every other change.
@@ -763,6 +827,7 @@ mod tests {
                 node: name.into(),
                 control_socket: "/tmp/x.sock".into(),
                 fib: true,
+                graceful_restart: true,
             },
             &NoSecrets,
         )
@@ -1051,6 +1116,49 @@ mod tests {
     }
 
     #[test]
+    fn graceful_restart_is_on_with_calicos_restart_times() {
+        let yaml = "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec:\n  nodeMeshMaxRestartTime: 30s\n".to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + &node("b", "10.0.0.2/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor}\nspec:\n  peerIP: 10.0.1.1\n  asNumber: 65000\n  maxRestartTime: 2h\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor2}\nspec:\n  peerIP: 10.0.1.2\n  asNumber: 65000\n";
+        let res = resources(&yaml);
+        let p = plan(&res, "a");
+        let global = p.config.graceful_restart.as_ref().expect("on by default");
+        assert_eq!(global.restart_time, DEFAULT_RESTART_TIME);
+        let time = |addr: &str| {
+            p.config
+                .graceful_restart_for(peer(&p, addr))
+                .map(|g| g.restart_time)
+        };
+        assert_eq!(time("10.0.0.2"), Some(30), "mesh: nodeMeshMaxRestartTime");
+        assert_eq!(time("10.0.1.1"), Some(4095), "maxRestartTime, clamped");
+        assert_eq!(time("10.0.1.2"), Some(120), "default");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("BGPPeer tor: spec.maxRestartTime: 7200 s")),
+            "{:?}",
+            p.warnings
+        );
+        BgpdConfig::parse(&serde_json::to_string(&p.config).expect("json"), "plan")
+            .expect("speaker accepts the plan");
+        // Turned off: no capability anywhere.
+        let off = speaker_plan(
+            &res,
+            &PlanSettings {
+                node: "a".into(),
+                control_socket: "/tmp/x".into(),
+                fib: true,
+                graceful_restart: false,
+            },
+            &NoSecrets,
+        )
+        .expect("plan");
+        assert!(!off.config.any_graceful_restart());
+    }
+
+    #[test]
     fn passwords_come_from_secrets_and_missing_ones_skip_the_peer() {
         let dir = std::env::temp_dir().join(format!("tabby-agent-secrets-{}", std::process::id()));
         std::fs::create_dir_all(dir.join("bgp")).expect("dir");
@@ -1064,6 +1172,7 @@ mod tests {
             node: "a".into(),
             control_socket: "/tmp/x".into(),
             fib: true,
+            graceful_restart: true,
         };
         let p = speaker_plan(&res, &settings, &SecretsDir(dir.clone())).expect("plan");
         assert_eq!(peer(&p, "10.0.1.1").password.as_deref(), Some("s3cret"));
@@ -1155,6 +1264,7 @@ mod tests {
             node: n.into(),
             control_socket: "/tmp/x".into(),
             fib: true,
+            graceful_restart: true,
         };
         assert_eq!(
             speaker_plan(&res, &settings("ghost"), &NoSecrets),

@@ -43,6 +43,7 @@ fn plan(res: &BgpResources, node: &str) -> SpeakerPlan {
             node: node.into(),
             control_socket: "/tmp/unused.sock".into(),
             fib: true,
+            graceful_restart: true,
         },
         &NoSecrets,
     )

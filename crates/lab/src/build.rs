@@ -774,6 +774,9 @@ pub struct RestartReport {
     pub ping: Option<(u32, u32)>,
 }
 
+/// The agent flag that turns graceful restart off.
+const NO_GRACEFUL_RESTART: &str = "--no-graceful-restart";
+
 /// Established sessions of a node's agent, or None while it does not answer.
 fn established(state: &State, node: &str) -> Option<usize> {
     let socket = state.dir().join(format!("{node}.sock"));
@@ -798,10 +801,14 @@ fn established(state: &State, node: &str) -> Option<usize> {
 /// until it has as many Established sessions as before; with `ping`
 /// (`from`, `to` targets), pings every 200 ms across the restart and
 /// counts the answers (a measurement for graceful restart, not a check).
+/// `graceful_restart` `Some(false)` starts the new agent with
+/// `--no-graceful-restart`, `Some(true)` without it, `None` keeps the old
+/// command line (the stop itself is graceful or not as the old agent was).
 pub fn restart_agent(
     name: &str,
     node: &str,
     ping: Option<(&str, &str)>,
+    graceful_restart: Option<bool>,
     log: &mut dyn Write,
 ) -> Result<RestartReport, LabError> {
     let mut state = State::load(name)?;
@@ -832,6 +839,23 @@ pub fn restart_agent(
                     message,
                 }
             })?;
+            // Measure from a working path: wait (up to 60 s) until one
+            // echo is answered, e.g. after a previous restart without
+            // graceful restart.
+            let settle = Instant::now() + Duration::from_secs(60);
+            while Instant::now() < settle {
+                let ok = Command::new("ip")
+                    .args(["netns", "exec", &src, "ping", "-n", "-c", "1", "-W", "1"])
+                    .arg(dst.to_string())
+                    .stdin(Stdio::null())
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status()
+                    .is_ok_and(|s| s.success());
+                if ok {
+                    break;
+                }
+            }
             let child = Command::new("ip")
                 .args(["netns", "exec", &src, "ping", "-n", "-i", "0.2", "-W", "1"])
                 .arg(dst.to_string())
@@ -849,6 +873,13 @@ pub fn restart_agent(
         None => None,
     };
     let _ = writeln!(log, "  stopping {role} (pid {})", old.pid);
+    let mut args = old.args.clone();
+    if let Some(on) = graceful_restart {
+        args.retain(|a| a != NO_GRACEFUL_RESTART);
+        if !on {
+            args.push(NO_GRACEFUL_RESTART.to_owned());
+        }
+    }
     let start = Instant::now();
     stop(&old, Duration::from_secs(10));
     state.processes.remove(index);
@@ -857,9 +888,16 @@ pub fn restart_agent(
         &role,
         &old.netns,
         &old.program,
-        &old.args,
+        &args,
         old.cwd.as_deref(),
-        old.log.with_extension("restarted.log"),
+        // One log for every restart after the first (a name that grew
+        // by `.restarted` each time would end up too long for the file
+        // system).
+        if old.log.to_string_lossy().ends_with(".restarted.log") {
+            old.log.clone()
+        } else {
+            old.log.with_extension("restarted.log")
+        },
     )?;
     let new_pid = state.processes.last().map(|p| p.pid).unwrap_or(0);
     let _ = writeln!(

@@ -53,6 +53,11 @@ pub struct AgentArgs {
     /// e.g. `127.0.0.1:9091`.
     #[arg(long, env = "TABBY_METRICS_LISTEN")]
     metrics_listen: Option<std::net::SocketAddr>,
+    /// Do not advertise graceful restart (RFC 4724): sessions then get a
+    /// Cease when the agent stops and peers withdraw this node's routes
+    /// until it is back. On by default, like Calico's BIRD.
+    #[arg(long, env = "TABBY_NO_GRACEFUL_RESTART")]
+    no_graceful_restart: bool,
 }
 
 fn address(flag: &str, value: &str, v6: bool) -> anyhow::Result<AddressSetting> {
@@ -110,6 +115,7 @@ pub fn run(datastore: &str, args: AgentArgs) -> anyhow::Result<()> {
         poll_interval: Duration::from_millis(args.poll_ms.max(50)),
         nat: !args.no_nat,
         metrics_listen: args.metrics_listen,
+        graceful_restart: !args.no_graceful_restart,
     };
     tabby_agent::daemon::run(options).context("tabby agent")
 }

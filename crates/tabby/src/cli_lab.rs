@@ -50,6 +50,15 @@ enum LabCommand {
         /// ... to this one.
         #[arg(long, requires = "ping_from")]
         ping_to: Option<String>,
+        /// Start the new agent with graceful restart on or off (default:
+        /// as it was).
+        #[arg(long, value_parser = ["on", "off"])]
+        graceful_restart: Option<String>,
+        /// Measure both: restart with graceful restart off, then on
+        /// (each preceded by an unmeasured restart that switches the
+        /// mode), and print both losses.
+        #[arg(long, conflicts_with = "graceful_restart", requires = "ping_from")]
+        compare_graceful_restart: bool,
     },
     /// Stops the lab's processes by PID and deletes its namespaces.
     Down {
@@ -121,21 +130,50 @@ pub fn run(args: LabArgs) -> Result<()> {
             node,
             ping_from,
             ping_to,
+            graceful_restart,
+            compare_graceful_restart,
         } => {
             let ping = ping_from.as_deref().zip(ping_to.as_deref());
-            let r = tabby_lab::restart_agent(&lab_name(&lab)?, &node, ping, &mut out)?;
-            println!(
-                "{node}: agent restarted (pid {} -> {}), {} session(s) Established again {:.1}s after SIGTERM",
-                r.old_pid,
-                r.new_pid,
-                r.sessions,
-                r.recovery.as_secs_f64()
-            );
-            if let (Some((sent, answered)), Some((from, to))) = (r.ping, ping) {
-                println!(
-                    "ping {from} -> {to} every 200 ms across the restart: {sent} sent, {answered} answered, {} lost",
-                    sent.saturating_sub(answered)
-                );
+            let name = lab_name(&lab)?;
+            // (graceful restart of the new agent, measured, label)
+            let runs: Vec<(Option<bool>, bool, &str)> = if compare_graceful_restart {
+                vec![
+                    (Some(false), false, ""),
+                    (Some(false), true, "graceful restart off: "),
+                    (Some(true), false, ""),
+                    (Some(true), true, "graceful restart on: "),
+                ]
+            } else {
+                vec![(graceful_restart.as_deref().map(|g| g == "on"), true, "")]
+            };
+            let mut lines = Vec::new();
+            for (graceful, measured, label) in runs {
+                let r = tabby_lab::restart_agent(
+                    &name,
+                    &node,
+                    ping.filter(|_| measured),
+                    graceful,
+                    &mut out,
+                )?;
+                if !measured {
+                    continue;
+                }
+                lines.push(format!(
+                    "{label}{node}: agent restarted (pid {} -> {}), {} session(s) Established again {:.1}s after SIGTERM",
+                    r.old_pid,
+                    r.new_pid,
+                    r.sessions,
+                    r.recovery.as_secs_f64()
+                ));
+                if let (Some((sent, answered)), Some((from, to))) = (r.ping, ping) {
+                    lines.push(format!(
+                        "{label}ping {from} -> {to} every 200 ms across the restart: {sent} sent, {answered} answered, {} lost",
+                        sent.saturating_sub(answered)
+                    ));
+                }
+            }
+            for l in lines {
+                println!("{l}");
             }
         }
         LabCommand::Down { lab } => {
