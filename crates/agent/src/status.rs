@@ -24,8 +24,16 @@ pub struct SessionRow {
     pub summary: String,
     /// Seconds in the current state.
     pub since_secs: Option<u64>,
-    /// The last error, or `Established`.
+    /// The last error, or `Established`; while the peer restarts
+    /// gracefully, `graceful restart: N stale routes kept` first.
     pub info: String,
+    /// Graceful restart with this peer: `negotiated`, `restarting` (its
+    /// routes kept stale), absent when not negotiated.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub graceful_restart: Option<String>,
+    /// Routes from this peer kept stale through its restart.
+    #[serde(default)]
+    pub stale_routes: u64,
 }
 
 /// Rows from the speaker's neighbours.
@@ -48,11 +56,20 @@ pub fn session_rows(neighbors: &[NeighborStatus]) -> Vec<SessionRow> {
                 state: n.state.clone(),
                 summary: if up { "up" } else { "down" }.to_owned(),
                 since_secs: n.uptime_secs,
-                info: if up {
-                    "Established".to_owned()
-                } else {
-                    n.last_error.clone().unwrap_or_default()
+                info: match (up, n.graceful_restart.as_deref()) {
+                    (true, _) => "Established".to_owned(),
+                    (false, Some("restarting")) => {
+                        let kept =
+                            format!("graceful restart: {} stale routes kept", n.stale_routes);
+                        match &n.last_error {
+                            Some(e) => format!("{kept}; {e}"),
+                            None => kept,
+                        }
+                    }
+                    (false, _) => n.last_error.clone().unwrap_or_default(),
                 },
+                graceful_restart: n.graceful_restart.clone(),
+                stale_routes: n.stale_routes,
             }
         })
         .collect()
@@ -254,6 +271,8 @@ mod metrics_tests {
             summary: "up".into(),
             since_secs: Some(3),
             info: "Established".into(),
+            graceful_restart: Some("negotiated".into()),
+            stale_routes: 0,
         }];
         let c = AgentCounters {
             reconciles: 4,

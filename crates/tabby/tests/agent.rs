@@ -5,7 +5,7 @@
 //! runs in a namespace of its own on the same segment.
 //!
 //! Runs as root. Addresses: node segment 10.79.0.0/24, pools 10.80.0.0/16
-//! (mesh test) and 10.81.0.0/16 (ToR test); all inside the test's
+//! (mesh test), 10.81.0.0/16 (ToR test) and others per test; all inside the test's
 //! namespaces.
 
 use std::collections::BTreeSet;
@@ -463,8 +463,8 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
             "route {line:?} gone after SIGTERM:\n{after}"
         );
     }
-    // (The peers withdraw n1's block when its sessions close: keeping
-    // traffic both ways across a restart needs graceful restart, not done.)
+    // (With graceful restart the peers keep n1's block: see
+    // agent_restart_with_graceful_restart_loses_no_ping.)
 }
 
 fn bird_config(router_id: &str, nodes: &[(&str, &str)]) -> String {
@@ -906,4 +906,131 @@ fn agents_share_an_etcd_datastore() {
     assert!(nodes[1].pods[0].0.ping(&p1, 2), "{p2} -> {p1}");
     let got = cluster.tabby(&["get", "nodes", "-o", "json"], "");
     assert!(got.contains("10.79.0.2/24"), "{got}");
+}
+
+/// Echo counts from ping's summary line (`N packets transmitted, M received`).
+fn ping_counts(out: &str) -> Option<(u32, u32)> {
+    let line = out.lines().find(|l| l.contains("packets transmitted"))?;
+    let mut nums = line
+        .split(',')
+        .filter_map(|part| part.split_whitespace().next()?.parse::<u32>().ok());
+    Some((nums.next()?, nums.next()?))
+}
+
+#[test]
+fn agent_restart_with_graceful_restart_loses_no_ping() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.87.0.0/16}\n",
+    );
+    let mut nodes: Vec<Node> = [("a", "10.79.0.1"), ("b", "10.79.0.2")]
+        .iter()
+        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+        .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    nodes[0].add_pod(&cluster, "pa");
+    let pod_b = nodes[1].add_pod(&cluster, "pb");
+    wait(
+        "a's pod to reach b's pod",
+        || nodes[0].pods[0].0.ping(&pod_b, 1),
+        || logs(&cluster, &nodes),
+    );
+    // The session negotiated graceful restart (the agent's default).
+    wait(
+        "graceful restart negotiated on a's session with b",
+        || {
+            nodes[0].status().is_some_and(|s| {
+                s.iter()
+                    .any(|x| x["state"] == "Established" && x["gracefulRestart"] == "negotiated")
+            })
+        },
+        || format!("{:?}", nodes[0].status()),
+    );
+
+    // 20 echoes a second from a's pod to b's pod across b's restart.
+    let ping_log = cluster.path("ping.out");
+    let mut ping_cmd = nodes[0].pods[0].0.command("ping");
+    ping_cmd
+        .args(["-n", "-i", "0.05", "-W", "1", &pod_b])
+        .stdout(std::fs::File::create(&ping_log).expect("ping log"))
+        .stderr(Stdio::null());
+    let mut ping = nodes[0].pods[0].0.spawn(&mut ping_cmd).expect("ping");
+    std::thread::sleep(Duration::from_secs(1));
+
+    let agent = nodes[1].agent.as_mut().expect("b's agent");
+    agent.signal("TERM").expect("TERM");
+    wait("b's agent to exit", || !agent.is_running(), String::new);
+    // While b is away, a keeps b's routes, stale, and says so.
+    let restarting = || {
+        nodes[0].status().and_then(|s| {
+            s.iter()
+                .find(|x| x["gracefulRestart"] == "restarting")
+                .cloned()
+        })
+    };
+    wait(
+        "a to show b's session as restarting",
+        || restarting().is_some(),
+        || format!("{:?}\n{}", nodes[0].status(), logs(&cluster, &nodes)),
+    );
+    let row = restarting().expect("restarting row");
+    assert!(row["staleRoutes"].as_u64().unwrap_or(0) >= 1, "{row}");
+    assert!(
+        row["info"]
+            .as_str()
+            .is_some_and(|i| i.contains("stale routes kept")),
+        "{row}"
+    );
+    assert!(
+        nodes[0].routes().contains(&block_of(&pod_b)),
+        "b's block gone from a while b restarts:\n{}",
+        nodes[0].routes()
+    );
+
+    nodes[1].start_agent(&cluster);
+    wait(
+        "both sessions Established again, graceful restart done",
+        || {
+            nodes.iter().all(|n| {
+                n.status().is_some_and(|s| {
+                    !s.is_empty()
+                        && s.iter().all(|x| {
+                            x["state"] == "Established" && x["gracefulRestart"] != "restarting"
+                        })
+                })
+            })
+        },
+        || logs(&cluster, &nodes),
+    );
+    // The restarted speaker adopted the routes it had left in the kernel.
+    let log_b = nodes[1].log(&cluster);
+    assert!(
+        log_b.contains("adopting the kernel routes left by the previous run"),
+        "{log_b}"
+    );
+    wait(
+        "b to select routes after a's End-of-RIB",
+        || {
+            nodes[1]
+                .log(&cluster)
+                .contains("graceful restart: route selection done")
+        },
+        || nodes[1].log(&cluster),
+    );
+    std::thread::sleep(Duration::from_secs(1));
+    ping.signal("INT").expect("INT");
+    wait("ping to exit", || !ping.is_running(), String::new);
+    let out = std::fs::read_to_string(&ping_log).expect("ping output");
+    let (sent, answered) = ping_counts(&out).unwrap_or_else(|| panic!("no summary: {out}"));
+    println!("b's agent restarted under a 20/s ping: {sent} sent, {answered} answered");
+    assert!(sent >= 20, "{out}");
+    assert_eq!(
+        sent,
+        answered,
+        "echoes lost across a graceful restart:\n{out}\n{}",
+        logs(&cluster, &nodes)
+    );
 }
