@@ -34,10 +34,9 @@
 //!   first match wins, no match accepts).
 //! - A BGPPeer session between two cluster nodes (the remote address is
 //!   a Node's) is one-directional like the mesh: the node with the lower
-//!   address (as text) waits. Calico's BIRD connects from both ends; two
-//!   tabby speakers that both connect and both refuse while idle after a
-//!   failure can stay in step forever, and a BIRD peer still connects
-//!   from its side, so nothing is lost.
+//!   address (as text) waits, as Calico's mesh does. Calico's BIRD
+//!   connects from both ends for BGPPeers; a BIRD peer still connects from
+//!   its side, so nothing is lost.
 //! - Exports: a node announces only what it originates (its blocks,
 //!   borrowed addresses, service CIDRs) to every peer; routes learned
 //!   from peers are passed on only by a route reflector, to same-AS peers.

@@ -117,6 +117,12 @@ pub struct SessionConfig {
     pub idle_hold_time: Duration,
     /// Upper bound of the IdleHold back-off.
     pub max_idle_hold_time: Duration,
+    /// Seed for jittering the ConnectRetry and IdleHold timers (RFC 4271
+    /// §10: each run of the timer is scaled by a factor between 0.75 and
+    /// 1). `None` disables jitter, so runs are exactly reproducible. A
+    /// driver passes a random seed so that two speakers that failed
+    /// together do not retry in lockstep.
+    pub jitter_seed: Option<u64>,
 }
 
 impl SessionConfig {
@@ -138,6 +144,7 @@ impl SessionConfig {
             graceful_restart: None,
             idle_hold_time: Duration::from_secs(5),
             max_idle_hold_time: Duration::from_secs(120),
+            jitter_seed: None,
         }
     }
 
@@ -305,12 +312,17 @@ pub struct Session {
     tx: VecDeque<Vec<u8>>,
     events: VecDeque<Event>,
     last_down: Option<DownReason>,
+    /// State of the jitter generator (xorshift64*); `None` when jitter is
+    /// off.
+    jitter: Option<u64>,
 }
 
 impl Session {
     /// A session in Idle.
     pub fn new(config: SessionConfig) -> Self {
         let backoff = config.idle_hold_time;
+        // xorshift has a fixed point at 0: keep the state away from it.
+        let jitter = config.jitter_seed.map(|s| s | 1);
         let codec = CodecContext {
             ebgp: config.is_ebgp(),
             ..CodecContext::default()
@@ -334,6 +346,7 @@ impl Session {
             tx: VecDeque::new(),
             events: VecDeque::new(),
             last_down: None,
+            jitter,
         }
     }
 
@@ -391,12 +404,21 @@ impl Session {
         self.peer_open.as_ref()
     }
 
-    /// True when a new TCP connection may be handed to this session
-    /// (Connect or Active). In Idle a connection is refused; from OpenSent
-    /// on, a second connection is a collision for the driver to resolve
-    /// with [`collision_survivor`] once the peer's OPEN is known.
+    /// True when a new TCP connection may be handed to this session:
+    /// Connect or Active, and also Idle while a started session waits out
+    /// its IdleHold back-off (RFC 4271 event 5,
+    /// AutomaticStart_with_PassiveTcpEstablishment: the back-off delays our
+    /// own connection attempts, not the peer's). Without the latter, two
+    /// speakers that both connect actively and failed together refuse
+    /// each other in turn forever. A stopped session refuses; from
+    /// OpenSent on, a second connection is a collision for the driver to
+    /// resolve with [`collision_survivor`] once the peer's OPEN is known.
     pub fn accepts_connection(&self) -> bool {
-        matches!(self.state, State::Connect | State::Active)
+        match self.state {
+            State::Connect | State::Active => true,
+            State::Idle => self.started,
+            _ => false,
+        }
     }
 
     /// Which side opened the current connection.
@@ -506,17 +528,11 @@ impl Session {
                 self.idle_hold_at = None;
             }
             Input::TcpConnected(dir) => match self.state {
-                State::Connect | State::Active => {
-                    self.direction = Some(dir);
-                    self.connect_retry_at = None;
-                    self.rx.clear();
-                    self.codec = CodecContext {
-                        ebgp: self.config.is_ebgp(),
-                        ..Default::default()
-                    };
-                    self.queue(Message::Open(self.config.open()));
-                    self.hold_at = Some(now + OPEN_HOLD);
-                    self.set_state(State::OpenSent);
+                State::Connect | State::Active => self.connected(now, dir),
+                // Passive establishment during the IdleHold back-off.
+                State::Idle if self.started && dir == Direction::Incoming => {
+                    self.idle_hold_at = None;
+                    self.connected(now, dir);
                 }
                 // Not expecting a connection: the driver should have asked
                 // `accepts_connection` (or resolved a collision) first.
@@ -527,7 +543,8 @@ impl Session {
                 State::Connect | State::Active => {
                     // RFC 4271: Connect -> Active, retry when the timer fires.
                     if !self.config.passive && self.connect_retry_at.is_none() {
-                        self.connect_retry_at = Some(now + self.config.connect_retry);
+                        self.connect_retry_at =
+                            Some(now + self.jittered(self.config.connect_retry));
                     }
                     self.set_state(State::Active);
                 }
@@ -548,7 +565,7 @@ impl Session {
             }
         }
         if self.connect_retry_at.is_some_and(|t| t <= now) {
-            self.connect_retry_at = Some(now + self.config.connect_retry);
+            self.connect_retry_at = Some(now + self.jittered(self.config.connect_retry));
             if matches!(self.state, State::Connect | State::Active) && !self.config.passive {
                 self.events.push_back(Event::Connect);
                 self.set_state(State::Connect);
@@ -566,11 +583,39 @@ impl Session {
         }
     }
 
+    /// A TCP connection is up: send our OPEN and wait for the peer's.
+    fn connected(&mut self, now: Instant, dir: Direction) {
+        self.direction = Some(dir);
+        self.connect_retry_at = None;
+        self.rx.clear();
+        self.codec = CodecContext {
+            ebgp: self.config.is_ebgp(),
+            ..Default::default()
+        };
+        self.queue(Message::Open(self.config.open()));
+        self.hold_at = Some(now + OPEN_HOLD);
+        self.set_state(State::OpenSent);
+    }
+
+    /// `d` scaled by a factor in [0.75, 1] when jitter is on (RFC 4271
+    /// §10), else `d`.
+    fn jittered(&mut self, d: Duration) -> Duration {
+        let Some(x) = self.jitter.as_mut() else {
+            return d;
+        };
+        *x ^= *x >> 12;
+        *x ^= *x << 25;
+        *x ^= *x >> 27;
+        let r = x.wrapping_mul(0x2545_F491_4F6C_DD1D) >> 56; // 0..=255
+        // 0.75 + 0.25 * r / 256, in 1/1024ths.
+        d.saturating_mul(768 + u32::try_from(r).unwrap_or(0)) / 1024
+    }
+
     fn start(&mut self, now: Instant) {
         if self.config.passive {
             self.set_state(State::Active);
         } else {
-            self.connect_retry_at = Some(now + self.config.connect_retry);
+            self.connect_retry_at = Some(now + self.jittered(self.config.connect_retry));
             self.events.push_back(Event::Connect);
             self.set_state(State::Connect);
         }
@@ -634,7 +679,7 @@ impl Session {
         }
         self.set_state(State::Idle);
         if error && self.started {
-            self.idle_hold_at = Some(now + self.backoff);
+            self.idle_hold_at = Some(now + self.jittered(self.backoff));
             self.backoff = (self.backoff * 2).min(self.config.max_idle_hold_time);
         }
     }

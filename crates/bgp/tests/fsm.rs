@@ -18,6 +18,11 @@ struct Pair {
     connected: bool,
     /// When false, bytes written by either side are lost (a dead link).
     link_up: bool,
+    /// When true, a side that does not accept a connection answers it
+    /// with Cease / Connection Rejected as tabby-speaker does (the TCP
+    /// connection succeeds, then the NOTIFICATION arrives); when false the
+    /// connection attempt fails.
+    refuse_with_cease: bool,
     a_events: Vec<(Duration, Event)>,
     b_events: Vec<(Duration, Event)>,
     /// Messages sent by each side, decoded, with the time sent.
@@ -35,6 +40,7 @@ impl Pair {
             b: Session::new(b),
             connected: false,
             link_up: true,
+            refuse_with_cease: false,
             a_events: vec![],
             b_events: vec![],
             a_sent: vec![],
@@ -96,6 +102,15 @@ impl Pair {
                                     self.now,
                                     Input::TcpConnected(Direction::Incoming),
                                 );
+                            } else if self.refuse_with_cease && !self.connected {
+                                let cease = Message::Notification(Notification::new(6, 5, vec![]))
+                                    .to_bytes(&CodecContext::default())
+                                    .expect("encode");
+                                src.handle_input(
+                                    self.now,
+                                    Input::TcpConnected(Direction::Outgoing),
+                                );
+                                src.handle_input(self.now, Input::Data(&cease));
                             } else {
                                 src.handle_input(self.now, Input::TcpFailed);
                             }
@@ -688,4 +703,116 @@ fn extended_messages_only_when_both_offer_them() {
             if want { 65535 } else { 4096 }
         );
     }
+}
+
+/// Two active speakers with the same timers, started 100 ms apart so that
+/// each one's first attempt meets the other still in Idle.
+fn both_active(jitter: Option<(u64, u64)>) -> Pair {
+    let mut a = cfg(65001, [10, 0, 0, 1], 65001);
+    let mut b = cfg(65001, [10, 0, 0, 2], 65001);
+    for c in [&mut a, &mut b] {
+        c.hold_time = 9;
+        c.idle_hold_time = Duration::from_secs(5);
+        c.max_idle_hold_time = Duration::from_secs(120);
+    }
+    a.jitter_seed = jitter.map(|j| j.0);
+    b.jitter_seed = jitter.map(|j| j.1);
+    let mut p = Pair::new(a, b);
+    p.refuse_with_cease = true;
+    p
+}
+
+#[test]
+fn started_session_in_idle_hold_accepts_a_connection() {
+    let mut p = both_active(None);
+    p.a.handle_input(p.now, Input::ManualStart);
+    p.drive();
+    // b not started yet: a's attempt is refused, a backs off.
+    assert_eq!(p.a.state(), State::Idle);
+    assert!(p.a.poll_timeout().is_some(), "IdleHold timer running");
+    assert!(!p.b.accepts_connection(), "a stopped session refuses");
+    assert!(
+        p.a.accepts_connection(),
+        "a started session in IdleHold accepts"
+    );
+    p.advance(Duration::from_millis(100));
+    p.b.handle_input(p.now, Input::ManualStart);
+    p.drive();
+    assert!(
+        p.established_both(),
+        "a {:?} b {:?}",
+        p.a.state(),
+        p.b.state()
+    );
+    assert_eq!(p.a.direction(), Some(Direction::Incoming));
+    assert_eq!(
+        p.elapsed(),
+        Duration::from_millis(100),
+        "no wait for IdleHold"
+    );
+    // The IdleHold timer was cancelled: nothing fires but the keepalives.
+    p.advance(Duration::from_secs(60));
+    assert!(p.established_both());
+}
+
+#[test]
+fn two_active_speakers_that_fail_in_step_converge() {
+    for jitter in [None, Some((7, 8))] {
+        let mut p = both_active(jitter);
+        p.a.handle_input(p.now, Input::ManualStart);
+        p.advance(Duration::from_millis(100));
+        p.b.handle_input(p.now, Input::ManualStart);
+        p.advance(Duration::from_secs(1));
+        assert!(p.established_both(), "{jitter:?}: first establishment");
+        // Both lose the link and time out together: back-offs in step.
+        p.link_up = false;
+        p.advance(Duration::from_secs(10));
+        assert_eq!(p.a.state(), State::Idle, "{jitter:?}");
+        assert_eq!(p.b.state(), State::Idle, "{jitter:?}");
+        p.link_up = true;
+        p.advance(Duration::from_secs(300));
+        assert!(
+            p.established_both(),
+            "{jitter:?}: a {:?} b {:?}",
+            p.a.state(),
+            p.b.state()
+        );
+    }
+}
+
+#[test]
+fn jitter_scales_idle_hold_between_three_quarters_and_one() {
+    let delays = |seed: Option<u64>| {
+        let mut c = cfg(65001, [10, 0, 0, 1], 65002);
+        c.idle_hold_time = Duration::from_secs(8);
+        c.max_idle_hold_time = Duration::from_secs(8);
+        c.jitter_seed = seed;
+        let mut s = Session::new(c);
+        let mut now = Instant::now();
+        s.handle_input(now, Input::ManualStart);
+        let cease = Message::Notification(Notification::new(6, 5, vec![]))
+            .to_bytes(&CodecContext::default())
+            .expect("encode");
+        let mut out = vec![];
+        for _ in 0..20 {
+            s.handle_input(now, Input::TcpConnected(Direction::Outgoing));
+            s.handle_input(now, Input::Data(&cease));
+            let next = s.poll_timeout().expect("idle hold timer");
+            out.push(next - now);
+            now = next;
+            s.handle_timeout(now);
+            while s.poll_event().is_some() {}
+        }
+        out
+    };
+    assert!(delays(None).iter().all(|d| *d == Duration::from_secs(8)));
+    let one = delays(Some(1));
+    assert!(
+        one.iter()
+            .all(|d| *d >= Duration::from_secs(6) && *d <= Duration::from_secs(8)),
+        "{one:?}"
+    );
+    assert_ne!(one, delays(Some(2)), "different seeds, different delays");
+    assert_eq!(one, delays(Some(1)), "same seed, same delays");
+    assert!(one.windows(2).any(|w| w[0] != w[1]), "delays vary: {one:?}");
 }

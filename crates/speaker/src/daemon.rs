@@ -113,10 +113,18 @@ pub fn session_config(config: &BgpdConfig, p: &PeerConfig) -> SessionConfig {
         vec![Family::Ipv4Unicast, Family::Ipv6Unicast]
     };
     c.idle_hold_time = c.connect_retry.min(Duration::from_secs(5));
+    c.jitter_seed = Some(jitter_seed(p));
     c.graceful_restart = config
         .graceful_restart_for(p)
         .map(|g| g.core(false).capability(&c.families));
     c
+}
+
+/// A fresh random seed for one session's timer jitter (std's per-process
+/// random hash keys, mixed with the neighbour's address).
+fn jitter_seed(p: &PeerConfig) -> u64 {
+    use std::hash::BuildHasher;
+    std::collections::hash_map::RandomState::new().hash_one(p.address)
 }
 
 /// [`session_config`] for the first run after a graceful restart: the

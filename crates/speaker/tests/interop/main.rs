@@ -2,6 +2,7 @@
 //! each in network namespaces the test makes (root required). One test
 //! binary with modules, so it compiles once.
 
+mod active_pair;
 mod bfd;
 mod fib;
 mod graceful_restart;
