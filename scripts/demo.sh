@@ -343,8 +343,8 @@ echo "== lab: leaf-spine (seed 003): FRR spine + 3 leaves in OSPF, 4 nodes each 
   $TABBY lab up examples/leaf-spine/topology.yaml --name "$LAB" | tail -3
   $TABBY lab verify "$LAB" --timeout 90
   $TABBY lab status "$LAB" | head -3
-  echo "-- k-master's agent restarted while the client pings its web pod (lost pings: no graceful restart yet)"
-  $TABBY lab restart-agent "$LAB" k-master --ping-from client --ping-to k-master/web | tail -2
+  echo "-- k-master's agent restarted while the client pings its web pod: graceful restart off (anchor), then on (the default)"
+  $TABBY lab restart-agent "$LAB" k-master --ping-from client --ping-to k-master/web --compare-graceful-restart | tail -4
   $TABBY lab down "$LAB"
   trap - EXIT
   echo "-- namespaces of $LAB left: $(ip netns list | grep -c "^$LAB-" || true)"
