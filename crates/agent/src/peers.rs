@@ -58,6 +58,12 @@
 //!   while its agent restarts, and the restarted speaker adopts the
 //!   learned routes it left in the kernel.
 //!
+//! - **BFD** (a tabby extension; Calico has no BFD field): BGPPeer
+//!   annotations `tabby.io/bfd: "true"`, `tabby.io/bfd-interval-ms`
+//!   (default 300) and `tabby.io/bfd-multiplier` (default 3) turn on BFD
+//!   for that peer's sessions (see [`bfd_annotations`]). Annotations leave
+//!   the manifest valid for Calico, which ignores them.
+//!
 //! Not applied yet (a warning says so when set): `localASNumber`,
 //! `reachableBy`, `localWorkloadSelector`, and BGPFilter `interface`
 //! rules and large communities.
@@ -193,6 +199,57 @@ pub struct PlanSettings {
     /// Advertise graceful restart on every session (and adopt the kernel
     /// routes a previous run left, on start).
     pub graceful_restart: bool,
+}
+
+/// BGPPeer annotation turning BFD on (`"true"`) for its sessions.
+pub const BFD_ANNOTATION: &str = "tabby.io/bfd";
+/// BGPPeer annotation: BFD interval, milliseconds.
+pub const BFD_INTERVAL_ANNOTATION: &str = "tabby.io/bfd-interval-ms";
+/// BGPPeer annotation: BFD detect multiplier.
+pub const BFD_MULTIPLIER_ANNOTATION: &str = "tabby.io/bfd-multiplier";
+
+/// BFD settings of a BGPPeer from its annotations: (on, interval ms,
+/// multiplier). A value that does not parse is ignored with a warning
+/// naming the annotation.
+pub fn bfd_annotations(
+    bp: &BgpPeer,
+    warnings: &mut Vec<String>,
+) -> (bool, Option<u32>, Option<u8>) {
+    let name = &bp.metadata.name;
+    let a = &bp.metadata.annotations;
+    let on = match a.get(BFD_ANNOTATION).map(|v| v.trim()) {
+        None | Some("false") => false,
+        Some("true") => true,
+        Some(other) => {
+            warnings.push(format!(
+                "BGPPeer {name}: annotation {BFD_ANNOTATION}: {other:?} is not \"true\" or \"false\"; BFD stays off"
+            ));
+            false
+        }
+    };
+    let interval = a.get(BFD_INTERVAL_ANNOTATION).and_then(|v| {
+        match v.trim().parse::<u32>() {
+            Ok(ms) if ms >= 1 => Some(ms),
+            _ => {
+                warnings.push(format!(
+                    "BGPPeer {name}: annotation {BFD_INTERVAL_ANNOTATION}: {v:?} is not a number of milliseconds (1 or more); 300 is used"
+                ));
+                None
+            }
+        }
+    });
+    let multiplier = a.get(BFD_MULTIPLIER_ANNOTATION).and_then(|v| {
+        match v.trim().parse::<u8>() {
+            Ok(m) if m >= 1 => Some(m),
+            _ => {
+                warnings.push(format!(
+                    "BGPPeer {name}: annotation {BFD_MULTIPLIER_ANNOTATION}: {v:?} is not a multiplier (1..=255); 3 is used"
+                ));
+                None
+            }
+        }
+    });
+    (on, interval, multiplier)
 }
 
 /// Calico's graceful-restart time when none is set, seconds.
@@ -467,6 +524,7 @@ pub fn speaker_plan(
         let allow_own_as = s
             .num_allowed_local_as_numbers
             .map_or(0, |n| u8::try_from(n.clamp(0, 255)).unwrap_or(u8::MAX));
+        let (bfd, bfd_interval_ms, bfd_multiplier) = bfd_annotations(bp, &mut warnings);
         let peer_restart = s
             .max_restart_time
             .as_ref()
@@ -493,6 +551,9 @@ pub fn speaker_plan(
             let ebgp = as_number != my_as;
             let mut p = base_peer(addr, as_number, origin);
             p.graceful_restart = peer_restart.clone();
+            p.bfd = bfd;
+            p.bfd_interval_ms = bfd_interval_ms;
+            p.bfd_multiplier = bfd_multiplier;
             p.port = port.filter(|p| *p != 179);
             p.password = password.clone();
             p.keepalive_time = keepalive;
@@ -1155,6 +1216,36 @@ mod tests {
         )
         .expect("plan");
         assert!(!off.config.any_graceful_restart());
+    }
+
+    #[test]
+    fn bfd_comes_from_bgppeer_annotations() {
+        let yaml = BGPCONF_NO_MESH.to_owned()
+            + &node("a", "10.0.0.1/24", "")
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor\n  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"5\"}\nspec: {peerIP: 10.0.1.1, asNumber: 65000}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: tor2\n  annotations: {tabby.io/bfd: \"yes\", tabby.io/bfd-interval-ms: \"0\"}\nspec: {peerIP: 10.0.1.2, asNumber: 65000}\n"
+            + "---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: tor3}\nspec: {peerIP: 10.0.1.3, asNumber: 65000}\n";
+        let p = plan(&resources(&yaml), "a");
+        let t = peer(&p, "10.0.1.1");
+        assert!(t.bfd);
+        assert_eq!(t.bfd_interval_ms, Some(100));
+        assert_eq!(t.bfd_multiplier, Some(5));
+        let t2 = peer(&p, "10.0.1.2");
+        assert!(!t2.bfd);
+        assert_eq!(t2.bfd_interval_ms, None);
+        assert!(!peer(&p, "10.0.1.3").bfd);
+        for needle in [
+            "BGPPeer tor2: annotation tabby.io/bfd: \"yes\"",
+            "BGPPeer tor2: annotation tabby.io/bfd-interval-ms: \"0\"",
+        ] {
+            assert!(
+                p.warnings.iter().any(|w| w.contains(needle)),
+                "{needle}: {:?}",
+                p.warnings
+            );
+        }
+        BgpdConfig::parse(&serde_json::to_string(&p.config).expect("json"), "plan")
+            .expect("speaker accepts the plan");
     }
 
     #[test]

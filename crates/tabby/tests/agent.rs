@@ -1034,3 +1034,49 @@ fn agent_restart_with_graceful_restart_loses_no_ping() {
         logs(&cluster, &nodes)
     );
 }
+
+#[test]
+fn bfd_from_a_bgppeer_annotation_closes_the_session_when_the_link_dies() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(concat!(
+        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/16}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: nodes\n",
+        "  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"3\"}\n",
+        "spec: {nodeSelector: all(), peerSelector: all()}\n",
+    ));
+    let mut nodes: Vec<Node> = [("a", "10.79.0.1"), ("b", "10.79.0.2")]
+        .iter()
+        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
+        .collect();
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    wait(
+        "a and b Established",
+        || nodes.iter().all(|n| n.established().len() == 1),
+        || logs(&cluster, &nodes),
+    );
+    // The generated speaker configuration carries the annotation's BFD.
+    let conf: Value = serde_json::from_str(
+        &std::fs::read_to_string(cluster.path("a-state").join("bgpd.json")).expect("bgpd.json"),
+    )
+    .expect("json");
+    let p = &conf["peers"][0];
+    assert_eq!(p["bfd"], true, "{conf}");
+    assert_eq!(p["bfdIntervalMs"], 100, "{conf}");
+    assert_eq!(p["bfdMultiplier"], 3, "{conf}");
+    // Let BFD come up, then cut b off the segment: with a 90 s hold time
+    // only BFD can close a's session now.
+    std::thread::sleep(Duration::from_secs(2));
+    seg.ns
+        .ip(["link", "set", "p2", "down"])
+        .expect("cut b's port");
+    wait(
+        "a's session closed by BFD",
+        || nodes[0].log(&cluster).contains("BFD down"),
+        || logs(&cluster, &nodes),
+    );
+    assert!(nodes[0].established().is_empty(), "{:?}", nodes[0].status());
+}
