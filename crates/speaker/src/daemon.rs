@@ -372,17 +372,22 @@ pub async fn serve_until(
         .collect();
     let fib_routes = Arc::new(std::sync::atomic::AtomicU64::new(0));
     let fib_frozen = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let next_hops = tabby_dataplane::Netlink::open().and_then(|mut nl| {
+        let k = crate::nexthop::KernelNextHops::load(&mut nl)?;
+        Ok((nl, k))
+    });
     let (fib_tx, fib_thread) = if config.fib {
         let (tx, rx) = mpsc::unbounded_channel();
+        let resolver = next_hops.as_ref().ok().map(|(_, k)| k.clone());
         let counter = fib_routes.clone();
         let frozen = fib_frozen.clone();
         let thread = std::thread::Builder::new()
             .name("fib".into())
             .spawn(move || {
                 if restarting {
-                    crate::fib::run_adopting(rx, counter, frozen, adopted)
+                    crate::fib::run_adopting(rx, counter, frozen, adopted, resolver)
                 } else {
-                    crate::fib::run_until_closed(rx, counter, frozen)
+                    crate::fib::run_until_closed(rx, counter, frozen, resolver)
                 }
             })
             .map_err(DaemonError::Runtime)?;
@@ -394,10 +399,6 @@ pub async fn serve_until(
     if restarting {
         rib = rib.restarting(adopted_prefixes);
     }
-    let next_hops = tabby_dataplane::Netlink::open().and_then(|mut nl| {
-        let k = crate::nexthop::KernelNextHops::load(&mut nl)?;
-        Ok((nl, k))
-    });
     match next_hops {
         Ok((nl, k)) => {
             let (tx, rx) = mpsc::unbounded_channel();

@@ -9,6 +9,12 @@
 //! `proto tabby` routes it could have made ([`made_by_bgpd`]: unicast via
 //! gateways), never the CNI plugin's device routes to pods or blackholes.
 //!
+//! Next hops resolve recursively ([`KernelNextHops::forwarding`]): a
+//! BGP next hop on a connected subnet is installed as is, one behind a
+//! router via the gateway(s) of the kernel route toward it (ECMP when that
+//! route is multipath); the route is removed while no next hop resolves,
+//! and every route is re-resolved when the kernel table changes.
+//!
 //! After a graceful restart ([`run_adopting`]) the start-up clean-up is
 //! skipped: the routes the previous run left are adopted as this run's
 //! own, so they keep forwarding and are replaced or removed like any other
@@ -25,7 +31,7 @@ use tabby_bgp::rib::FibChange;
 use tabby_dataplane::{NextHop, Route, RouteChange, RouteTable};
 use tokio::sync::mpsc;
 
-use crate::nexthop::made_by_bgpd;
+use crate::nexthop::{KernelNextHops, made_by_bgpd};
 
 fn destination(p: Prefix) -> Option<IpNet> {
     IpNet::new(p.addr(), p.len()).ok()
@@ -43,9 +49,33 @@ pub fn kernel_route(dest: IpNet, next_hops: &[IpAddr]) -> Option<Route> {
     }
 }
 
+/// The kernel route for a multipath set whose BGP next hops are resolved
+/// through `resolver` (None: withdrawal, or no next hop resolves). Without
+/// a resolver the next hops are used as they are.
+pub fn resolved_route(
+    dest: IpNet,
+    next_hops: &[IpAddr],
+    resolver: Option<&KernelNextHops>,
+) -> Option<Route> {
+    let Some(k) = resolver else {
+        return kernel_route(dest, next_hops);
+    };
+    let mut hops: Vec<NextHop> = Vec::new();
+    for h in next_hops
+        .iter()
+        .filter_map(|nh| k.forwarding(*nh))
+        .flatten()
+    {
+        if !hops.contains(&h) {
+            hops.push(h);
+        }
+    }
+    (!hops.is_empty()).then(|| Route::multipath(dest, hops))
+}
+
 /// Runs the FIB thread until the channel closes, then removes our routes.
 pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
-    run_until_closed(changes, installed, Arc::new(AtomicBool::new(false)))
+    run_until_closed(changes, installed, Arc::new(AtomicBool::new(false)), None)
 }
 
 /// Runs the FIB thread until the channel closes; then removes the routes
@@ -54,12 +84,15 @@ pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64
 /// freezes the FIB before closing its sessions so that traffic keeps
 /// flowing while it restarts; the next run's start-up clean-up removes
 /// what is stale).
+/// With `next_hops`, next hops are resolved recursively (see the module
+/// documentation).
 pub fn run_until_closed(
     changes: mpsc::UnboundedReceiver<FibChange>,
     installed: Arc<AtomicU64>,
     frozen: Arc<AtomicBool>,
+    next_hops: Option<KernelNextHops>,
 ) {
-    run_inner(changes, installed, frozen, None)
+    run_inner(changes, installed, frozen, None, next_hops)
 }
 
 /// The gateway routes a previous run left in the main table (what a
@@ -84,8 +117,16 @@ pub fn run_adopting(
     installed: Arc<AtomicU64>,
     frozen: Arc<AtomicBool>,
     adopted: Vec<Route>,
+    next_hops: Option<KernelNextHops>,
 ) {
-    run_inner(changes, installed, frozen, Some(adopted))
+    run_inner(changes, installed, frozen, Some(adopted), next_hops)
+}
+
+/// What woke the FIB thread.
+enum Wake {
+    Change(FibChange),
+    KernelChanged,
+    Closed,
 }
 
 fn run_inner(
@@ -93,7 +134,18 @@ fn run_inner(
     installed: Arc<AtomicU64>,
     frozen: Arc<AtomicBool>,
     adopted: Option<Vec<Route>>,
+    next_hops: Option<KernelNextHops>,
 ) {
+    // A runtime of the thread's own, only to wait on the channel and the
+    // kernel-change notification together.
+    let rt = match tokio::runtime::Builder::new_current_thread().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            tracing::error!("fib: cannot start: {e}");
+            return;
+        }
+    };
+    let kernel_changed = next_hops.as_ref().map(KernelNextHops::changed);
     let mut nl = match tabby_dataplane::Netlink::open() {
         Ok(nl) => nl,
         Err(e) => {
@@ -102,6 +154,8 @@ fn run_inner(
         }
     };
     let mut ours: HashMap<IpNet, Route> = HashMap::new();
+    // BGP next hops of every prefix we install (to re-resolve them).
+    let mut wanted: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
     if let Some(adopted) = adopted {
         tracing::info!(
             routes = adopted.len(),
@@ -123,26 +177,51 @@ fn run_inner(
             Err(e) => tracing::warn!("fib: cannot clean stale routes: {e}"),
         }
     }
-    while let Some(first) = changes.blocking_recv() {
+    loop {
+        let mut latest: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
+        let wake = rt.block_on(async {
+            let kernel = async {
+                match &kernel_changed {
+                    Some(n) => n.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                c = changes.recv() => c.map_or(Wake::Closed, Wake::Change),
+                () = kernel => Wake::KernelChanged,
+            }
+        });
+        match wake {
+            Wake::Closed => break,
+            Wake::Change(c) => {
+                if let Some(d) = destination(c.prefix) {
+                    latest.insert(d, c.next_hops);
+                }
+            }
+            // Re-resolve everything; unchanged routes are skipped below.
+            Wake::KernelChanged => latest.clone_from(&wanted),
+        }
         if frozen.load(Ordering::SeqCst) {
             continue;
         }
-        let mut latest: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
-        let mut push = |c: FibChange| {
+        while let Ok(c) = changes.try_recv() {
             if let Some(d) = destination(c.prefix) {
                 latest.insert(d, c.next_hops);
             }
-        };
-        push(first);
-        while let Ok(c) = changes.try_recv() {
-            push(c);
         }
         let mut batch = Vec::with_capacity(latest.len());
         for (dest, hops) in latest {
-            match kernel_route(dest, &hops) {
+            if hops.is_empty() {
+                wanted.remove(&dest);
+            } else {
+                wanted.insert(dest, hops.clone());
+            }
+            match resolved_route(dest, &hops, next_hops.as_ref()) {
                 Some(r) => {
-                    ours.insert(dest, r.clone());
-                    batch.push(RouteChange::Replace(r));
+                    if ours.get(&dest) != Some(&r) {
+                        ours.insert(dest, r.clone());
+                        batch.push(RouteChange::Replace(r));
+                    }
                 }
                 None => {
                     if let Some(r) = ours.remove(&dest) {
@@ -150,6 +229,9 @@ fn run_inner(
                     }
                 }
             }
+        }
+        if batch.is_empty() {
+            continue;
         }
         match nl.apply_routes(&batch) {
             Ok(report) => {

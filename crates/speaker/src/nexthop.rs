@@ -11,15 +11,26 @@
 //! ([`watch`]) keeps the snapshot current from route notifications (and a
 //! periodic re-read as a safety net) and tells the RIB task when it
 //! changed, so routes whose next hop became reachable later are picked up.
+//!
+//! The same snapshot resolves next hops recursively for the FIB
+//! ([`KernelNextHops::forwarding`], as BIRD's `gateway recursive`): a next
+//! hop on a connected subnet (the covering route has no gateway) is used
+//! as is; one behind a router is replaced by the gateway(s) of the route
+//! covering it (all of them when that route is multipath), and the FIB
+//! thread is woken ([`KernelNextHops::changed`]) to re-resolve whenever
+//! the table changes.
 
 use std::net::IpAddr;
 use std::sync::{Arc, RwLock};
+
 use std::time::{Duration, Instant};
+use tokio::sync::Notify;
 
 use ipnet::IpNet;
 use tabby_bgp::decision::NextHopResolver;
 use tabby_dataplane::{
-    InstalledRoute, Netlink, Route, RouteEvent, RouteKind, RouteMonitor, RouteTable, TABBY_PROTOCOL,
+    InstalledRoute, Netlink, NextHop, Route, RouteEvent, RouteKind, RouteMonitor, RouteTable,
+    TABBY_PROTOCOL,
 };
 use tokio::sync::mpsc;
 
@@ -40,11 +51,14 @@ pub fn made_by_bgpd(r: &Route) -> bool {
 }
 
 /// One kernel route as reachability sees it.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 struct Entry {
     destination: IpNet,
     metric: u32,
     forwards: bool,
+    /// The route's gateways with their devices; empty for a route straight
+    /// onto a device (a connected subnet).
+    gateways: Vec<(IpAddr, Option<u32>)>,
 }
 
 /// Routes that decide reachability, most specific (then lowest metric)
@@ -58,6 +72,12 @@ fn snapshot(routes: &[InstalledRoute]) -> Vec<Entry> {
             destination: r.route.destination,
             metric: r.route.metric,
             forwards: r.route.kind == RouteKind::Unicast,
+            gateways: r
+                .route
+                .next_hops
+                .iter()
+                .filter_map(|h| h.gateway.map(|g| (g, h.device)))
+                .collect(),
         })
         .collect();
     v.sort_by(|a, b| {
@@ -75,6 +95,7 @@ fn snapshot(routes: &[InstalledRoute]) -> Vec<Entry> {
 #[derive(Debug, Clone, Default)]
 pub struct KernelNextHops {
     table: Arc<RwLock<Vec<Entry>>>,
+    changed: Arc<Notify>,
 }
 
 impl KernelNextHops {
@@ -95,7 +116,39 @@ impl KernelNextHops {
             return Ok(false);
         }
         *t = fresh;
+        drop(t);
+        self.changed.notify_one();
         Ok(true)
+    }
+
+    /// Notified each time the snapshot changes (the FIB thread waits on
+    /// it to re-resolve recursive next hops).
+    pub fn changed(&self) -> Arc<Notify> {
+        self.changed.clone()
+    }
+
+    /// How to forward to BGP next hop `next_hop` (recursive resolution):
+    /// itself when the most specific covering route is a connected or
+    /// device route, else that route's gateways (on their devices);
+    /// `None` when it is unreachable (see [`KernelNextHops::reachable`]).
+    pub fn forwarding(&self, next_hop: IpAddr) -> Option<Vec<NextHop>> {
+        let t = self.table.read().ok()?;
+        let e = t.iter().find(|e| e.destination.contains(&next_hop))?;
+        if !e.forwards {
+            return None;
+        }
+        if e.gateways.is_empty() {
+            return Some(vec![NextHop::via(next_hop)]);
+        }
+        Some(
+            e.gateways
+                .iter()
+                .map(|(g, dev)| NextHop {
+                    device: *dev,
+                    ..NextHop::via(*g)
+                })
+                .collect(),
+        )
     }
 
     /// True if `next_hop` is reachable (see the module documentation).
@@ -230,6 +283,56 @@ mod tests {
         assert!(!k.reachable(ip("192.168.0.1")), "no route");
         assert_eq!(k.resolve(ip("10.1.0.7")), Some(0));
         assert_eq!(k.resolve(ip("10.2.0.1")), None);
+    }
+
+    #[test]
+    fn next_hops_behind_a_router_resolve_to_its_gateways() {
+        let k = KernelNextHops::default();
+        let ecmp = Route::multipath(
+            net("10.7.0.0/16"),
+            vec![
+                NextHop {
+                    device: Some(2),
+                    ..NextHop::via(ip("10.1.0.1"))
+                },
+                NextHop {
+                    device: Some(3),
+                    ..NextHop::via(ip("10.1.1.1"))
+                },
+            ],
+        );
+        *k.table.write().expect("lock") = snapshot(&[
+            installed(Route::dev(net("10.1.0.0/24"), 2), 2),
+            installed(Route::via(net("10.2.0.0/16"), ip("10.1.0.1")), 4),
+            installed(ecmp, 4),
+            installed(
+                Route::via(net("10.3.0.0/16"), ip("10.1.0.1")),
+                TABBY_PROTOCOL,
+            ),
+            installed(Route::blackhole(net("10.2.9.0/24")), 4),
+        ]);
+        let gw = |s: &str| {
+            k.forwarding(ip(s))
+                .map(|v| v.iter().map(|h| h.gateway).collect::<Vec<_>>())
+        };
+        assert_eq!(
+            gw("10.1.0.7"),
+            Some(vec![Some(ip("10.1.0.7"))]),
+            "connected: as is"
+        );
+        assert_eq!(
+            gw("10.2.5.7"),
+            Some(vec![Some(ip("10.1.0.1"))]),
+            "via the static route's gateway"
+        );
+        assert_eq!(
+            gw("10.7.0.9"),
+            Some(vec![Some(ip("10.1.0.1")), Some(ip("10.1.1.1"))]),
+            "ECMP underlying route"
+        );
+        assert_eq!(gw("10.3.0.1"), None, "only our own BGP route covers it");
+        assert_eq!(gw("10.2.9.1"), None, "blackhole");
+        assert_eq!(gw("192.168.0.1"), None, "no route");
     }
 
     #[test]

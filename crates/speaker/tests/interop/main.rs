@@ -12,6 +12,7 @@ mod matrix;
 mod net;
 mod nexthop;
 mod peers;
+mod recursive;
 mod reflection;
 mod route;
 mod tabby;
