@@ -56,9 +56,10 @@ struct Entry {
     destination: IpNet,
     metric: u32,
     forwards: bool,
-    /// The route's gateways with their devices; empty for a route straight
-    /// onto a device (a connected subnet).
-    gateways: Vec<(IpAddr, Option<u32>)>,
+    /// The route's next hops that have a gateway (with their device,
+    /// on-link flag and weight); empty for a route straight onto a device
+    /// (a connected subnet).
+    gateways: Vec<NextHop>,
 }
 
 /// Routes that decide reachability, most specific (then lowest metric)
@@ -76,7 +77,14 @@ fn snapshot(routes: &[InstalledRoute]) -> Vec<Entry> {
                 .route
                 .next_hops
                 .iter()
-                .filter_map(|h| h.gateway.map(|g| (g, h.device)))
+                .filter(|h| h.gateway.is_some())
+                // Never on-link: a route of ours must stay recognisable
+                // as bgpd's (`made_by_bgpd`), or it would count toward
+                // resolving other next hops.
+                .map(|h| NextHop {
+                    onlink: false,
+                    ..h.clone()
+                })
                 .collect(),
         })
         .collect();
@@ -129,7 +137,8 @@ impl KernelNextHops {
 
     /// How to forward to BGP next hop `next_hop` (recursive resolution):
     /// itself when the most specific covering route is a connected or
-    /// device route, else that route's gateways (on their devices);
+    /// device route, else that route's gateway next hops (device and ECMP
+    /// weight kept);
     /// `None` when it is unreachable (see [`KernelNextHops::reachable`]).
     pub fn forwarding(&self, next_hop: IpAddr) -> Option<Vec<NextHop>> {
         let t = self.table.read().ok()?;
@@ -140,15 +149,7 @@ impl KernelNextHops {
         if e.gateways.is_empty() {
             return Some(vec![NextHop::via(next_hop)]);
         }
-        Some(
-            e.gateways
-                .iter()
-                .map(|(g, dev)| NextHop {
-                    device: *dev,
-                    ..NextHop::via(*g)
-                })
-                .collect(),
-        )
+        Some(e.gateways.clone())
     }
 
     /// True if `next_hop` is reachable (see the module documentation).
