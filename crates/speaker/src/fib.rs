@@ -66,7 +66,10 @@ pub fn resolved_route(
         .filter_map(|nh| k.forwarding(*nh))
         .flatten()
     {
-        if !hops.contains(&h) {
+        // Two BGP next hops can resolve to the same gateway (a mesh peer
+        // behind the router that is also a BGP neighbour): one kernel
+        // next hop per gateway.
+        if !hops.iter().any(|x| x.gateway == h.gateway) {
             hops.push(h);
         }
     }
@@ -257,6 +260,38 @@ fn run_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn next_hops_resolving_to_one_gateway_give_one_kernel_next_hop() {
+        use tabby_dataplane::InstalledRoute;
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let net = |s: &str| -> IpNet { s.parse().expect("net") };
+        let k = KernelNextHops::from_installed(&[
+            InstalledRoute {
+                route: Route::dev(net("192.168.100.0/24"), 2),
+                protocol: 2,
+            },
+            InstalledRoute {
+                route: Route::multipath(
+                    net("0.0.0.0/0"),
+                    vec![NextHop {
+                        device: Some(2),
+                        ..NextHop::via(ip("192.168.100.1"))
+                    }],
+                ),
+                protocol: 3,
+            },
+        ]);
+        let d = net("10.42.0.0/26");
+        // A mesh peer in another subnet and the router itself.
+        let r = resolved_route(d, &[ip("10.2.5.7"), ip("192.168.100.1")], Some(&k)).expect("route");
+        assert_eq!(r.next_hops.len(), 1, "{r:?}");
+        assert_eq!(r.next_hops[0].gateway, Some(ip("192.168.100.1")));
+        let r = resolved_route(d, &[ip("10.2.5.7"), ip("192.168.100.9")], Some(&k)).expect("route");
+        assert_eq!(r.next_hops.len(), 2, "ECMP over two gateways: {r:?}");
+        let k = KernelNextHops::from_installed(&[]);
+        assert!(resolved_route(d, &[ip("10.2.5.7")], Some(&k)).is_none());
+    }
 
     #[test]
     fn multipath_sets_become_ecmp_routes() {

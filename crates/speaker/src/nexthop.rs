@@ -114,6 +114,16 @@ impl KernelNextHops {
         Ok(k)
     }
 
+    /// A snapshot of `routes` (for tests of the FIB's resolution).
+    #[cfg(test)]
+    pub(crate) fn from_installed(routes: &[InstalledRoute]) -> KernelNextHops {
+        let k = KernelNextHops::default();
+        if let Ok(mut t) = k.table.write() {
+            *t = snapshot(routes);
+        }
+        k
+    }
+
     /// Re-reads the table; true if reachability may have changed.
     fn reload(&self, nl: &mut Netlink) -> tabby_dataplane::Result<bool> {
         let fresh = snapshot(&nl.list_routes(Some(RouteTable::MAIN))?);
