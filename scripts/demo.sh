@@ -257,6 +257,56 @@ YAML
   echo "-- ping across the restart: $(grep 'packets transmitted' "$D/ping.txt")"
 )
 
+# --- bgpd: next hop behind a router, and two active speakers after a kill ---
+echo "== bgpd: two tabby bgpd (iBGP, both active) over a plain router A - R - B: next hop installed via R (recursive), B killed and restarted"
+(
+  NA="tby-demo-rc-a-$$"; NR="tby-demo-rc-r-$$"; NB="tby-demo-rc-b-$$"; D=$(mktemp -d)
+  cleanup() {
+    for ns in "$NA" "$NR" "$NB"; do
+      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+    done
+    sleep 0.5
+    for ns in "$NA" "$NR" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
+    rm -rf "$D"
+  }
+  trap cleanup EXIT
+  for ns in "$NA" "$NR" "$NB"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
+  ip link add tby-rc0 netns "$NA" type veth peer name tby-rc1 netns "$NR"
+  ip link add tby-rc2 netns "$NR" type veth peer name tby-rc3 netns "$NB"
+  ip -n "$NA" addr add 10.253.1.2/24 dev tby-rc0; ip -n "$NA" link set tby-rc0 up
+  ip -n "$NR" addr add 10.253.1.1/24 dev tby-rc1; ip -n "$NR" link set tby-rc1 up
+  ip -n "$NR" addr add 10.253.2.1/24 dev tby-rc2; ip -n "$NR" link set tby-rc2 up
+  ip -n "$NB" addr add 10.253.2.2/24 dev tby-rc3; ip -n "$NB" link set tby-rc3 up
+  ip netns exec "$NR" sysctl -q -w net.ipv4.ip_forward=1
+  ip -n "$NR" route add 10.254.1.0/24 via 10.253.1.2; ip -n "$NR" route add 10.254.2.0/24 via 10.253.2.2
+  ip -n "$NA" route add 10.253.2.0/24 via 10.253.1.1; ip -n "$NB" route add 10.253.1.0/24 via 10.253.2.1
+  ip -n "$NA" addr add 10.254.1.1/32 dev lo; ip -n "$NB" addr add 10.254.2.1/32 dev lo
+  conf() { # conf NAME ME PEER PREFIX
+    printf 'asNumber: 65001\nrouterId: %s\nlisten: ["%s:179"]\nfib: true\ncontrolSocket: %s\noriginate: [%s]\npeers:\n  - {address: %s, asNumber: 65001, holdTime: 9, connectRetryTime: 2}\n' \
+      "$2" "$2" "$D/$1.sock" "$4" "$3" > "$D/$1.yaml"
+  }
+  conf a 10.253.1.2 10.253.2.2 10.254.1.0/24; conf b 10.253.2.2 10.253.1.2 10.254.2.0/24
+  ip netns exec "$NA" "$PWD/$TABBY" bgpd --config "$D/a.yaml" 2>"$D/a.log" &
+  ip netns exec "$NB" "$PWD/$TABBY" bgpd --config "$D/b.yaml" 2>"$D/b.log" & BPID=$!
+  wait_route() {
+    for _ in $(seq 300); do ip -n "$NA" route show proto tabby | grep -q 10.254.2.0 && return 0; sleep 0.2; done
+    return 1
+  }
+  wait_route || { echo "-- not installed; logs:"; tail -5 "$D/a.log" "$D/b.log"; }
+  echo "-- A's kernel route to B's prefix (next hop 10.253.2.2 is behind R)"; ip -n "$NA" route show proto tabby
+  echo "-- ping from A's loopback to B's"; ip netns exec "$NA" ping -c 2 -i 0.2 -W 1 -q -I 10.254.1.1 10.254.2.1 | tail -2 || echo "ping FAILED"
+  echo "-- B killed (SIGKILL, PID $BPID) and started again; both connect actively"
+  kill -KILL "$BPID"; wait "$BPID" 2>/dev/null || true
+  ip netns exec "$NB" "$PWD/$TABBY" bgpd --config "$D/b.yaml" &
+  SECONDS=0
+  for _ in $(seq 300); do
+    $TABBY bgp --socket "$D/b.sock" -o json neighbors 2>/dev/null | grep -q '"Established"' \
+      && $TABBY bgp --socket "$D/a.sock" -o json neighbors 2>/dev/null | grep -q '"Established"' && break
+    sleep 0.2
+  done
+  echo "-- back after ${SECONDS} s"; $TABBY bgp --socket "$D/a.sock" neighbors
+)
+
 # --- tabby-bgp core: the sans-IO codec + RIB on a full-table-sized stream ---
 echo "== bgp core: 1,000,000 IPv4 /24s (10 per attribute set) decoded and applied to the RIB in one process (see BENCHMARKS.md)"
 cargo run --release --locked -q -p tabby-bgp --example ingest -- 1000000
