@@ -350,6 +350,8 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
             dir.join(format!("{}-state", n.name)).display().to_string(),
             "--poll-ms".to_owned(),
             "200".to_owned(),
+            "--cni-socket".to_owned(),
+            cni_socket(&dir, &n.name).display().to_string(),
         ];
         if let Some(asn) = n.asn {
             args.extend(["--as".to_owned(), asn.to_string()]);
@@ -551,7 +553,14 @@ fn start_frr(
     Ok(())
 }
 
-/// Runs the CNI plugin in `node`'s namespace for the pod namespace `pod_ns`;
+/// The socket of `node`'s agent's CNI service (one per agent: several
+/// agents share the host's file system).
+fn cni_socket(dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    dir.join(format!("{node}-cni.sock"))
+}
+
+/// Runs the CNI plugin in `node`'s namespace for the pod namespace `pod_ns`
+/// (through that node's agent's CNI service when it answers);
 /// returns the pod's IPv4 address on ADD.
 fn cni(
     state: &State,
@@ -574,6 +583,7 @@ fn cni(
         .env("CNI_NETNS", format!("/var/run/netns/{pod_ns}"))
         .env("CNI_IFNAME", "eth0")
         .env("CNI_PATH", "/opt/cni/bin")
+        .env("TABBY_CNI_SOCKET", cni_socket(&state.dir(), node))
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped())

@@ -58,6 +58,47 @@ pub struct AgentArgs {
     /// until it is back. On by default, like Calico's BIRD.
     #[arg(long, env = "TABBY_NO_GRACEFUL_RESTART")]
     no_graceful_restart: bool,
+    /// Serve the CNI plugin's requests on this Unix socket (the node-local
+    /// service of `tabby cni serve`), or `off`. The plugin looks at
+    /// `TABBY_CNI_SOCKET`, else this default.
+    #[arg(long, env = "TABBY_CNI_SOCKET", default_value = tabby_cni::service::DEFAULT_SOCKET)]
+    cni_socket: String,
+}
+
+/// Requests the agent's CNI service runs at once (as `tabby cni serve`).
+const CNI_WORKERS: usize = 16;
+
+/// Starts the node-local CNI service on a thread of its own. Another live
+/// service on the same path (several agents on one host) or any other bind
+/// failure is a warning: the plugin then does the work itself.
+fn start_cni_service(socket: &str) {
+    if socket.is_empty() || socket == "off" {
+        return;
+    }
+    let path = PathBuf::from(socket);
+    let service = match tabby_cni::service::Service::bind(&path) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(
+                "CNI service not started on {socket}: {e}; the plugin does the work itself"
+            );
+            return;
+        }
+    };
+    tracing::info!("CNI service on {socket}");
+    let spawned = std::thread::Builder::new()
+        .name("cni-service".into())
+        .spawn(move || {
+            if let Err(e) = service.serve(CNI_WORKERS) {
+                tracing::warn!(
+                    "CNI service on {} stopped: {e}; the plugin does the work itself",
+                    service.path().display()
+                );
+            }
+        });
+    if let Err(e) = spawned {
+        tracing::warn!("CNI service thread: {e}; the plugin does the work itself");
+    }
 }
 
 fn address(flag: &str, value: &str, v6: bool) -> anyhow::Result<AddressSetting> {
@@ -117,5 +158,6 @@ pub fn run(datastore: &str, args: AgentArgs) -> anyhow::Result<()> {
         metrics_listen: args.metrics_listen,
         graceful_restart: !args.no_graceful_restart,
     };
+    start_cni_service(&args.cni_socket);
     tabby_agent::daemon::run(options).context("tabby agent")
 }

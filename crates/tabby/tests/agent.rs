@@ -116,8 +116,13 @@ struct Node {
     ns: Netns,
     ip: String,
     socket: PathBuf,
+    /// The agent's CNI service socket (the plugin is pointed at it).
+    cni_socket: PathBuf,
     agent: Option<Process>,
     pods: Vec<(Netns, String)>,
+    /// The plugin's stderr of the last ADD (traced: `forwarded@` says the
+    /// agent's CNI service ran it).
+    last_cni_stderr: String,
 }
 
 impl Node {
@@ -129,8 +134,10 @@ impl Node {
             ns,
             ip: ip.to_owned(),
             socket: cluster.path(&format!("{name}.sock")),
+            cni_socket: cluster.path(&format!("{name}-cni.sock")),
             agent: None,
             pods: Vec::new(),
+            last_cni_stderr: String::new(),
         }
     }
 
@@ -148,6 +155,8 @@ impl Node {
             .arg("--state-dir")
             .arg(cluster.path(&format!("{}-state", self.name)))
             .args(["--poll-ms", "200"])
+            .arg("--cni-socket")
+            .arg(&self.cni_socket)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(log);
@@ -205,6 +214,8 @@ impl Node {
             .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
             .env("CNI_IFNAME", "eth0")
             .env("CNI_PATH", "/opt/cni/bin")
+            .env("TABBY_CNI_SOCKET", &self.cni_socket)
+            .env("TABBY_CNI_TRACE", "1")
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
@@ -224,6 +235,7 @@ impl Node {
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        self.last_cni_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
         let addrs: Vec<String> = result["ips"]
             .as_array()
@@ -236,6 +248,41 @@ impl Node {
         assert!(!addrs.is_empty(), "no address in {result}");
         self.pods.push((pod, addrs[0].clone()));
         addrs
+    }
+
+    /// Deletes the pod `id` (in `pod`) through the CNI plugin, pointed at
+    /// the agent's CNI service; returns the plugin's (traced) stderr.
+    fn del_pod(&self, cluster: &Cluster, id: &str, pod: &Netns) -> String {
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
+            "datastore": cluster.url, "nodename": self.name,
+            "ipam": {"type": "tabby-ipam"}
+        });
+        let mut child = self
+            .ns
+            .command(TABBY)
+            .env("CNI_COMMAND", "DEL")
+            .env("CNI_CONTAINERID", id)
+            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
+            .env("CNI_IFNAME", "eth0")
+            .env("CNI_PATH", "/opt/cni/bin")
+            .env("TABBY_CNI_SOCKET", &self.cni_socket)
+            .env("TABBY_CNI_TRACE", "1")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cni");
+        child
+            .stdin
+            .take()
+            .expect("stdin")
+            .write_all(conf.to_string().as_bytes())
+            .expect("conf");
+        let out = child.wait_with_output().expect("cni");
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "CNI DEL on {}: {stderr}", self.name);
+        stderr
     }
 
     fn routes(&self) -> String {
@@ -270,6 +317,66 @@ fn logs(cluster: &Cluster, nodes: &[Node]) -> String {
             )
         })
         .collect()
+}
+
+#[test]
+fn the_agent_serves_cni_requests_and_a_second_agent_on_its_socket_runs_on_without() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.86.0.0/16}\n",
+    );
+    let mut node = Node::new(&cluster, &mut seg, "cs1", "10.79.0.41");
+    node.start_agent(&cluster);
+    wait(
+        "the agent's CNI service socket",
+        || node.cni_socket.exists() && node.status().is_some(),
+        || node.log(&cluster),
+    );
+
+    // ADD goes through the agent's service and the pod reaches its node.
+    let addr = node.add_pod(&cluster, "svc-pod");
+    assert!(
+        node.last_cni_stderr.contains("forwarded@"),
+        "ADD was not served by the agent: {}",
+        node.last_cni_stderr
+    );
+    assert!(addr.starts_with("10.86."), "{addr}");
+    let (pod, _) = node.pods.last().expect("pod");
+    assert!(pod.ping("10.79.0.41", 2), "the pod cannot reach its node");
+    let veths = node
+        .ns
+        .ip_stdout(["-4", "route", "show", &addr])
+        .expect("ip route");
+    assert!(!veths.trim().is_empty(), "no route to the pod {addr}");
+
+    // A second agent on the same CNI socket (another node on this host)
+    // warns and runs on; the first agent keeps serving.
+    let mut other = Node::new(&cluster, &mut seg, "cs2", "10.79.0.42");
+    other.cni_socket = node.cni_socket.clone();
+    other.start_agent(&cluster);
+    wait(
+        "the second agent's warning",
+        || other.log(&cluster).contains("CNI service not started"),
+        || other.log(&cluster),
+    );
+    wait(
+        "the two agents' mesh session",
+        || other.established().contains("10.79.0.41"),
+        || format!("{}\n{}", node.log(&cluster), other.log(&cluster)),
+    );
+
+    // DEL through the service too: the pod's route is gone.
+    let stderr = node.del_pod(&cluster, "svc-pod", pod);
+    assert!(
+        stderr.contains("forwarded@"),
+        "DEL was not served: {stderr}"
+    );
+    let after = node
+        .ns
+        .ip_stdout(["-4", "route", "show", &addr])
+        .expect("ip route");
+    assert!(after.trim().is_empty(), "route to {addr} left: {after}");
 }
 
 #[test]
