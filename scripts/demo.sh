@@ -360,15 +360,22 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
     ip -n "$SW" link set "p$i" master br0 up
     ip -n "$N" addr add "10.245.0.$i/24" dev eth0; ip -n "$N" link set eth0 up
     ip netns exec "$N" "$PWD/$TABBY" --datastore "$DS" agent --nodename "node$i" --ip "10.245.0.$i/24" \
-      --control-socket "$DIR/node$i.sock" --state-dir "$DIR/node$i" 2>"$DIR/node$i.log" &
+      --control-socket "$DIR/node$i.sock" --state-dir "$DIR/node$i" --cni-socket "$DIR/node$i-cni.sock" \
+      2>"$DIR/node$i.log" &
     PIDS+=($!)
   done
+  for _ in $(seq 1 100); do
+    [ -S "$DIR/node1-cni.sock" ] && [ -S "$DIR/node2-cni.sock" ] && [ -S "$DIR/node3-cni.sock" ] && break
+    sleep 0.1
+  done
+  echo "-- pods added through each node's agent (its CNI service; the trace says forwarded@)"
   ADDRS=()
   for i in 1 2 3; do
     N=${NODES[$((i-1))]} POD=${PODS[$((i-1))]}; ip netns add "$POD"
     CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
     ADDRS+=("$(echo "$CONF" | ip netns exec "$N" env CNI_COMMAND=ADD CNI_CONTAINERID="pod$i" \
-      CNI_NETNS="/var/run/netns/$POD" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin "$PWD/$TABBY" \
+      CNI_NETNS="/var/run/netns/$POD" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
+      TABBY_CNI_SOCKET="$DIR/node$i-cni.sock" TABBY_CNI_TRACE=1 "$PWD/$TABBY" \
       | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
   done
   for _ in $(seq 1 100); do
