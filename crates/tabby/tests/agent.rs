@@ -194,22 +194,13 @@ impl Node {
         self.add_pod_with(cluster, id, false)[0].clone()
     }
 
-    /// Adds a pod; returns its addresses (IPv4, then IPv6 with `v6`).
-    fn add_pod_with(&mut self, cluster: &Cluster, id: &str, v6: bool) -> Vec<String> {
-        let pod = Netns::new("agpod").expect("pod netns");
-        let mut ipam = serde_json::json!({"type": "tabby-ipam"});
-        if v6 {
-            ipam["assign_ipv6"] = "true".into();
-        }
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
-            "datastore": cluster.url, "nodename": self.name,
-            "ipam": ipam
-        });
+    /// Runs the CNI plugin in this node's namespace, pointed at the
+    /// agent's CNI service and traced; asserts it succeeded.
+    fn cni(&self, command: &str, id: &str, pod: &Netns, conf: &Value) -> std::process::Output {
         let mut child = self
             .ns
             .command(TABBY)
-            .env("CNI_COMMAND", "ADD")
+            .env("CNI_COMMAND", command)
             .env("CNI_CONTAINERID", id)
             .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
             .env("CNI_IFNAME", "eth0")
@@ -230,11 +221,27 @@ impl Node {
         let out = child.wait_with_output().expect("cni");
         assert!(
             out.status.success(),
-            "CNI ADD on {}: {} {}",
+            "CNI {command} on {}: {} {}",
             self.name,
             String::from_utf8_lossy(&out.stdout),
             String::from_utf8_lossy(&out.stderr)
         );
+        out
+    }
+
+    /// Adds a pod; returns its addresses (IPv4, then IPv6 with `v6`).
+    fn add_pod_with(&mut self, cluster: &Cluster, id: &str, v6: bool) -> Vec<String> {
+        let pod = Netns::new("agpod").expect("pod netns");
+        let mut ipam = serde_json::json!({"type": "tabby-ipam"});
+        if v6 {
+            ipam["assign_ipv6"] = "true".into();
+        }
+        let conf = serde_json::json!({
+            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
+            "datastore": cluster.url, "nodename": self.name,
+            "ipam": ipam
+        });
+        let out = self.cni("ADD", id, &pod, &conf);
         self.last_cni_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
         let addrs: Vec<String> = result["ips"]
@@ -258,31 +265,8 @@ impl Node {
             "datastore": cluster.url, "nodename": self.name,
             "ipam": {"type": "tabby-ipam"}
         });
-        let mut child = self
-            .ns
-            .command(TABBY)
-            .env("CNI_COMMAND", "DEL")
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env("TABBY_CNI_SOCKET", &self.cni_socket)
-            .env("TABBY_CNI_TRACE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("conf");
-        let out = child.wait_with_output().expect("cni");
-        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-        assert!(out.status.success(), "CNI DEL on {}: {stderr}", self.name);
-        stderr
+        let out = self.cni("DEL", id, pod, &conf);
+        String::from_utf8_lossy(&out.stderr).into_owned()
     }
 
     fn routes(&self) -> String {

@@ -735,6 +735,60 @@ fn status_and_gc() {
     );
 }
 
+/// Runs `cmd` for every pod at once, one plugin process per pod (container
+/// id `<prefix>-<i>`), through the node service at `socket` when given;
+/// asserts each succeeded and returns the addresses ADD handed out.
+fn concurrent_calls(
+    node: &Node,
+    cmd: &str,
+    pods: &[Netns],
+    prefix: &str,
+    socket: Option<&str>,
+) -> BTreeSet<String> {
+    let conf = node.conf("1.0.0").to_string();
+    let children: Vec<_> = pods
+        .iter()
+        .enumerate()
+        .map(|(i, pod)| {
+            let mut c = node.ns.command(TABBY);
+            c.env("CNI_COMMAND", cmd)
+                .env("CNI_CONTAINERID", format!("{prefix}-{i}"))
+                .env("CNI_IFNAME", "eth0")
+                .env("CNI_NETNS", netns_path(pod))
+                .env_remove("TABBY_CNI_TRACE")
+                .stdin(Stdio::piped())
+                .stdout(Stdio::piped())
+                .stderr(Stdio::piped());
+            if let Some(socket) = socket {
+                c.env("TABBY_CNI_SOCKET", socket);
+            }
+            let mut child = c.spawn().expect("spawn");
+            child
+                .stdin
+                .take()
+                .expect("stdin")
+                .write_all(conf.as_bytes())
+                .expect("stdin");
+            child
+        })
+        .collect();
+    let mut addresses = BTreeSet::new();
+    for (i, child) in children.into_iter().enumerate() {
+        let out = child.wait_with_output().expect("wait");
+        assert!(
+            out.status.success(),
+            "{cmd} {i}: {} {}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        if cmd == "ADD" {
+            let v: Value = serde_json::from_slice(&out.stdout).expect("result");
+            addresses.insert(v["ips"][0]["address"].as_str().expect("address").to_owned());
+        }
+    }
+    addresses
+}
+
 #[test]
 fn two_hundred_concurrent_adds_get_distinct_addresses() {
     const PODS: usize = 200;
@@ -743,60 +797,13 @@ fn two_hundred_concurrent_adds_get_distinct_addresses() {
     let pods: Vec<Netns> = (0..PODS)
         .map(|_| Netns::new("cni-pm").expect("pod"))
         .collect();
-    let conf = node.conf("1.0.0").to_string();
-    let spawn = |cmd: &str, i: usize, pod: &Netns| {
-        let mut c = node.ns.command(TABBY);
-        c.env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", format!("ctr-{i}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", netns_path(pod))
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.as_bytes())
-            .expect("stdin");
-        child
-    };
-    let children: Vec<_> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| spawn("ADD", i, p))
-        .collect();
-    let mut addresses = BTreeSet::new();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "ADD {i}: {} {}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("result");
-        addresses.insert(v["ips"][0]["address"].as_str().expect("address").to_owned());
-    }
+    let addresses = concurrent_calls(&node, "ADD", &pods, "ctr", None);
     assert_eq!(addresses.len(), PODS, "addresses were handed out twice");
     assert_eq!(cluster.allocated().len(), PODS);
     // Every allocation has its WorkloadEndpoint: no leak, nothing damaged.
     cluster.ipam_check_is_clean();
 
-    let children: Vec<_> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| spawn("DEL", i, p))
-        .collect();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "DEL {i}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    concurrent_calls(&node, "DEL", &pods, "ctr", None);
     assert!(cluster.allocated().is_empty(), "{:?}", cluster.allocated());
     assert_eq!(node.host_veths(), 0, "{}", node.links());
     cluster.ipam_check_is_clean();
@@ -956,59 +963,11 @@ fn the_node_service_serves_add_check_del_and_the_plugin_falls_back_without_it() 
     let pods: Vec<Netns> = (0..40)
         .map(|_| Netns::new("cni-psm").expect("pod"))
         .collect();
-    let conf = node.conf("1.0.0").to_string();
-    let spawn = |cmd: &str, i: usize, pod: &Netns| {
-        let mut c = node.ns.command(TABBY);
-        c.env("CNI_COMMAND", cmd)
-            .env("CNI_CONTAINERID", format!("ctr-sm-{i}"))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_NETNS", netns_path(pod))
-            .env("TABBY_CNI_SOCKET", &sock)
-            .env_remove("TABBY_CNI_TRACE")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped());
-        let mut child = c.spawn().expect("spawn");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.as_bytes())
-            .expect("stdin");
-        child
-    };
-    let children: Vec<_> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| spawn("ADD", i, p))
-        .collect();
-    let mut addresses = BTreeSet::new();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "ADD {i}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-        let v: Value = serde_json::from_slice(&out.stdout).expect("result");
-        addresses.insert(v["ips"][0]["address"].as_str().expect("address").to_owned());
-    }
+    let addresses = concurrent_calls(&node, "ADD", &pods, "ctr-sm", Some(sock.as_str()));
     assert_eq!(addresses.len(), 40);
     assert!(!addresses.contains(&addr.to_string()));
     cluster.ipam_check_is_clean();
-    let children: Vec<_> = pods
-        .iter()
-        .enumerate()
-        .map(|(i, p)| spawn("DEL", i, p))
-        .collect();
-    for (i, child) in children.into_iter().enumerate() {
-        let out = child.wait_with_output().expect("wait");
-        assert!(
-            out.status.success(),
-            "DEL {i}: {}",
-            String::from_utf8_lossy(&out.stdout)
-        );
-    }
+    concurrent_calls(&node, "DEL", &pods, "ctr-sm", Some(sock.as_str()));
 
     // A plugin in another node's namespace is not served (the host end
     // belongs in its own namespace): it does the work itself.
