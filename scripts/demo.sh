@@ -8,6 +8,26 @@ cd "$(dirname "$0")/.."
 cargo build --release --locked -p tabby
 TABBY=target/release/tabby
 
+# Each section below runs in a subshell of its own. These make its network
+# namespaces (loopback up) and veths, and clean up on its exit: the
+# processes inside the section's own namespaces are ended, then the
+# namespaces and the section's temp dir are deleted.
+DEMO_NS=()
+demo_ns() { for ns in "$@"; do ip netns add "$ns"; ip -n "$ns" link set lo up; DEMO_NS+=("$ns"); done; }
+demo_link() { # demo_link NS_A IF_A ADDR_A NS_B IF_B ADDR_B: a veth, addressed and up
+  ip link add "$2" netns "$1" type veth peer name "$5" netns "$4"
+  ip -n "$1" addr add "$3" dev "$2"; ip -n "$1" link set "$2" up
+  ip -n "$4" addr add "$6" dev "$5"; ip -n "$4" link set "$5" up
+}
+demo_cleanup() {
+  for ns in "${DEMO_NS[@]}"; do
+    for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
+  done
+  sleep 0.5
+  for ns in "${DEMO_NS[@]}"; do ip netns del "$ns" 2>/dev/null || true; done
+  rm -rf "${D:-}"
+}
+
 echo "== $($TABBY version)"
 
 # --- dataplane: kernel routes tabby owns, in a namespace made here --------
@@ -87,19 +107,9 @@ echo "== ipam: allocation, show, check, a claim killed half way, release --from-
 echo "== bgpd: tabby bgpd (AS 65001, fib: true) peering with BIRD 2 (AS 65002) in two namespaces"
 (
   NA="tby-demo-bgp-a-$$"; NB="tby-demo-bgp-b-$$"; D=$(mktemp -d)
-  cleanup() {
-    for ns in "$NA" "$NB"; do
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for ns in "$NA" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$D"
-  }
-  trap cleanup EXIT
-  ip netns add "$NA"; ip netns add "$NB"
-  ip link add tby-demo0 netns "$NA" type veth peer name tby-demo1 netns "$NB"
-  ip -n "$NA" addr add 10.251.0.1/24 dev tby-demo0; ip -n "$NA" link set tby-demo0 up
-  ip -n "$NB" addr add 10.251.0.2/24 dev tby-demo1; ip -n "$NB" link set tby-demo1 up
+  trap demo_cleanup EXIT
+  demo_ns "$NA" "$NB"
+  demo_link "$NA" tby-demo0 10.251.0.1/24 "$NB" tby-demo1 10.251.0.2/24
   cat > "$D/bird.conf" <<'BIRD'
 router id 10.251.0.2;
 protocol device { }
@@ -138,19 +148,9 @@ YAML
 echo "== bfd: tabby bgpd (hold time 90 s, bfd 100 ms x 3) and BIRD 2 (bfd on); the link is cut and the route leaves the kernel"
 (
   NA="tby-demo-bfd-a-$$"; NB="tby-demo-bfd-b-$$"; D=$(mktemp -d)
-  cleanup() {
-    for ns in "$NA" "$NB"; do
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for ns in "$NA" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$D"
-  }
-  trap cleanup EXIT
-  ip netns add "$NA"; ip netns add "$NB"
-  ip link add tby-demo2 netns "$NA" type veth peer name tby-demo3 netns "$NB"
-  ip -n "$NA" addr add 10.253.0.1/24 dev tby-demo2; ip -n "$NA" link set tby-demo2 up
-  ip -n "$NB" addr add 10.253.0.2/24 dev tby-demo3; ip -n "$NB" link set tby-demo3 up
+  trap demo_cleanup EXIT
+  demo_ns "$NA" "$NB"
+  demo_link "$NA" tby-demo2 10.253.0.1/24 "$NB" tby-demo3 10.253.0.2/24
   cat > "$D/bird.conf" <<'BIRD'
 router id 10.253.0.2;
 protocol device { }
@@ -192,19 +192,9 @@ YAML
 echo "== graceful restart: tabby bgpd (gracefulRestart: {restartTime: 120}) and BIRD 2 (graceful restart on); SIGTERM + start again while pods ping at 20/s"
 (
   NA="tby-demo-gr-a-$$"; NB="tby-demo-gr-b-$$"; D=$(mktemp -d)
-  cleanup() {
-    for ns in "$NA" "$NB"; do
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for ns in "$NA" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$D"
-  }
-  trap cleanup EXIT
-  ip netns add "$NA"; ip netns add "$NB"
-  ip link add tby-demo4 netns "$NA" type veth peer name tby-demo5 netns "$NB"
-  ip -n "$NA" addr add 10.249.0.1/24 dev tby-demo4; ip -n "$NA" link set tby-demo4 up
-  ip -n "$NB" addr add 10.249.0.2/24 dev tby-demo5; ip -n "$NB" link set tby-demo5 up
+  trap demo_cleanup EXIT
+  demo_ns "$NA" "$NB"
+  demo_link "$NA" tby-demo4 10.249.0.1/24 "$NB" tby-demo5 10.249.0.2/24
   # The "pods": one address on each side's loopback, reachable only via BGP.
   ip -n "$NA" link set lo up; ip -n "$NA" addr add 10.248.1.1/32 dev lo
   ip -n "$NB" link set lo up; ip -n "$NB" addr add 10.248.2.1/32 dev lo
@@ -261,22 +251,10 @@ YAML
 echo "== bgpd: two tabby bgpd (iBGP, both active) over a plain router A - R - B: next hop installed via R (recursive), B killed and restarted"
 (
   NA="tby-demo-rc-a-$$"; NR="tby-demo-rc-r-$$"; NB="tby-demo-rc-b-$$"; D=$(mktemp -d)
-  cleanup() {
-    for ns in "$NA" "$NR" "$NB"; do
-      for p in $(ip netns pids "$ns" 2>/dev/null); do kill "$p" 2>/dev/null || true; done
-    done
-    sleep 0.5
-    for ns in "$NA" "$NR" "$NB"; do ip netns del "$ns" 2>/dev/null || true; done
-    rm -rf "$D"
-  }
-  trap cleanup EXIT
-  for ns in "$NA" "$NR" "$NB"; do ip netns add "$ns"; ip -n "$ns" link set lo up; done
-  ip link add tby-rc0 netns "$NA" type veth peer name tby-rc1 netns "$NR"
-  ip link add tby-rc2 netns "$NR" type veth peer name tby-rc3 netns "$NB"
-  ip -n "$NA" addr add 10.253.1.2/24 dev tby-rc0; ip -n "$NA" link set tby-rc0 up
-  ip -n "$NR" addr add 10.253.1.1/24 dev tby-rc1; ip -n "$NR" link set tby-rc1 up
-  ip -n "$NR" addr add 10.253.2.1/24 dev tby-rc2; ip -n "$NR" link set tby-rc2 up
-  ip -n "$NB" addr add 10.253.2.2/24 dev tby-rc3; ip -n "$NB" link set tby-rc3 up
+  trap demo_cleanup EXIT
+  demo_ns "$NA" "$NR" "$NB"
+  demo_link "$NA" tby-rc0 10.253.1.2/24 "$NR" tby-rc1 10.253.1.1/24
+  demo_link "$NR" tby-rc2 10.253.2.1/24 "$NB" tby-rc3 10.253.2.2/24
   ip netns exec "$NR" sysctl -q -w net.ipv4.ip_forward=1
   ip -n "$NR" route add 10.254.1.0/24 via 10.253.1.2; ip -n "$NR" route add 10.254.2.0/24 via 10.253.2.2
   ip -n "$NA" route add 10.253.2.0/24 via 10.253.1.1; ip -n "$NB" route add 10.253.1.0/24 via 10.253.2.1
