@@ -303,6 +303,15 @@ fn logs(cluster: &Cluster, nodes: &[Node]) -> String {
         .collect()
 }
 
+/// Nodes named `names` on the segment, the i-th (from 0) at 10.79.0.(i+1).
+fn nodes_on(cluster: &Cluster, seg: &mut Segment, names: &[&str]) -> Vec<Node> {
+    names
+        .iter()
+        .enumerate()
+        .map(|(i, n)| Node::new(cluster, seg, n, &format!("10.79.0.{}", i + 1)))
+        .collect()
+}
+
 #[test]
 fn the_agent_serves_cni_requests_and_a_second_agent_on_its_socket_runs_on_without() {
     let cluster = Cluster::new();
@@ -370,14 +379,7 @@ fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.80.0.0/16, natOutgoing: true}\n",
     );
-    let mut nodes: Vec<Node> = [
-        ("n1", "10.79.0.1"),
-        ("n2", "10.79.0.2"),
-        ("n3", "10.79.0.3"),
-    ]
-    .iter()
-    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-    .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2", "n3"]);
     nodes[0].start_agent_with(&cluster, &["--metrics-listen", "127.0.0.1:9091"]);
     for n in &mut nodes[1..] {
         n.start_agent(&cluster);
@@ -622,10 +624,7 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
         .stderr(Stdio::null());
     let _bird = tor.spawn(&mut bird_cmd).expect("bird");
 
-    let mut nodes: Vec<Node> = [("n1", "10.79.0.1"), ("n2", "10.79.0.2")]
-        .iter()
-        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-        .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
     }
@@ -740,14 +739,7 @@ fn route_reflector_node_reflects_between_clients_and_keeps_its_labels() {
         "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: peer-with-route-reflectors}\n",
         "spec: {nodeSelector: all(), peerSelector: route-reflector == 'true'}\n",
     ));
-    let mut nodes: Vec<Node> = [
-        ("n1", "10.79.0.1"),
-        ("n2", "10.79.0.2"),
-        ("rr", "10.79.0.3"),
-    ]
-    .iter()
-    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-    .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2", "rr"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
     }
@@ -804,10 +796,7 @@ fn dual_stack_mesh_carries_ipv6_blocks() {
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.84.0.0/16}\n---\n",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:84::/48\"}\n",
     ));
-    let mut nodes: Vec<Node> = [("n1", "10.79.0.1"), ("n2", "10.79.0.2")]
-        .iter()
-        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-        .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2"]);
     for (i, n) in nodes.iter_mut().enumerate() {
         let v6 = format!("fd00:79::{}", i + 1);
         n.ns.ip([
@@ -877,14 +866,7 @@ fn borrowed_address_is_announced_as_a_host_route() {
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\nspec: {cidr: 10.85.0.0/29, blockSize: 30}\n",
     );
-    let mut nodes: Vec<Node> = [
-        ("n1", "10.79.0.1"),
-        ("n2", "10.79.0.2"),
-        ("n3", "10.79.0.3"),
-    ]
-    .iter()
-    .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-    .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2", "n3"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
     }
@@ -1015,10 +997,7 @@ fn agent_restart_with_graceful_restart_loses_no_ping() {
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.87.0.0/16}\n",
     );
-    let mut nodes: Vec<Node> = [("a", "10.79.0.1"), ("b", "10.79.0.2")]
-        .iter()
-        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-        .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["a", "b"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
     }
@@ -1137,10 +1116,7 @@ fn bfd_from_a_bgppeer_annotation_closes_the_session_when_the_link_dies() {
         "  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"3\"}\n",
         "spec: {nodeSelector: all(), peerSelector: all()}\n",
     ));
-    let mut nodes: Vec<Node> = [("a", "10.79.0.1"), ("b", "10.79.0.2")]
-        .iter()
-        .map(|(n, ip)| Node::new(&cluster, &mut seg, n, ip))
-        .collect();
+    let mut nodes = nodes_on(&cluster, &mut seg, &["a", "b"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
     }
