@@ -17,6 +17,12 @@
 //!    blackholes are the agent's: CNI device routes and the speaker's
 //!    gateway routes are never touched) and the NAT table.
 //!
+//! Tunnels ([`crate::tunnels`]) come before the speaker in each round: the
+//! node's tunnel addresses are allocated or released, `tunl0` and
+//! `vxlan.calico` with the VXLAN peers and routes are programmed, and the
+//! outcome (is `tunl0` usable?) goes into the speaker's FIB
+//! encapsulation rules.
+//!
 //! SIGTERM/SIGINT: kernel routes (learned routes, blackholes, pod routes)
 //! and the NAT table stay, so pods keep forwarding while the agent is
 //! restarted. With graceful restart (the default) the sessions close
@@ -34,7 +40,7 @@ use std::time::{Duration, Instant};
 use ipnet::IpNet;
 use tabby_dataplane::{Netlink, Route, RouteKind, RouteTable};
 use tabby_datastore::Datastore;
-use tabby_ipam::{Block, BlockAffinity};
+use tabby_ipam::{Block, BlockAffinity, Ipam};
 use tabby_model::store::ResourceStore;
 use tabby_model::{AsNumber, InterfaceAddress, IpPool};
 use tabby_speaker::config::BgpdConfig;
@@ -48,6 +54,10 @@ use crate::exports::{NodeExports, node_exports};
 use crate::peers::{BgpResources, NoSecrets, PlanSettings, SecretSource, SecretsDir, speaker_plan};
 use crate::registration::{AutodetectMethod, Registration, autodetect, register};
 use crate::status::{AgentCounters, render_metrics, session_rows};
+use crate::tunnels::{
+    DeviceState, KernelTunnels, KernelTunnelsOutcome, TunnelKind, apply_kernel,
+    ensure_tunnel_addresses, fib_encapsulation, own_subnets, tunnel_pools, vxlan_plan,
+};
 
 /// Default control socket of the agent (its speaker's).
 pub const DEFAULT_CONTROL_SOCKET: &str = "/run/tabby/agent.sock";
@@ -190,6 +200,11 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         warnings: Vec::new(),
         error: None,
         counters: Arc::default(),
+        store: store.clone(),
+        ipam: Ipam::new(ds.clone()),
+        tunnels: None,
+        tunnel_outcome: KernelTunnelsOutcome::default(),
+        tunnel_error: None,
     };
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -218,6 +233,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                 // may have been changed behind our back.
                 node.exports = None;
                 node.nat_pools = None;
+                node.tunnels = None;
             }
             if speaker_down {
                 speaker_retry = Instant::now() + SPEAKER_RETRY;
@@ -262,13 +278,21 @@ struct NodeState {
     warnings: Vec<String>,
     error: Option<String>,
     counters: Arc<Mutex<AgentCounters>>,
+    store: ResourceStore,
+    ipam: Ipam,
+    /// The tunnel state last applied to the kernel.
+    tunnels: Option<KernelTunnels>,
+    /// What that gave.
+    tunnel_outcome: KernelTunnelsOutcome,
+    /// The last tunnel error logged (said once, not at every poll).
+    tunnel_error: Option<String>,
 }
 
 impl NodeState {
     /// Brings the speaker and the kernel in line with `state`; false when
     /// something should be tried again at the next poll.
     async fn reconcile(&mut self, state: &ClusterState) -> bool {
-        let mut done = true;
+        let mut done = self.reconcile_tunnels(state).await;
         match speaker_plan(&state.bgp, &self.settings, self.secrets.as_ref()) {
             Ok(plan) => {
                 self.error = None;
@@ -287,6 +311,11 @@ impl NodeState {
                 );
                 let mut config = plan.config;
                 config.originate = exports.originate.clone();
+                config.encapsulation = fib_encapsulation(
+                    &state.pools,
+                    &self.me(state).map(own_subnets).unwrap_or_default(),
+                    self.tunnel_outcome.ipip == DeviceState::Up,
+                );
                 let announced = config.originate.len() as u64;
                 let (s, outcome) =
                     apply_speaker(self.speaker.take(), config, &self.config_path).await;
@@ -296,6 +325,9 @@ impl NodeState {
                     c.reconciles += 1;
                     c.announced_prefixes = announced;
                     c.local_blocks = exports.blackholes.len() as u64;
+                    c.ipip = self.tunnel_outcome.ipip;
+                    c.vxlan = self.tunnel_outcome.vxlan;
+                    c.vxlan_routes = self.tunnel_outcome.vxlan_routes as u64;
                     if outcome == SpeakerOutcome::Restarted {
                         c.speaker_restarts += 1;
                     }
@@ -328,6 +360,118 @@ impl NodeState {
                     Err(e) => tracing::error!("NAT table: {e}"),
                 }
             }
+        }
+        done
+    }
+}
+
+impl NodeState {
+    fn me<'a>(&self, state: &'a ClusterState) -> Option<&'a tabby_model::Node> {
+        state
+            .bgp
+            .nodes
+            .iter()
+            .find(|n| n.metadata.name == self.settings.node)
+    }
+
+    /// Logs a tunnel problem once (not at every poll).
+    fn tunnel_problem(&mut self, msg: Option<String>) {
+        if let Some(m) = &msg
+            && self.tunnel_error.as_ref() != Some(m)
+        {
+            tracing::error!("{m}");
+        }
+        self.tunnel_error = msg;
+    }
+
+    /// Tunnel addresses, then devices, VXLAN peers and routes; false when
+    /// something should be tried again at the next poll.
+    async fn reconcile_tunnels(&mut self, state: &ClusterState) -> bool {
+        let Some(me) = self.me(state).cloned() else {
+            return true;
+        };
+        let mut done = true;
+        match ensure_tunnel_addresses(&self.store, &self.ipam, &me, &state.pools).await {
+            Ok(changes) => {
+                for (kind, addr) in &changes.allocated {
+                    tracing::info!(kind = kind.as_str(), %addr, "tunnel address allocated");
+                }
+                for (kind, addrs) in &changes.released {
+                    tracing::info!(kind = kind.as_str(), ?addrs, "tunnel address released");
+                }
+                if changes.mac_generated {
+                    tracing::info!("VXLAN tunnel MAC generated");
+                }
+            }
+            Err(e) => {
+                tracing::warn!("tunnel addresses: {e}; will retry");
+                done = false;
+            }
+        }
+        let ipip_wanted = !tunnel_pools(TunnelKind::Ipip, &state.pools, &me).is_empty();
+        let want = KernelTunnels {
+            ipip: ipip_wanted.then(|| match TunnelKind::Ipip.node_address(&me) {
+                Some(std::net::IpAddr::V4(a)) => Some(a),
+                _ => None,
+            }),
+            node_ip: me
+                .spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_address)
+                .map(|a| a.addr),
+            vxlan: vxlan_plan(&me, &state.bgp.nodes, &state.pools, &state.blocks),
+            vxlan_wanted: !tunnel_pools(TunnelKind::Vxlan, &state.pools, &me).is_empty(),
+        };
+        if self.tunnels.as_ref() == Some(&want) {
+            return done;
+        }
+        for s in &want.vxlan.skipped {
+            tracing::debug!("VXLAN: {s}");
+        }
+        let w = want.clone();
+        let applied = tokio::task::spawn_blocking(move || {
+            Netlink::open().map(|mut nl| apply_kernel(&mut nl, &w))
+        })
+        .await;
+        let outcome = match applied {
+            Ok(Ok(o)) => o,
+            Ok(Err(e)) => {
+                self.tunnel_problem(Some(format!("tunnels: netlink: {e}")));
+                return false;
+            }
+            Err(e) => {
+                self.tunnel_problem(Some(format!("tunnels: {e}")));
+                return false;
+            }
+        };
+        if outcome.ipip != self.tunnel_outcome.ipip || outcome.vxlan != self.tunnel_outcome.vxlan {
+            tracing::info!(
+                ipip = outcome.ipip.as_str(),
+                vxlan = outcome.vxlan.as_str(),
+                vxlan_routes = outcome.vxlan_routes,
+                "tunnels"
+            );
+        }
+        let problem = if outcome.ipip == DeviceState::KernelLacks {
+            Some(format!(
+                "{}; routing IPIP pools natively",
+                tabby_dataplane::Error::KernelLacks {
+                    kind: "ipip",
+                    config: "CONFIG_NET_IPIP",
+                    consequence: "tunl0 cannot be created",
+                }
+            ))
+        } else {
+            outcome.errors.first().map(|e| format!("tunnels: {e}"))
+        };
+        let failed = !outcome.errors.is_empty() || outcome.ipip == DeviceState::Failed;
+        self.tunnel_problem(problem);
+        self.tunnel_outcome = outcome;
+        if failed {
+            done = false;
+        } else {
+            self.tunnels = Some(want);
         }
         done
     }

@@ -8,13 +8,15 @@
 //! [`peers::speaker_plan`] (resources to neighbours, Calico's rules) and
 //! [`exports::node_exports`] (IPAM state to announcements and blackholes).
 //! [`daemon`] is the loop that feeds them and applies their output;
-//! [`registration`] writes the Node resource; [`status`] renders sessions.
+//! [`registration`] writes the Node resource; [`status`] renders sessions;
+//! [`tunnels`] owns IPIP and VXLAN (tunnel addresses, devices, VXLAN routes).
 
 pub mod daemon;
 pub mod exports;
 pub mod peers;
 pub mod registration;
 pub mod status;
+pub mod tunnels;
 
 use std::path::PathBuf;
 
@@ -50,6 +52,9 @@ pub enum AgentError {
         /// The OS error.
         source: std::io::Error,
     },
+    /// A tunnel address or device could not be set up.
+    #[error("tunnel: {0}")]
+    Tunnel(String),
     /// The runtime or a signal handler could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),

@@ -675,6 +675,7 @@ pub fn speaker_plan(
         fib: settings.fib,
         control_socket: settings.control_socket.clone(),
         cluster_id: my_cluster,
+        encapsulation: None,
         graceful_restart: settings
             .graceful_restart
             .then_some(GracefulRestartSettings {

@@ -180,6 +180,12 @@ pub struct AgentCounters {
     pub announced_prefixes: u64,
     /// Local blocks (blackhole routes).
     pub local_blocks: u64,
+    /// `tunl0` (IPIP pools).
+    pub ipip: crate::tunnels::DeviceState,
+    /// `vxlan.calico` (VXLAN pools).
+    pub vxlan: crate::tunnels::DeviceState,
+    /// Routes the agent holds toward VXLAN pools' remote blocks.
+    pub vxlan_routes: u64,
 }
 
 fn label_value(v: &str) -> String {
@@ -254,6 +260,38 @@ pub fn render_metrics(rows: &[SessionRow], c: &AgentCounters) -> String {
         "In-process restarts of the BGP speaker (changes it cannot reload).",
         vec![(String::new(), c.speaker_restarts)],
     );
+    let tunnel = |kind: &str, device: &str, state: crate::tunnels::DeviceState| {
+        crate::tunnels::DeviceState::ALL
+            .iter()
+            .map(|s| {
+                (
+                    format!(
+                        "{{kind=\"{kind}\",device=\"{device}\",state=\"{}\"}}",
+                        s.as_str()
+                    ),
+                    u64::from(*s == state),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    let mut tunnels = tunnel("ipip", tabby_dataplane::encap::IPIP_DEVICE, c.ipip);
+    tunnels.extend(tunnel(
+        "vxlan",
+        tabby_dataplane::encap::VXLAN_DEVICE,
+        c.vxlan,
+    ));
+    metric(
+        "tabby_agent_tunnel_state",
+        "gauge",
+        "1 for the state each tunnel device is in (off, pending, up, kernel-lacks: the kernel cannot create it and the pool is routed natively, failed).",
+        tunnels,
+    );
+    metric(
+        "tabby_agent_vxlan_routes",
+        "gauge",
+        "Routes toward other nodes' blocks of VXLAN pools (via vxlan.calico, or native with CrossSubnet).",
+        vec![(String::new(), c.vxlan_routes)],
+    );
     out
 }
 
@@ -279,6 +317,8 @@ mod metrics_tests {
             speaker_restarts: 1,
             announced_prefixes: 2,
             local_blocks: 1,
+            ipip: crate::tunnels::DeviceState::KernelLacks,
+            ..Default::default()
         };
         let m = render_metrics(&rows, &c);
         assert!(
@@ -295,6 +335,16 @@ mod metrics_tests {
         );
         assert!(m.contains("tabby_agent_reconciles_total 4\n"), "{m}");
         assert!(m.contains("tabby_agent_speaker_restarts_total 1\n"), "{m}");
+        assert!(
+            m.contains("tabby_agent_tunnel_state{kind=\"ipip\",device=\"tunl0\",state=\"kernel-lacks\"} 1\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains(
+                "tabby_agent_tunnel_state{kind=\"vxlan\",device=\"vxlan.calico\",state=\"off\"} 1\n"
+            ),
+            "{m}"
+        );
         assert_eq!(label_value("a\"b\\c"), "a\\\"b\\\\c");
     }
 }

@@ -1,5 +1,5 @@
 //! Kernel dataplane over netlink: routes, links, addresses, veth, namespaces,
-//! sysctls, tunnels, nftables NAT.
+//! sysctls, tunnels (and the encapsulation decision, [`encap`]), nftables NAT.
 //!
 //! Everything goes through a [`Netlink`] socket, opened in the caller's
 //! namespace ([`Netlink::open`]) or in another one ([`Netns::netlink`],
@@ -10,6 +10,7 @@
 //!
 //! Operations block; async callers run them on a blocking thread.
 
+pub mod encap;
 mod error;
 mod link;
 mod monitor;

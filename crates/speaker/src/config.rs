@@ -123,6 +123,59 @@ pub struct BgpdConfig {
     /// `gracefulRestart` of its own.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub graceful_restart: Option<GracefulRestartSettings>,
+    /// How learned routes toward pod blocks are installed (Calico's
+    /// `ipipMode` / `vxlanMode` pools); written by the node agent. A
+    /// reload applies a change without touching the sessions.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub encapsulation: Option<FibEncapsulation>,
+}
+
+/// Encapsulation of learned routes (`fib: true`), as Calico's BIRD kernel
+/// filter does it: a route toward an IPIP pool goes `via <next hop> dev
+/// tunl0 onlink` (with CrossSubnet only when the next hop is outside
+/// [`subnets`](Self::subnets)); a route toward a VXLAN pool is not
+/// installed at all (the node agent programs those from the datastore).
+///
+/// ```yaml
+/// encapsulation:
+///   pools: [{cidr: 10.244.0.0/16, ipipMode: CrossSubnet, vxlanMode: Never}]
+///   subnets: [10.20.0.0/23]
+///   ipip: true
+/// ```
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct FibEncapsulation {
+    /// Pools with an encapsulation mode other than Never.
+    #[serde(default)]
+    pub pools: Vec<EncapsulatedPool>,
+    /// This node's own subnets (CrossSubnet's "same subnet" test).
+    #[serde(default)]
+    pub subnets: Vec<IpNet>,
+    /// `tunl0` is usable: IPIP routes go through it. False (a kernel
+    /// without IPIP): they are installed natively instead.
+    #[serde(default)]
+    pub ipip: bool,
+}
+
+/// One pool's encapsulation.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct EncapsulatedPool {
+    /// The pool's CIDR.
+    pub cidr: IpNet,
+    /// Its `ipipMode`.
+    #[serde(default)]
+    pub ipip_mode: tabby_dataplane::encap::EncapMode,
+    /// Its `vxlanMode`.
+    #[serde(default)]
+    pub vxlan_mode: tabby_dataplane::encap::EncapMode,
+}
+
+impl FibEncapsulation {
+    /// The pool whose CIDR holds `destination`, if any.
+    pub fn pool_of(&self, destination: &IpNet) -> Option<&EncapsulatedPool> {
+        self.pools.iter().find(|p| p.cidr.contains(destination))
+    }
 }
 
 /// Graceful restart (RFC 4724) settings.

@@ -376,8 +376,10 @@ pub async fn serve_until(
         let k = crate::nexthop::KernelNextHops::load(&mut nl)?;
         Ok((nl, k))
     });
+    let encapsulation = crate::fib::SharedEncapsulation::new(config.encapsulation.clone());
     let (fib_tx, fib_thread) = if config.fib {
         let (tx, rx) = mpsc::unbounded_channel();
+        let encap = encapsulation.clone();
         let resolver = next_hops.as_ref().ok().map(|(_, k)| k.clone());
         let counter = fib_routes.clone();
         let frozen = fib_frozen.clone();
@@ -385,9 +387,9 @@ pub async fn serve_until(
             .name("fib".into())
             .spawn(move || {
                 if restarting {
-                    crate::fib::run_adopting(rx, counter, frozen, adopted, resolver)
+                    crate::fib::run_adopting(rx, counter, frozen, adopted, resolver, Some(encap))
                 } else {
-                    crate::fib::run_until_closed(rx, counter, frozen, resolver)
+                    crate::fib::run_until_closed(rx, counter, frozen, resolver, Some(encap))
                 }
             })
             .map_err(DaemonError::Runtime)?;
@@ -395,7 +397,8 @@ pub async fn serve_until(
     } else {
         (None, None)
     };
-    let mut rib = RibTask::new(config, spawner, fib_tx, fib_routes);
+    let mut rib =
+        RibTask::new(config, spawner, fib_tx, fib_routes).with_encapsulation(encapsulation);
     if restarting {
         rib = rib.restarting(adopted_prefixes);
     }

@@ -19,19 +19,136 @@
 //! skipped: the routes the previous run left are adopted as this run's
 //! own, so they keep forwarding and are replaced or removed like any other
 //! when the RIB says so.
+//!
+//! Encapsulation ([`FibEncapsulation`], set by the node agent, changed by
+//! a reload through [`SharedEncapsulation`]): a route toward an IPIP pool
+//! goes `via <next hop> dev tunl0 onlink` when
+//! [`route_encapsulation`](tabby_dataplane::encap::route_encapsulation)
+//! says IPIP for its next hop (natively when `tunl0` is missing); a route
+//! toward a VXLAN pool is left alone ([`FibAction::Leave`]: the agent
+//! programs it). IPIP routes via `tunl0` are this thread's own too.
 
 use std::collections::HashMap;
 use std::net::IpAddr;
 use std::sync::Arc;
+use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use ipnet::IpNet;
 use tabby_bgp::Prefix;
 use tabby_bgp::rib::FibChange;
+use tabby_dataplane::encap::{EncapMode, Encapsulation, IPIP_DEVICE, route_encapsulation};
 use tabby_dataplane::{NextHop, Route, RouteChange, RouteTable};
-use tokio::sync::mpsc;
+use tokio::sync::{Notify, mpsc};
 
+use crate::config::FibEncapsulation;
 use crate::nexthop::{KernelNextHops, made_by_bgpd};
+
+/// The encapsulation rules the FIB thread applies; the RIB task replaces
+/// them when a reload changes them, and the thread re-evaluates every
+/// route.
+#[derive(Debug, Default)]
+pub struct SharedEncapsulation {
+    rules: Mutex<Option<FibEncapsulation>>,
+    changed: Notify,
+}
+
+impl SharedEncapsulation {
+    /// Shared rules starting at `rules`.
+    pub fn new(rules: Option<FibEncapsulation>) -> Arc<SharedEncapsulation> {
+        Arc::new(SharedEncapsulation {
+            rules: Mutex::new(rules),
+            changed: Notify::new(),
+        })
+    }
+
+    /// Replaces the rules and wakes the FIB thread.
+    pub fn set(&self, rules: Option<FibEncapsulation>) {
+        if let Ok(mut r) = self.rules.lock() {
+            *r = rules;
+        }
+        self.changed.notify_one();
+    }
+
+    /// The current rules.
+    pub fn get(&self) -> Option<FibEncapsulation> {
+        self.rules.lock().ok().and_then(|r| r.clone())
+    }
+}
+
+/// What the FIB does with one prefix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FibAction {
+    /// Install (or replace with) this route.
+    Install(Route),
+    /// Remove our route, if any (withdrawn, or no next hop resolves).
+    Remove,
+    /// Neither install nor remove: someone else programs this prefix (a
+    /// VXLAN pool's blocks, which the node agent owns).
+    Leave,
+}
+
+/// The kernel action for a prefix with these BGP next hops, applying the
+/// encapsulation rules: `ipip_device` is `tunl0`'s index when it exists.
+pub fn fib_action(
+    dest: IpNet,
+    next_hops: &[IpAddr],
+    resolver: Option<&KernelNextHops>,
+    encapsulation: Option<&FibEncapsulation>,
+    ipip_device: Option<u32>,
+) -> FibAction {
+    let installed = |r: Option<Route>| r.map_or(FibAction::Remove, FibAction::Install);
+    let Some((rules, pool)) = encapsulation.and_then(|e| e.pool_of(&dest).map(|p| (e, p))) else {
+        return installed(resolved_route(dest, next_hops, resolver));
+    };
+    if pool.vxlan_mode != EncapMode::Never {
+        return FibAction::Leave;
+    }
+    let mut hops: Vec<NextHop> = Vec::new();
+    for nh in next_hops {
+        let tunnel = route_encapsulation(pool.ipip_mode, EncapMode::Never, &rules.subnets, *nh);
+        let via: Vec<NextHop> = match (tunnel, ipip_device) {
+            (Encapsulation::Ipip, Some(dev)) => {
+                vec![NextHop::via(*nh).with_device(dev).with_onlink()]
+            }
+            _ => match resolver {
+                Some(k) => k.forwarding(*nh).unwrap_or_default(),
+                None => vec![NextHop::via(*nh)],
+            },
+        };
+        for h in via {
+            if !hops.iter().any(|x| x.gateway == h.gateway) {
+                hops.push(h);
+            }
+        }
+    }
+    installed((!hops.is_empty()).then(|| Route::multipath(dest, hops)))
+}
+
+/// True for an IPIP route this thread made: every next hop a gateway
+/// on-link through `tunl0` (`ipip_device`).
+fn ipip_route(r: &Route, ipip_device: Option<u32>) -> bool {
+    ipip_device.is_some()
+        && !r.next_hops.is_empty()
+        && r.next_hops
+            .iter()
+            .all(|h| h.gateway.is_some() && h.onlink && h.device == ipip_device)
+}
+
+/// True for a route of ours this thread owns: [`made_by_bgpd`], or an
+/// IPIP route via `tunl0`.
+fn owned(r: &Route, ipip_device: Option<u32>) -> bool {
+    made_by_bgpd(r) || ipip_route(r, ipip_device)
+}
+
+/// `tunl0`'s index, when it exists and is an IPIP device.
+fn ipip_index(nl: &mut tabby_dataplane::Netlink) -> Option<u32> {
+    nl.link(IPIP_DEVICE)
+        .ok()
+        .flatten()
+        .filter(|l| l.kind.as_deref() == Some("ipip"))
+        .map(|l| l.index)
+}
 
 fn destination(p: Prefix) -> Option<IpNet> {
     IpNet::new(p.addr(), p.len()).ok()
@@ -78,7 +195,13 @@ pub fn resolved_route(
 
 /// Runs the FIB thread until the channel closes, then removes our routes.
 pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64>) {
-    run_until_closed(changes, installed, Arc::new(AtomicBool::new(false)), None)
+    run_until_closed(
+        changes,
+        installed,
+        Arc::new(AtomicBool::new(false)),
+        None,
+        None,
+    )
 }
 
 /// Runs the FIB thread until the channel closes; then removes the routes
@@ -88,23 +211,26 @@ pub fn run(changes: mpsc::UnboundedReceiver<FibChange>, installed: Arc<AtomicU64
 /// flowing while it restarts; the next run's start-up clean-up removes
 /// what is stale).
 /// With `next_hops`, next hops are resolved recursively (see the module
-/// documentation).
+/// documentation); with `encapsulation`, its rules apply.
 pub fn run_until_closed(
     changes: mpsc::UnboundedReceiver<FibChange>,
     installed: Arc<AtomicU64>,
     frozen: Arc<AtomicBool>,
     next_hops: Option<KernelNextHops>,
+    encapsulation: Option<Arc<SharedEncapsulation>>,
 ) {
-    run_inner(changes, installed, frozen, None, next_hops)
+    run_inner(changes, installed, frozen, None, next_hops, encapsulation)
 }
 
 /// The gateway routes a previous run left in the main table (what a
 /// graceful restart adopts). Empty when netlink cannot be read.
 pub fn adoptable_routes() -> Vec<Route> {
-    let listed =
-        tabby_dataplane::Netlink::open().and_then(|mut nl| nl.routes(Some(RouteTable::MAIN)));
+    let listed = tabby_dataplane::Netlink::open().and_then(|mut nl| {
+        let ipip = ipip_index(&mut nl);
+        Ok((nl.routes(Some(RouteTable::MAIN))?, ipip))
+    });
     match listed {
-        Ok(routes) => routes.into_iter().filter(made_by_bgpd).collect(),
+        Ok((routes, ipip)) => routes.into_iter().filter(|r| owned(r, ipip)).collect(),
         Err(e) => {
             tracing::warn!("fib: cannot read kernel routes to adopt: {e}");
             Vec::new()
@@ -121,14 +247,23 @@ pub fn run_adopting(
     frozen: Arc<AtomicBool>,
     adopted: Vec<Route>,
     next_hops: Option<KernelNextHops>,
+    encapsulation: Option<Arc<SharedEncapsulation>>,
 ) {
-    run_inner(changes, installed, frozen, Some(adopted), next_hops)
+    run_inner(
+        changes,
+        installed,
+        frozen,
+        Some(adopted),
+        next_hops,
+        encapsulation,
+    )
 }
 
 /// What woke the FIB thread.
 enum Wake {
     Change(FibChange),
     KernelChanged,
+    EncapsulationChanged,
     Closed,
 }
 
@@ -138,6 +273,7 @@ fn run_inner(
     frozen: Arc<AtomicBool>,
     adopted: Option<Vec<Route>>,
     next_hops: Option<KernelNextHops>,
+    encapsulation: Option<Arc<SharedEncapsulation>>,
 ) {
     // A runtime of the thread's own, only to wait on the channel and the
     // kernel-change notification together.
@@ -156,6 +292,12 @@ fn run_inner(
             return;
         }
     };
+    let mut rules = encapsulation.as_ref().and_then(|e| e.get());
+    let mut ipip = if rules.as_ref().is_some_and(|r| r.ipip) {
+        ipip_index(&mut nl)
+    } else {
+        None
+    };
     let mut ours: HashMap<IpNet, Route> = HashMap::new();
     // BGP next hops of every prefix we install (to re-resolve them).
     let mut wanted: HashMap<IpNet, Vec<IpAddr>> = HashMap::new();
@@ -169,7 +311,16 @@ fn run_inner(
         }
         installed.store(ours.len() as u64, Ordering::Relaxed);
     } else {
-        match nl.reconcile_routes_owned(RouteTable::MAIN, &[], made_by_bgpd) {
+        let ipip_any = ipip_index(&mut nl);
+        // A VXLAN pool's routes are the agent's, whatever they look like.
+        let mine = |r: &Route| {
+            owned(r, ipip_any)
+                && !rules.as_ref().is_some_and(|e| {
+                    e.pool_of(&r.destination)
+                        .is_some_and(|p| p.vxlan_mode != EncapMode::Never)
+                })
+        };
+        match nl.reconcile_routes_owned(RouteTable::MAIN, &[], mine) {
             Ok(r) if r.deleted > 0 => {
                 tracing::info!(
                     deleted = r.deleted,
@@ -189,9 +340,16 @@ fn run_inner(
                     None => std::future::pending().await,
                 }
             };
+            let encap = async {
+                match &encapsulation {
+                    Some(e) => e.changed.notified().await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
                 c = changes.recv() => c.map_or(Wake::Closed, Wake::Change),
                 () = kernel => Wake::KernelChanged,
+                () = encap => Wake::EncapsulationChanged,
             }
         });
         match wake {
@@ -203,6 +361,16 @@ fn run_inner(
             }
             // Re-resolve everything; unchanged routes are skipped below.
             Wake::KernelChanged => latest.clone_from(&wanted),
+            Wake::EncapsulationChanged => {
+                rules = encapsulation.as_ref().and_then(|e| e.get());
+                ipip = if rules.as_ref().is_some_and(|r| r.ipip) {
+                    ipip_index(&mut nl)
+                } else {
+                    None
+                };
+                tracing::info!(?rules, ipip_device = ?ipip, "fib: encapsulation changed");
+                latest.clone_from(&wanted);
+            }
         }
         if frozen.load(Ordering::SeqCst) {
             continue;
@@ -219,17 +387,22 @@ fn run_inner(
             } else {
                 wanted.insert(dest, hops.clone());
             }
-            match resolved_route(dest, &hops, next_hops.as_ref()) {
-                Some(r) => {
+            match fib_action(dest, &hops, next_hops.as_ref(), rules.as_ref(), ipip) {
+                FibAction::Install(r) => {
                     if ours.get(&dest) != Some(&r) {
                         ours.insert(dest, r.clone());
                         batch.push(RouteChange::Replace(r));
                     }
                 }
-                None => {
+                FibAction::Remove => {
                     if let Some(r) = ours.remove(&dest) {
                         batch.push(RouteChange::Delete(r));
                     }
+                }
+                // Not ours any more: forgotten, not deleted (the agent
+                // replaces it with its own).
+                FibAction::Leave => {
+                    ours.remove(&dest);
                 }
             }
         }
@@ -260,6 +433,69 @@ fn run_inner(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::EncapsulatedPool;
+
+    fn rules(ipip: EncapMode, vxlan: EncapMode, usable: bool) -> FibEncapsulation {
+        FibEncapsulation {
+            pools: vec![EncapsulatedPool {
+                cidr: "10.244.0.0/16".parse().expect("net"),
+                ipip_mode: ipip,
+                vxlan_mode: vxlan,
+            }],
+            subnets: vec!["10.20.0.0/23".parse().expect("net")],
+            ipip: usable,
+        }
+    }
+
+    #[test]
+    fn encapsulation_rules_shape_the_kernel_route() {
+        let ip = |s: &str| -> IpAddr { s.parse().expect("ip") };
+        let block: IpNet = "10.244.1.0/26".parse().expect("net");
+        let same = [ip("10.20.1.85")];
+        let other = [ip("10.30.0.5")];
+        let tunl0 = Some(9);
+        let via_tunl0 = |nh| {
+            FibAction::Install(Route::multipath(
+                block,
+                vec![NextHop::via(nh).with_device(9).with_onlink()],
+            ))
+        };
+        let native = |nh| FibAction::Install(Route::multipath(block, vec![NextHop::via(nh)]));
+        let always = rules(EncapMode::Always, EncapMode::Never, true);
+        let cross = rules(EncapMode::CrossSubnet, EncapMode::Never, true);
+        assert_eq!(
+            fib_action(block, &same, None, Some(&always), tunl0),
+            via_tunl0(same[0])
+        );
+        assert_eq!(
+            fib_action(block, &same, None, Some(&cross), tunl0),
+            native(same[0])
+        );
+        assert_eq!(
+            fib_action(block, &other, None, Some(&cross), tunl0),
+            via_tunl0(other[0])
+        );
+        // No tunl0 (a kernel without IPIP): native.
+        assert_eq!(
+            fib_action(block, &other, None, Some(&always), None),
+            native(other[0])
+        );
+        // VXLAN pools are the agent's; other destinations are untouched.
+        let vx = rules(EncapMode::Never, EncapMode::CrossSubnet, true);
+        assert_eq!(
+            fib_action(block, &other, None, Some(&vx), tunl0),
+            FibAction::Leave
+        );
+        let outside: IpNet = "10.99.0.0/26".parse().expect("net");
+        assert_eq!(
+            fib_action(outside, &other, None, Some(&always), tunl0),
+            FibAction::Install(Route::via(outside, other[0]))
+        );
+        assert_eq!(
+            fib_action(block, &[], None, Some(&always), tunl0),
+            FibAction::Remove
+        );
+    }
 
     #[test]
     fn next_hops_resolving_to_one_gateway_give_one_kernel_next_hop() {

@@ -92,6 +92,8 @@ pub struct RibTask<S: PeerSpawner> {
     /// Kernel routes adopted from the previous run, reconciled when the
     /// deferral ends.
     adopted: Vec<Prefix>,
+    /// The FIB thread's encapsulation rules (updated on reload).
+    encapsulation: Option<Arc<crate::fib::SharedEncapsulation>>,
 }
 
 async fn sleep_until(t: Option<Instant>) {
@@ -155,6 +157,7 @@ impl<S: PeerSpawner> RibTask<S> {
             next_hop_changes: None,
             deferral: None,
             adopted: Vec::new(),
+            encapsulation: None,
         };
         for net in &config.originate {
             if let Some(p) = to_prefix(net) {
@@ -178,6 +181,13 @@ impl<S: PeerSpawner> RibTask<S> {
         self.rib.set_resolver(Box::new(next_hops.clone()));
         self.next_hops = Some(next_hops);
         self.next_hop_changes = Some(changed);
+        self
+    }
+
+    /// The FIB thread's encapsulation rules, replaced when a reload
+    /// changes `encapsulation`.
+    pub fn with_encapsulation(mut self, shared: Arc<crate::fib::SharedEncapsulation>) -> Self {
+        self.encapsulation = Some(shared);
         self
     }
 
@@ -635,6 +645,11 @@ impl<S: PeerSpawner> RibTask<S> {
         let old_originate: Vec<Prefix> =
             self.config.originate.iter().filter_map(to_prefix).collect();
         let new_originate: Vec<Prefix> = new.originate.iter().filter_map(to_prefix).collect();
+        if new.encapsulation != self.config.encapsulation
+            && let Some(shared) = &self.encapsulation
+        {
+            shared.set(new.encapsulation.clone());
+        }
         self.config = new;
         for p in old_originate.iter().filter(|p| !new_originate.contains(p)) {
             self.rib.withdraw_originated(*p);

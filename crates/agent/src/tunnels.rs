@@ -1,0 +1,845 @@
+//! Encapsulation on this node: Calico's IPIP and VXLAN pool modes.
+//!
+//! Owns, as calico-node and Felix do:
+//!
+//! - **tunnel addresses**: while an enabled IPv4 pool usable by this node
+//!   for tunnels has `ipipMode` (`vxlanMode`) other than Never, the node
+//!   holds one address from such a pool under the IPAM handle
+//!   `ipip-tunnel-addr-<node>` (`vxlan-tunnel-addr-<node>`), attributes
+//!   `node` and `type: ipipTunnelAddress` (`vxlanTunnelAddress`), recorded
+//!   in its Node as `spec.bgp.ipv4IPIPTunnelAddr` (`spec.ipv4VXLANTunnelAddr`);
+//!   VXLAN also gets a MAC (`spec.vxlanTunnelMACAddr`, random, locally
+//!   administered). When the mode goes back to Never everywhere the
+//!   address is released and the field cleared ([`ensure_tunnel_addresses`]);
+//! - **the decisions**, pure: the speaker's FIB rules for IPIP pools
+//!   ([`fib_encapsulation`]: `via <node> dev tunl0 onlink`, or native with
+//!   CrossSubnet inside this node's subnet) and the VXLAN plan from the
+//!   datastore ([`vxlan_plan`]: per remote node a peer entry, per remote
+//!   block a route via its VTEP's tunnel address, or natively via its
+//!   address with CrossSubnet inside this node's subnet);
+//! - **the kernel** ([`apply_kernel`]): `tunl0` with its /32, the
+//!   `vxlan.calico` device (VNI 4096, port 4789, learning off, the Node's
+//!   MAC) with its /32, its neighbour and FDB entries, and the VXLAN
+//!   pools' routes (`proto tabby`, on-link). A kernel without IPIP is
+//!   reported ([`DeviceState::KernelLacks`]) and IPIP pools are then
+//!   routed natively.
+//!
+//! Routes of VXLAN pools are never the speaker's (its FIB leaves them), as
+//! Calico's BIRD leaves them to Felix.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr};
+
+use ipnet::IpNet;
+use tabby_dataplane::encap::{
+    EncapMode as DpMode, Encapsulation, IPIP_DEVICE, IPIP_OVERHEAD, VXLAN_DEVICE, VXLAN_OVERHEAD,
+    VXLAN_VNI, VxlanDevice, VxlanPeer, is_onlink_route, onlink_route, route_encapsulation,
+};
+use tabby_dataplane::{Error as DpError, MacAddr, Netlink, Route, RouteTable};
+use tabby_ipam::{AssignRequest, Block, Ipam};
+use tabby_model::store::ResourceStore;
+use tabby_model::{
+    AllowedUse, EncapMode, IpAddress, IpPool, Kind, Node, Resource, ValidationError,
+};
+use tabby_speaker::config::{EncapsulatedPool, FibEncapsulation};
+
+use crate::AgentError;
+
+/// A tunnel type.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub enum TunnelKind {
+    /// IPv4 in IPv4 over `tunl0`.
+    Ipip,
+    /// VXLAN over `vxlan.calico`.
+    Vxlan,
+}
+
+impl TunnelKind {
+    /// Both kinds.
+    pub const ALL: [TunnelKind; 2] = [TunnelKind::Ipip, TunnelKind::Vxlan];
+
+    /// Calico's IPAM handle for the node's tunnel address.
+    pub fn handle(self, node: &str) -> String {
+        match self {
+            TunnelKind::Ipip => tabby_ipam::records::ipip_tunnel_handle(node),
+            TunnelKind::Vxlan => tabby_ipam::records::vxlan_tunnel_handle(node),
+        }
+    }
+
+    /// Calico's `type` attribute of the allocation.
+    pub fn attribute_type(self) -> &'static str {
+        match self {
+            TunnelKind::Ipip => "ipipTunnelAddress",
+            TunnelKind::Vxlan => "vxlanTunnelAddress",
+        }
+    }
+
+    /// The pool's mode for this kind.
+    pub fn mode(self, pool: &IpPool) -> EncapMode {
+        match self {
+            TunnelKind::Ipip => pool.spec.ipip_mode(),
+            TunnelKind::Vxlan => pool.spec.vxlan_mode(),
+        }
+    }
+
+    /// The Node's tunnel address field for this kind.
+    pub fn node_address(self, node: &Node) -> Option<IpAddr> {
+        match self {
+            TunnelKind::Ipip => node
+                .spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_ipip_tunnel_addr)
+                .map(|a| a.0),
+            TunnelKind::Vxlan => node.spec.ipv4_vxlan_tunnel_addr.map(|a| a.0),
+        }
+    }
+
+    fn set_node_address(self, node: &mut Node, addr: Option<IpAddr>) {
+        let addr = addr.map(IpAddress);
+        match self {
+            TunnelKind::Ipip => {
+                let bgp = node.spec.bgp.get_or_insert_with(Default::default);
+                bgp.ipv4_ipip_tunnel_addr = addr;
+                if *bgp == Default::default() {
+                    node.spec.bgp = None;
+                }
+            }
+            TunnelKind::Vxlan => node.spec.ipv4_vxlan_tunnel_addr = addr,
+        }
+    }
+
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            TunnelKind::Ipip => "ipip",
+            TunnelKind::Vxlan => "vxlan",
+        }
+    }
+}
+
+/// The dataplane's spelling of a pool mode.
+pub fn dataplane_mode(m: EncapMode) -> DpMode {
+    match m {
+        EncapMode::Never => DpMode::Never,
+        EncapMode::Always => DpMode::Always,
+        EncapMode::CrossSubnet => DpMode::CrossSubnet,
+    }
+}
+
+/// The pools `node` takes its `kind` tunnel address from: enabled IPv4
+/// pools with that mode on that the node may use for tunnels
+/// (`nodeSelector`, `allowedUses`).
+pub fn tunnel_pools<'a>(kind: TunnelKind, pools: &'a [IpPool], node: &Node) -> Vec<&'a IpPool> {
+    let labels = node.selector_labels();
+    pools
+        .iter()
+        .filter(|p| !p.spec.cidr.is_ipv6() && kind.mode(p) != EncapMode::Never)
+        .filter(|p| tabby_ipam::Pool::from_resource(p).usable_by(&labels, AllowedUse::Tunnel))
+        .collect()
+}
+
+/// This node's own subnets (from `spec.bgp.ipv4Address` / `ipv6Address`):
+/// what CrossSubnet calls "the same subnet".
+pub fn own_subnets(node: &Node) -> Vec<IpNet> {
+    let Some(bgp) = &node.spec.bgp else {
+        return Vec::new();
+    };
+    [bgp.ipv4_address, bgp.ipv6_address]
+        .into_iter()
+        .flatten()
+        .map(|a| a.subnet())
+        .collect()
+}
+
+/// The speaker's FIB rules: every pool with IPIP or VXLAN on (disabled
+/// pools too: their blocks are still routed). `ipip_usable` says whether
+/// `tunl0` works on this node; without it IPIP pools are routed natively.
+pub fn fib_encapsulation(
+    pools: &[IpPool],
+    subnets: &[IpNet],
+    ipip_usable: bool,
+) -> Option<FibEncapsulation> {
+    let pools: Vec<EncapsulatedPool> = pools
+        .iter()
+        .filter(|p| {
+            p.spec.ipip_mode() != EncapMode::Never || p.spec.vxlan_mode() != EncapMode::Never
+        })
+        .map(|p| EncapsulatedPool {
+            cidr: p.spec.cidr.network(),
+            ipip_mode: dataplane_mode(p.spec.ipip_mode()),
+            vxlan_mode: dataplane_mode(p.spec.vxlan_mode()),
+        })
+        .collect();
+    (!pools.is_empty()).then(|| FibEncapsulation {
+        pools,
+        subnets: subnets.to_vec(),
+        ipip: ipip_usable,
+    })
+}
+
+/// A route the agent programs toward a remote block of a VXLAN pool.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct VxlanRoute {
+    /// The block.
+    pub destination: IpNet,
+    /// The remote VTEP's tunnel address (VXLAN) or the node's address
+    /// (native, CrossSubnet inside this node's subnet).
+    pub via: IpAddr,
+    /// Which of the two.
+    pub encapsulation: Encapsulation,
+}
+
+/// This node's VXLAN state, computed from the datastore.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct VxlanPlan {
+    /// This node's own VTEP: (node address, tunnel address, MAC); `None`
+    /// when no VXLAN pool applies or it is not allocated yet.
+    pub local: Option<(IpAddr, IpAddr, MacAddr)>,
+    /// Every other node with a complete VTEP.
+    pub peers: Vec<VxlanPeer>,
+    /// Routes toward other nodes' blocks of VXLAN pools.
+    pub routes: Vec<VxlanRoute>,
+    /// Why some block got no route (its node has no address, or no VTEP yet).
+    pub skipped: Vec<String>,
+}
+
+/// A node's IPv4 address, tunnel address and MAC, when all are set.
+fn vtep(node: &Node) -> Option<(IpAddr, IpAddr, MacAddr)> {
+    let ip = node.spec.bgp.as_ref()?.ipv4_address?.addr;
+    let tunnel = node.spec.ipv4_vxlan_tunnel_addr?.0;
+    let mac = node.spec.vxlan_tunnel_mac_addr.as_deref()?.parse().ok()?;
+    Some((ip, tunnel, mac))
+}
+
+/// The VXLAN plan of node `me` (IPv4): peers and routes from the other
+/// nodes' Node resources and IPAM blocks, Felix's way. With no IPv4 pool
+/// in VXLAN mode the plan is empty (and everything is removed).
+pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block]) -> VxlanPlan {
+    let vxlan_pools: Vec<&IpPool> = pools
+        .iter()
+        .filter(|p| !p.spec.cidr.is_ipv6() && p.spec.vxlan_mode() != EncapMode::Never)
+        .collect();
+    if vxlan_pools.is_empty() {
+        return VxlanPlan::default();
+    }
+    let subnets = own_subnets(me);
+    let name = me.metadata.name.as_str();
+    let by_name: BTreeMap<&str, &Node> = nodes
+        .iter()
+        .map(|n| (n.metadata.name.as_str(), n))
+        .collect();
+    let mut plan = VxlanPlan {
+        local: vtep(me),
+        ..VxlanPlan::default()
+    };
+    plan.peers = nodes
+        .iter()
+        .filter(|n| n.metadata.name != name)
+        .filter_map(vtep)
+        .map(|(node_ip, tunnel_address, mac)| VxlanPeer {
+            node_ip,
+            tunnel_address,
+            mac: mac.into(),
+        })
+        .collect();
+    plan.peers.sort();
+    for b in blocks {
+        let Some(owner) = b.host() else { continue };
+        if owner == name {
+            continue;
+        }
+        let Some(pool) = vxlan_pools
+            .iter()
+            .find(|p| p.spec.cidr.network().contains(&b.cidr))
+        else {
+            continue;
+        };
+        let Some(node) = by_name.get(owner) else {
+            plan.skipped
+                .push(format!("block {}: node {owner} is not registered", b.cidr));
+            continue;
+        };
+        let Some(node_ip) = node
+            .spec
+            .bgp
+            .as_ref()
+            .and_then(|b| b.ipv4_address)
+            .map(|a| a.addr)
+        else {
+            plan.skipped.push(format!(
+                "block {}: node {owner} has no IPv4 address",
+                b.cidr
+            ));
+            continue;
+        };
+        let mode = dataplane_mode(pool.spec.vxlan_mode());
+        match route_encapsulation(DpMode::Never, mode, &subnets, node_ip) {
+            Encapsulation::Vxlan => match vtep(node) {
+                Some((_, tunnel, _)) => plan.routes.push(VxlanRoute {
+                    destination: b.cidr,
+                    via: tunnel,
+                    encapsulation: Encapsulation::Vxlan,
+                }),
+                None => plan.skipped.push(format!(
+                    "block {}: node {owner} has no VXLAN tunnel address or MAC yet",
+                    b.cidr
+                )),
+            },
+            other => plan.routes.push(VxlanRoute {
+                destination: b.cidr,
+                via: node_ip,
+                encapsulation: other,
+            }),
+        }
+    }
+    plan.routes.sort();
+    plan
+}
+
+/// How a tunnel device stands on this node.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum DeviceState {
+    /// No pool needs it.
+    #[default]
+    Off,
+    /// Needed, but this node's tunnel address is not allocated yet.
+    Pending,
+    /// Up with its address.
+    Up,
+    /// The kernel cannot create it (IPIP without `CONFIG_NET_IPIP`): the
+    /// pools' routes are native.
+    KernelLacks,
+    /// Programming it failed (see the log); retried at the next reconcile.
+    Failed,
+}
+
+impl DeviceState {
+    /// Lower-case name for logs and metrics.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            DeviceState::Off => "off",
+            DeviceState::Pending => "pending",
+            DeviceState::Up => "up",
+            DeviceState::KernelLacks => "kernel-lacks",
+            DeviceState::Failed => "failed",
+        }
+    }
+
+    /// Every state (for metrics).
+    pub const ALL: [DeviceState; 5] = [
+        DeviceState::Off,
+        DeviceState::Pending,
+        DeviceState::Up,
+        DeviceState::KernelLacks,
+        DeviceState::Failed,
+    ];
+}
+
+/// What the kernel should have for tunnels.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelTunnels {
+    /// IPIP is needed; with this node's tunnel address once allocated.
+    pub ipip: Option<Option<Ipv4Addr>>,
+    /// This node's IPv4 address (its interface is the underlay).
+    pub node_ip: Option<IpAddr>,
+    /// The VXLAN plan.
+    pub vxlan: VxlanPlan,
+    /// Whether any pool needs VXLAN on this node.
+    pub vxlan_wanted: bool,
+}
+
+/// What [`apply_kernel`] achieved.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct KernelTunnelsOutcome {
+    /// `tunl0`.
+    pub ipip: DeviceState,
+    /// `vxlan.calico`.
+    pub vxlan: DeviceState,
+    /// VXLAN pool routes (via the device and native) in the kernel.
+    pub vxlan_routes: usize,
+    /// What went wrong, one line each.
+    pub errors: Vec<String>,
+}
+
+/// Brings `tunl0`, `vxlan.calico`, the VXLAN peers and the VXLAN pools'
+/// routes to `want`. Never fails as a whole: each part's failure is
+/// reported in the outcome and the other parts still go on.
+pub fn apply_kernel(nl: &mut Netlink, want: &KernelTunnels) -> KernelTunnelsOutcome {
+    let mut out = KernelTunnelsOutcome {
+        ipip: apply_ipip(nl, want.ipip, want.node_ip),
+        ..Default::default()
+    };
+    match apply_vxlan(nl, want) {
+        Ok((state, routes)) => {
+            out.vxlan = state;
+            out.vxlan_routes = routes;
+        }
+        Err(e) => {
+            out.vxlan = DeviceState::Failed;
+            out.errors.push(format!("{VXLAN_DEVICE}: {e}"));
+        }
+    }
+    out
+}
+
+fn apply_ipip(
+    nl: &mut Netlink,
+    want: Option<Option<Ipv4Addr>>,
+    node_ip: Option<IpAddr>,
+) -> DeviceState {
+    let Some(address) = want else {
+        // tunl0 cannot be deleted (the module's fallback device): it only
+        // loses the tunnel address.
+        if let Ok(Some(l)) = nl.link(IPIP_DEVICE)
+            && let Err(e) = nl.set_only_addresses(l.index, &[])
+        {
+            tracing::warn!("{IPIP_DEVICE}: cannot remove the tunnel address: {e}");
+        }
+        return DeviceState::Off;
+    };
+    let mtu = node_ip
+        .and_then(|ip| underlay_mtu(nl, ip))
+        .map(|m| m.saturating_sub(IPIP_OVERHEAD));
+    match nl.ensure_ipip_device(address, mtu) {
+        Ok(_) if address.is_none() => DeviceState::Pending,
+        Ok(_) => DeviceState::Up,
+        Err(DpError::KernelLacks { .. }) => DeviceState::KernelLacks,
+        Err(e) => {
+            tracing::error!("{IPIP_DEVICE}: {e}");
+            DeviceState::Failed
+        }
+    }
+}
+
+/// The MTU of the interface holding `ip`.
+fn underlay_mtu(nl: &mut Netlink, ip: IpAddr) -> Option<u32> {
+    let index = nl.link_with_address(ip).ok()??;
+    nl.link_by_index(index).ok()?.map(|l| l.mtu)
+}
+
+fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, usize), DpError> {
+    let plan = &want.vxlan;
+    let ipip_index = nl
+        .link(IPIP_DEVICE)?
+        .filter(|l| l.kind.as_deref() == Some("ipip"))
+        .map(|l| l.index);
+    let (state, desired) = match (&plan.local, want.vxlan_wanted) {
+        (Some((node_ip, tunnel, mac)), true) => {
+            let underlay = nl.link_with_address(*node_ip)?;
+            let mtu = match underlay {
+                Some(i) => nl
+                    .link_by_index(i)?
+                    .map(|l| l.mtu.saturating_sub(VXLAN_OVERHEAD)),
+                None => None,
+            };
+            let index = nl.ensure_vxlan_device(&VxlanDevice {
+                name: VXLAN_DEVICE.into(),
+                vni: VXLAN_VNI,
+                local: *node_ip,
+                underlay,
+                mac: *mac,
+                address: *tunnel,
+                mtu,
+            })?;
+            let report = nl.reconcile_vxlan_peers(index, &plan.peers)?;
+            if report.removed > 0 {
+                tracing::info!(removed = report.removed, "VXLAN peer entries removed");
+            }
+            let mut desired = Vec::new();
+            for r in &plan.routes {
+                match (r.encapsulation, underlay) {
+                    (Encapsulation::Vxlan, _) => {
+                        desired.push(onlink_route(r.destination, r.via, index))
+                    }
+                    (_, Some(u)) => desired.push(onlink_route(r.destination, r.via, u)),
+                    (_, None) => tracing::warn!(
+                        "no interface holds {node_ip}: native route to {} skipped",
+                        r.destination
+                    ),
+                }
+            }
+            (DeviceState::Up, desired)
+        }
+        (None, true) => {
+            // The address or MAC is not allocated yet: nothing to route
+            // through; a device left from before keeps its entries.
+            (DeviceState::Pending, Vec::new())
+        }
+        (_, false) => {
+            if nl.delete_link_named(VXLAN_DEVICE)? {
+                tracing::info!("{VXLAN_DEVICE} deleted: no pool uses VXLAN");
+            }
+            (DeviceState::Off, Vec::new())
+        }
+    };
+    let count = desired.len();
+    let owns = |r: &Route| is_onlink_route(r, ipip_index) && r.destination.addr().is_ipv4();
+    let report = nl.reconcile_routes_owned(RouteTable::MAIN, &desired, owns)?;
+    if report.added + report.replaced + report.deleted > 0 {
+        tracing::info!(
+            added = report.added,
+            replaced = report.replaced,
+            deleted = report.deleted,
+            "VXLAN pool routes reconciled"
+        );
+    }
+    for (r, proto) in &report.conflicts {
+        tracing::warn!(
+            "VXLAN pool route {} held by protocol {proto}",
+            r.destination
+        );
+    }
+    if let Some((r, e)) = report.failures.first() {
+        return Err(DpError::Invalid {
+            field: format!("route {}", r.destination),
+            reason: e.to_string(),
+        });
+    }
+    Ok((state, count))
+}
+
+/// A random locally administered unicast MAC (a new VTEP's).
+fn random_mac() -> Result<MacAddr, AgentError> {
+    use std::io::Read;
+    let mut b = [0u8; 6];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut b))
+        .map_err(AgentError::Runtime)?;
+    b[0] = (b[0] & 0xfe) | 0x02;
+    Ok(MacAddr(b))
+}
+
+/// What [`ensure_tunnel_addresses`] changed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TunnelAddressChanges {
+    /// Addresses allocated (kind, address).
+    pub allocated: Vec<(TunnelKind, IpAddr)>,
+    /// Addresses released (kind, addresses).
+    pub released: Vec<(TunnelKind, Vec<IpAddr>)>,
+    /// The VXLAN MAC was generated.
+    pub mac_generated: bool,
+}
+
+/// Allocates, keeps or releases this node's tunnel addresses (and the
+/// VXLAN MAC) as the pools require, recording them in the Node. An
+/// address is kept while it is in one of the kind's pools and its handle
+/// holds it; otherwise it is released and a new one taken.
+pub async fn ensure_tunnel_addresses(
+    store: &ResourceStore,
+    ipam: &Ipam,
+    me: &Node,
+    pools: &[IpPool],
+) -> Result<TunnelAddressChanges, AgentError> {
+    let name = me.metadata.name.clone();
+    let mut changes = TunnelAddressChanges::default();
+    let mut node_fields: Vec<(TunnelKind, Option<IpAddr>)> = Vec::new();
+    for kind in TunnelKind::ALL {
+        let usable = tunnel_pools(kind, pools, me);
+        let handle = kind.handle(&name);
+        let held = ipam.addresses_of(&handle).await.map_err(ipam_error)?;
+        let current = kind.node_address(me);
+        if usable.is_empty() {
+            if !held.is_empty() {
+                let gone = ipam.release_handle(&handle).await.map_err(ipam_error)?;
+                changes.released.push((kind, gone));
+            }
+            if current.is_some() {
+                node_fields.push((kind, None));
+            }
+            continue;
+        }
+        let valid = current.filter(|a| {
+            held.contains(a) && usable.iter().any(|p| p.spec.cidr.network().contains(a))
+        });
+        if let Some(a) = valid {
+            if held.len() > 1 {
+                // Keep exactly the recorded one.
+                for extra in held.iter().filter(|h| **h != a) {
+                    let req = tabby_ipam::ReleaseRequest {
+                        ip: *extra,
+                        sequence: None,
+                        handle: Some(handle.clone()),
+                    };
+                    let env = tabby_ipam::resources::load_environment(ipam.datastore())
+                        .await
+                        .map_err(ipam_error)?;
+                    ipam.release(&env, &[req]).await.map_err(ipam_error)?;
+                }
+            }
+            continue;
+        }
+        if !held.is_empty() {
+            let gone = ipam.release_handle(&handle).await.map_err(ipam_error)?;
+            changes.released.push((kind, gone));
+        }
+        let env = tabby_ipam::resources::load_environment(ipam.datastore())
+            .await
+            .map_err(ipam_error)?;
+        let mut attributes = BTreeMap::new();
+        attributes.insert("node".to_owned(), name.clone());
+        attributes.insert("type".to_owned(), kind.attribute_type().to_owned());
+        let req = AssignRequest {
+            node: name.clone(),
+            node_labels: me.selector_labels(),
+            handle: handle.clone(),
+            attributes,
+            num_v4: 1,
+            num_v6: 0,
+            use_: AllowedUse::Tunnel,
+            pools: usable.iter().map(|p| p.metadata.name.clone()).collect(),
+        };
+        let assigned = ipam.auto_assign(&env, &req).await.map_err(ipam_error)?;
+        let Some((addr, _)) = assigned.v4.first() else {
+            return Err(AgentError::Tunnel(format!(
+                "no {} tunnel address could be allocated for {name}",
+                kind.as_str()
+            )));
+        };
+        changes.allocated.push((kind, *addr));
+        node_fields.push((kind, Some(*addr)));
+    }
+    let vxlan_wanted = !tunnel_pools(TunnelKind::Vxlan, pools, me).is_empty();
+    let mac_missing = me
+        .spec
+        .vxlan_tunnel_mac_addr
+        .as_deref()
+        .is_none_or(|m| m.parse::<MacAddr>().is_err());
+    let new_mac = if vxlan_wanted && mac_missing {
+        changes.mac_generated = true;
+        Some(random_mac()?.to_string())
+    } else {
+        None
+    };
+    if node_fields.is_empty() && new_mac.is_none() {
+        return Ok(changes);
+    }
+    store
+        .update_with(Kind::Node, None, &name, |old| {
+            let Resource::Node(n) = old else {
+                return Err(ValidationError::single("kind", "not a Node"));
+            };
+            let mut n = n.clone();
+            for (kind, addr) in &node_fields {
+                kind.set_node_address(&mut n, *addr);
+            }
+            if let Some(m) = &new_mac {
+                n.spec.vxlan_tunnel_mac_addr = Some(m.clone());
+            }
+            Ok(Resource::Node(n))
+        })
+        .await?;
+    Ok(changes)
+}
+
+fn ipam_error(e: tabby_ipam::IpamError) -> AgentError {
+    AgentError::Tunnel(format!("IPAM: {e}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pool(name: &str, cidr: &str, ipip: &str, vxlan: &str) -> IpPool {
+        pool_with(name, cidr, ipip, vxlan, "")
+    }
+
+    fn pool_with(name: &str, cidr: &str, ipip: &str, vxlan: &str, extra: &str) -> IpPool {
+        let yaml = format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: {cidr}, ipipMode: {ipip}, vxlanMode: {vxlan}{extra}}}\n"
+        );
+        match tabby_model::parse_manifest("test", &yaml)
+            .expect("manifest")
+            .pop()
+            .expect("one")
+            .resource
+        {
+            Resource::IpPool(p) => p,
+            other => panic!("not a pool: {other:?}"),
+        }
+    }
+
+    fn node(name: &str, ip: &str, vtep: Option<(&str, &str)>) -> Node {
+        let mut spec = format!("{{bgp: {{ipv4Address: {ip}}}");
+        if let Some((t, m)) = vtep {
+            spec.push_str(&format!(
+                ", ipv4VXLANTunnelAddr: {t}, vxlanTunnelMACAddr: \"{m}\""
+            ));
+        }
+        spec.push('}');
+        let yaml = format!(
+            "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec: {spec}\n"
+        );
+        match tabby_model::parse_manifest("test", &yaml)
+            .expect("manifest")
+            .pop()
+            .expect("one")
+            .resource
+        {
+            Resource::Node(n) => n,
+            other => panic!("not a node: {other:?}"),
+        }
+    }
+
+    fn block(cidr: &str, host: &str) -> Block {
+        Block::new(cidr.parse().expect("cidr"), Some(host))
+    }
+
+    fn cluster() -> Vec<Node> {
+        vec![
+            node("a", "10.1.0.1/24", Some(("10.90.0.1", "02:00:00:00:00:0a"))),
+            node(
+                "b",
+                "10.1.0.2/24",
+                Some(("10.90.0.65", "02:00:00:00:00:0b")),
+            ),
+            node(
+                "c",
+                "10.2.0.3/24",
+                Some(("10.90.0.129", "02:00:00:00:00:0c")),
+            ),
+            node("d", "10.2.0.4/24", None),
+        ]
+    }
+
+    fn blocks() -> Vec<Block> {
+        vec![
+            block("10.90.0.0/26", "a"),
+            block("10.90.0.64/26", "b"),
+            block("10.90.0.128/26", "c"),
+            block("10.90.0.192/26", "d"),
+            block("10.91.0.0/26", "b"),
+        ]
+    }
+
+    fn routes(plan: &VxlanPlan) -> Vec<(String, String, Encapsulation)> {
+        plan.routes
+            .iter()
+            .map(|r| {
+                (
+                    r.destination.to_string(),
+                    r.via.to_string(),
+                    r.encapsulation,
+                )
+            })
+            .collect()
+    }
+
+    #[test]
+    fn vxlan_always_routes_every_remote_block_via_its_vtep() {
+        let nodes = cluster();
+        let pools = vec![
+            pool("vx", "10.90.0.0/16", "Never", "Always"),
+            pool("plain", "10.91.0.0/16", "Never", "Never"),
+        ];
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks());
+        assert_eq!(
+            routes(&plan),
+            vec![
+                (
+                    "10.90.0.64/26".into(),
+                    "10.90.0.65".into(),
+                    Encapsulation::Vxlan
+                ),
+                (
+                    "10.90.0.128/26".into(),
+                    "10.90.0.129".into(),
+                    Encapsulation::Vxlan
+                ),
+            ]
+        );
+        // d has no VTEP yet: its block waits; the plain pool is BGP's.
+        assert_eq!(plan.skipped.len(), 1, "{:?}", plan.skipped);
+        assert!(plan.skipped[0].contains("10.90.0.192/26"));
+        assert_eq!(plan.peers.len(), 2);
+        assert_eq!(
+            plan.local.map(|l| l.1.to_string()),
+            Some("10.90.0.1".to_owned())
+        );
+    }
+
+    #[test]
+    fn vxlan_cross_subnet_is_native_inside_the_subnet() {
+        let nodes = cluster();
+        let pools = vec![pool("vx", "10.90.0.0/16", "Never", "CrossSubnet")];
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks());
+        assert_eq!(
+            routes(&plan),
+            vec![
+                (
+                    "10.90.0.64/26".into(),
+                    "10.1.0.2".into(),
+                    Encapsulation::Native
+                ),
+                (
+                    "10.90.0.128/26".into(),
+                    "10.90.0.129".into(),
+                    Encapsulation::Vxlan
+                ),
+            ]
+        );
+        // d is in the other subnet and has no VTEP: skipped, not native.
+        assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn no_vxlan_pool_means_an_empty_plan() {
+        let nodes = cluster();
+        let pools = vec![pool("ip", "10.90.0.0/16", "CrossSubnet", "Never")];
+        assert_eq!(
+            vxlan_plan(&nodes[0], &nodes, &pools, &blocks()),
+            VxlanPlan::default()
+        );
+    }
+
+    #[test]
+    fn fib_rules_list_encapsulated_pools_with_the_node_subnets() {
+        let pools = vec![
+            pool("ip", "10.90.0.0/16", "CrossSubnet", "Never"),
+            pool("vx", "10.92.0.0/16", "Never", "Always"),
+            pool("plain", "10.91.0.0/16", "Never", "Never"),
+        ];
+        let subnets = own_subnets(&cluster()[0]);
+        assert_eq!(subnets, vec!["10.1.0.0/24".parse::<IpNet>().expect("net")]);
+        let rules = fib_encapsulation(&pools, &subnets, false).expect("rules");
+        assert_eq!(rules.pools.len(), 2);
+        assert_eq!(rules.pools[0].ipip_mode, DpMode::CrossSubnet);
+        assert_eq!(rules.pools[1].vxlan_mode, DpMode::Always);
+        assert!(!rules.ipip);
+        assert_eq!(fib_encapsulation(&pools[2..], &subnets, true), None);
+    }
+
+    #[test]
+    fn tunnel_pools_follow_mode_selector_and_allowed_uses() {
+        let me = cluster()[0].clone();
+        let selected_out = pool_with(
+            "other",
+            "10.93.0.0/16",
+            "Always",
+            "Never",
+            ", nodeSelector: \"rack == 'x'\"",
+        );
+        let pools = vec![
+            pool("ip", "10.90.0.0/16", "CrossSubnet", "Never"),
+            pool("vx", "10.92.0.0/16", "Never", "Always"),
+            selected_out,
+        ];
+        let names = |k| -> Vec<String> {
+            tunnel_pools(k, &pools, &me)
+                .iter()
+                .map(|p| p.metadata.name.clone())
+                .collect()
+        };
+        assert_eq!(names(TunnelKind::Ipip), vec!["ip".to_owned()]);
+        assert_eq!(names(TunnelKind::Vxlan), vec!["vx".to_owned()]);
+    }
+
+    #[test]
+    fn handles_and_attributes_are_calicos() {
+        assert_eq!(TunnelKind::Ipip.handle("n1"), "ipip-tunnel-addr-n1");
+        assert_eq!(TunnelKind::Vxlan.handle("n1"), "vxlan-tunnel-addr-n1");
+        assert_eq!(TunnelKind::Vxlan.attribute_type(), "vxlanTunnelAddress");
+        let mac = random_mac().expect("mac");
+        assert_eq!(mac.0[0] & 0x03, 0x02, "locally administered unicast");
+    }
+}
