@@ -1147,3 +1147,415 @@ fn bfd_from_a_bgppeer_annotation_closes_the_session_when_the_link_dies() {
     );
     assert!(nodes[0].established().is_empty(), "{:?}", nodes[0].status());
 }
+
+/// Two L2 segments joined by a router namespace (forwarding on, no pod
+/// routes: only the nodes' subnets), for CrossSubnet.
+struct TwoSubnets {
+    segs: [Segment; 2],
+    _router: Netns,
+}
+
+impl TwoSubnets {
+    /// 10.79.1.0/24 and 10.79.2.0/24, the router at .254 on both.
+    fn new() -> TwoSubnets {
+        let mut segs = [Segment::new(), Segment::new()];
+        let router = Netns::new("agrtr").expect("router netns");
+        for (i, seg) in segs.iter_mut().enumerate() {
+            seg.ports += 1;
+            let port = format!("p{}", seg.ports);
+            let dev = format!("eth{i}");
+            let addr = format!("10.79.{}.254/24", i + 1);
+            tabby_testbed::veth(&router, &dev, Some(&addr), &seg.ns, &port, None).expect("veth");
+            seg.ns
+                .ip(["link", "set", &port, "master", "br0"])
+                .expect("enslave");
+        }
+        router.sysctl("net.ipv4.ip_forward=1").expect("forwarding");
+        TwoSubnets {
+            segs,
+            _router: router,
+        }
+    }
+
+    /// A node on subnet `subnet` (1 or 2) at `10.79.<subnet>.<host>`, with
+    /// a default route via the router.
+    fn node(&mut self, cluster: &Cluster, subnet: usize, name: &str, host: u8) -> Node {
+        let node = Node::new(
+            cluster,
+            &mut self.segs[subnet - 1],
+            name,
+            &format!("10.79.{subnet}.{host}"),
+        );
+        node.ns
+            .ip([
+                "route",
+                "add",
+                "default",
+                "via",
+                &format!("10.79.{subnet}.254"),
+            ])
+            .expect("default route");
+        node
+    }
+}
+
+/// `vxlan.calico`'s transmitted packets on `node`.
+fn vxlan_tx(node: &Node) -> u64 {
+    let out = node
+        .ns
+        .ip_stdout(["-s", "-j", "link", "show", "vxlan.calico"])
+        .unwrap_or_default();
+    let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+    v[0]["stats64"]["tx"]["packets"].as_u64().unwrap_or(0)
+}
+
+/// The node's Node resource as JSON.
+fn node_resource(cluster: &Cluster, name: &str) -> Value {
+    serde_json::from_str(&cluster.tabby(&["get", "node", name, "-o", "json"], "")).expect("json")
+}
+
+/// The route line for `block` in `node`'s `proto tabby` routes.
+fn route_for(node: &Node, block: &str) -> Option<String> {
+    node.routes()
+        .lines()
+        .find(|l| l.starts_with(&format!("{block} ")))
+        .map(str::to_owned)
+}
+
+#[test]
+fn vxlan_always_and_cross_subnet_across_two_subnets() {
+    let cluster = Cluster::new();
+    let mut net = TwoSubnets::new();
+    let pool = |mode: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: vx}}\nspec: {{cidr: 10.87.0.0/16, vxlanMode: {mode}, ipipMode: Never}}\n"
+        )
+    };
+    cluster.apply(&pool("Always"));
+    let mut nodes = vec![
+        net.node(&cluster, 1, "vxa", 1),
+        net.node(&cluster, 1, "vxb", 2),
+        net.node(&cluster, 2, "vxc", 3),
+    ];
+    nodes[0].start_agent_with(&cluster, &["--metrics-listen", "127.0.0.1:9093"]);
+    for n in &mut nodes[1..] {
+        n.start_agent(&cluster);
+    }
+    let mut pods = Vec::new();
+    for (i, n) in nodes.iter_mut().enumerate() {
+        pods.push(n.add_pod(&cluster, &format!("vxpod{i}")));
+    }
+    let blocks: Vec<String> = pods.iter().map(|p| block_of(p)).collect();
+
+    // Every node gets a VXLAN tunnel address and MAC on its Node, from the
+    // pool, under Calico's handle; its vxlan.calico carries it.
+    let mut tunnel = Vec::new();
+    for n in &nodes {
+        wait(
+            &format!("{}'s VTEP on its Node", n.name),
+            || {
+                let r = node_resource(&cluster, &n.name);
+                r["spec"]["ipv4VXLANTunnelAddr"].is_string()
+                    && r["spec"]["vxlanTunnelMACAddr"].is_string()
+            },
+            || logs(&cluster, &nodes),
+        );
+        let r = node_resource(&cluster, &n.name);
+        let addr = r["spec"]["ipv4VXLANTunnelAddr"]
+            .as_str()
+            .expect("addr")
+            .to_owned();
+        assert!(addr.starts_with("10.87."), "{r}");
+        let mac = r["spec"]["vxlanTunnelMACAddr"]
+            .as_str()
+            .expect("mac")
+            .to_owned();
+        wait(
+            &format!("{}'s vxlan.calico", n.name),
+            || {
+                let d =
+                    n.ns.ip_stdout(["-d", "addr", "show", "dev", "vxlan.calico"])
+                        .unwrap_or_default();
+                d.contains(&format!("inet {addr}/32"))
+                    && d.contains("vxlan id 4096")
+                    && d.contains("dstport 4789")
+                    && d.contains(&mac)
+            },
+            || logs(&cluster, &nodes),
+        );
+        let held = cluster.tabby(&["ipam", "show", "--ip", &addr], "");
+        assert!(
+            held.contains(&format!("Handle: vxlan-tunnel-addr-{}", n.name)),
+            "{held}"
+        );
+        tunnel.push(addr);
+    }
+    // Always: every remote block via the remote VTEP on vxlan.calico.
+    let expect_vxlan = |from: usize, to: usize| {
+        let n = &nodes[from];
+        wait(
+            &format!("{} -> {}'s block via vxlan.calico", n.name, nodes[to].name),
+            || {
+                route_for(n, &blocks[to]).is_some_and(|l| {
+                    l.contains(&format!("via {} dev vxlan.calico", tunnel[to]))
+                        && l.contains("onlink")
+                })
+            },
+            || logs(&cluster, &nodes),
+        );
+    };
+    for from in 0..3 {
+        for to in 0..3 {
+            if from != to {
+                expect_vxlan(from, to);
+            }
+        }
+    }
+    // Neighbour and FDB entries for each remote VTEP.
+    let neigh = nodes[0]
+        .ns
+        .ip_stdout(["neigh", "show", "dev", "vxlan.calico"])
+        .expect("neigh");
+    let fdb = nodes[0]
+        .ns
+        .exec("bridge", ["fdb", "show", "dev", "vxlan.calico"])
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .expect("fdb");
+    for (i, n) in nodes.iter().enumerate().skip(1) {
+        let mac = node_resource(&cluster, &n.name)["spec"]["vxlanTunnelMACAddr"]
+            .as_str()
+            .expect("mac")
+            .to_owned();
+        assert!(
+            neigh.contains(&format!("{} lladdr {mac} PERMANENT", tunnel[i])),
+            "{neigh}"
+        );
+        assert!(
+            fdb.contains(&format!("{mac} dst {} self permanent", n.ip)),
+            "{fdb}"
+        );
+    }
+    let before = vxlan_tx(&nodes[0]);
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[1], 3),
+        "a -> b (vxlan)\n{}",
+        logs(&cluster, &nodes)
+    );
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[2], 3),
+        "a -> c (vxlan)\n{}",
+        logs(&cluster, &nodes)
+    );
+    let after = vxlan_tx(&nodes[0]);
+    assert!(after >= before + 6, "vxlan.calico tx {before} -> {after}");
+
+    // CrossSubnet: native inside 10.79.1.0/24 (a <-> b), VXLAN to c.
+    cluster.apply(&pool("CrossSubnet"));
+    wait(
+        "a -> b native, a -> c via vxlan.calico",
+        || {
+            route_for(&nodes[0], &blocks[1])
+                .is_some_and(|l| l.contains("via 10.79.1.2 dev eth0") && l.contains("onlink"))
+                && route_for(&nodes[0], &blocks[2])
+                    .is_some_and(|l| l.contains(&format!("via {} dev vxlan.calico", tunnel[2])))
+                && route_for(&nodes[2], &blocks[0])
+                    .is_some_and(|l| l.contains(&format!("via {} dev vxlan.calico", tunnel[0])))
+        },
+        || logs(&cluster, &nodes),
+    );
+    let before = vxlan_tx(&nodes[0]);
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[1], 3),
+        "a -> b (native)\n{}",
+        logs(&cluster, &nodes)
+    );
+    let native = vxlan_tx(&nodes[0]);
+    assert_eq!(native, before, "a -> b must not use vxlan.calico");
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[2], 3),
+        "a -> c (vxlan)\n{}",
+        logs(&cluster, &nodes)
+    );
+    assert!(
+        vxlan_tx(&nodes[0]) >= native + 3,
+        "a -> c must use vxlan.calico"
+    );
+    assert!(nodes[2].pods[0].0.ping(&pods[1], 3), "c -> b (vxlan)");
+    // Exactly one route per remote block: the speaker installs none of
+    // the VXLAN pool's (it learned them over the mesh all the same).
+    let routes = nodes[0].routes();
+    for b in &blocks[1..] {
+        assert_eq!(
+            routes
+                .lines()
+                .filter(|l| l.starts_with(&format!("{b} ")))
+                .count(),
+            1,
+            "{routes}"
+        );
+    }
+    let m = nodes[0]
+        .ns
+        .exec(
+            "bash",
+            [
+                "-c",
+                "exec 3<>/dev/tcp/127.0.0.1/9093; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+            ],
+        )
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    assert!(
+        m.contains(
+            "tabby_agent_tunnel_state{kind=\"vxlan\",device=\"vxlan.calico\",state=\"up\"} 1"
+        ),
+        "{m}"
+    );
+    assert!(m.contains("tabby_agent_vxlan_routes 2\n"), "{m}");
+
+    // Never: the device and the tunnel addresses go, BGP routes come back
+    // (native, via the speaker), IPAM stays consistent.
+    cluster.apply(&pool("Never"));
+    for n in &nodes {
+        wait(
+            &format!("{}: vxlan.calico gone, tunnel address released", n.name),
+            || {
+                n.ns.ip(["link", "show", "vxlan.calico"]).is_err()
+                    && node_resource(&cluster, &n.name)["spec"]["ipv4VXLANTunnelAddr"].is_null()
+            },
+            || logs(&cluster, &nodes),
+        );
+    }
+    wait(
+        "a -> b natively via the speaker",
+        || {
+            route_for(&nodes[0], &blocks[1])
+                .is_some_and(|l| l.contains("via 10.79.1.2 dev eth0") && !l.contains("onlink"))
+        },
+        || logs(&cluster, &nodes),
+    );
+    assert!(nodes[0].pods[0].0.ping(&pods[1], 3), "a -> b (native, BGP)");
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
+    for addr in &tunnel {
+        let freed = cluster.tabby(&["ipam", "show", "--ip", addr], "");
+        assert!(freed.contains("is not assigned"), "{freed}");
+    }
+    for n in &mut nodes {
+        assert!(n.agent.as_mut().expect("agent").is_running(), "{}", n.name);
+    }
+}
+
+#[test]
+fn ipip_on_a_kernel_without_it_is_reported_and_routed_natively() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: ipip}\nspec: {cidr: 10.88.0.0/16, ipipMode: Always}\n",
+    );
+    let mut nodes = vec![
+        Node::new(&cluster, &mut seg, "ipa", "10.79.0.51"),
+        Node::new(&cluster, &mut seg, "ipb", "10.79.0.52"),
+    ];
+    nodes[0].start_agent_with(&cluster, &["--metrics-listen", "127.0.0.1:9094"]);
+    nodes[1].start_agent(&cluster);
+    let pods: Vec<String> = nodes
+        .iter_mut()
+        .enumerate()
+        .map(|(i, n)| n.add_pod(&cluster, &format!("ippod{i}")))
+        .collect();
+    let mut tunnel = Vec::new();
+    for n in &nodes {
+        wait(
+            &format!("{}'s IPIP tunnel address on its Node", n.name),
+            || node_resource(&cluster, &n.name)["spec"]["bgp"]["ipv4IPIPTunnelAddr"].is_string(),
+            || logs(&cluster, &nodes),
+        );
+        let addr = node_resource(&cluster, &n.name)["spec"]["bgp"]["ipv4IPIPTunnelAddr"]
+            .as_str()
+            .expect("addr")
+            .to_owned();
+        let held = cluster.tabby(&["ipam", "show", "--ip", &addr], "");
+        assert!(
+            held.contains(&format!("Handle: ipip-tunnel-addr-{}", n.name)),
+            "{held}"
+        );
+        tunnel.push(addr);
+    }
+    let kernel_has_ipip = nodes[0].ns.ip(["link", "show", "tunl0"]).is_ok();
+    let b_block = block_of(&pods[1]);
+    if kernel_has_ipip {
+        wait(
+            "a -> b's block via tunl0",
+            || {
+                route_for(&nodes[0], &b_block)
+                    .is_some_and(|l| l.contains("via 10.79.0.52 dev tunl0") && l.contains("onlink"))
+            },
+            || logs(&cluster, &nodes),
+        );
+    } else {
+        // This project's machines: said clearly, once, and routed natively.
+        wait(
+            "a -> b's block natively",
+            || {
+                route_for(&nodes[0], &b_block)
+                    .is_some_and(|l| l.contains("via 10.79.0.52 dev eth0"))
+            },
+            || logs(&cluster, &nodes),
+        );
+        let log = nodes[0].log(&cluster);
+        assert!(
+            log.contains("no ipip support") && log.contains("routing IPIP pools natively"),
+            "{log}"
+        );
+        assert_eq!(
+            log.matches("no ipip support").count(),
+            1,
+            "said once\n{log}"
+        );
+        let m = nodes[0]
+            .ns
+            .exec(
+                "bash",
+                [
+                    "-c",
+                    "exec 3<>/dev/tcp/127.0.0.1/9094; printf 'GET /metrics HTTP/1.1\\r\\nHost: x\\r\\n\\r\\n' >&3; cat <&3",
+                ],
+            )
+            .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+            .unwrap_or_default();
+        assert!(
+            m.contains(
+                "tabby_agent_tunnel_state{kind=\"ipip\",device=\"tunl0\",state=\"kernel-lacks\"} 1"
+            ),
+            "{m}"
+        );
+    }
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[1], 3),
+        "a -> b\n{}",
+        logs(&cluster, &nodes)
+    );
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
+    // Back to Never: the addresses are released and the fields cleared.
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: ipip}\nspec: {cidr: 10.88.0.0/16, ipipMode: Never}\n",
+    );
+    for n in &nodes {
+        wait(
+            &format!("{}'s IPIP tunnel address released", n.name),
+            || node_resource(&cluster, &n.name)["spec"]["bgp"]["ipv4IPIPTunnelAddr"].is_null(),
+            || logs(&cluster, &nodes),
+        );
+    }
+    for addr in &tunnel {
+        let freed = cluster.tabby(&["ipam", "show", "--ip", addr], "");
+        assert!(freed.contains("is not assigned"), "{freed}");
+    }
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
+    for n in &mut nodes {
+        assert!(n.agent.as_mut().expect("agent").is_running(), "{}", n.name);
+    }
+}
