@@ -370,6 +370,61 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
   echo "-- the Node resources the agents registered"; $TABBY --datastore "$DS" get nodes -o wide
 )
 
+# --- doctor: what is wrong on a node and what to change --------------------
+echo "== doctor: a node whose BGPPeer has the wrong AS for its ToR (tabby bgpd, AS 65001); doctor names the peer and the fix, then passes once it is applied"
+(
+  NN="tby-demo-dr-n-$$"; NT="tby-demo-dr-t-$$"; NP="tby-demo-dr-p-$$"; D=$(mktemp -d)
+  trap demo_cleanup EXIT
+  demo_ns "$NN" "$NT" "$NP"
+  demo_link "$NN" tby-dr0 10.248.0.1/24 "$NT" tby-dr1 10.248.0.2/24
+  DS="sqlite://$D/tabby.db"
+  printf 'asNumber: 65001\nrouterId: 10.248.0.2\nlisten: ["10.248.0.2:179"]\ncontrolSocket: %s\npeers:\n  - {address: 10.248.0.1, asNumber: 64512, connectRetryTime: 1}\n' \
+    "$D/tor.sock" >"$D/tor.yaml"
+  ip netns exec "$NT" "$PWD/$TABBY" bgpd --config "$D/tor.yaml" 2>/dev/null &
+  $TABBY --datastore "$DS" apply -f - <<'YAML'
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.247.0.0/16}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPConfiguration
+metadata: {name: default}
+spec: {nodeToNodeMeshEnabled: false}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: tor}
+spec: {peerIP: 10.248.0.2, asNumber: 65002}
+YAML
+  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" agent --nodename node1 --ip 10.248.0.1/24 \
+    --control-socket "$D/node1.sock" --state-dir "$D/node1" --cni-socket off 2>"$D/node1.log" &
+  POD=$(echo "{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node1\",\"ipam\":{\"type\":\"tabby-ipam\"}}" \
+    | ip netns exec "$NN" env CNI_COMMAND=ADD CNI_CONTAINERID=pod1 CNI_NETNS="/var/run/netns/$NP" \
+      CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=off "$PWD/$TABBY" \
+    | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')
+  for _ in $(seq 1 100); do
+    $TABBY node status --socket "$D/node1.sock" 2>/dev/null | grep -q 'Bad Peer AS' && break
+    sleep 0.2
+  done
+  echo "-- tabby doctor (exit status 1: problems found)"
+  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
+    && echo "exit 0" || echo "exit $?"
+  echo "-- the fix doctor gave: tabby patch bgppeer tor -p '{\"spec\":{\"asNumber\":65001}}'"
+  $TABBY --datastore "$DS" patch bgppeer tor -p '{"spec":{"asNumber":65001}}'
+  for _ in $(seq 1 100); do
+    $TABBY node status --socket "$D/node1.sock" 2>/dev/null | grep -q Established && break
+    sleep 0.2
+  done
+  echo "-- tabby doctor (exit status 0)"
+  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
+    && echo "exit 0" || echo "exit $?"
+  echo "-- tabby doctor --route $POD (the pod's own node)"
+  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" --route "$POD" \
+    && echo "exit 0" || echo "exit $?"
+  echo "-- the ToR learned the pod block:"; $TABBY bgp --socket "$D/tor.sock" routes
+)
+
 # --- lab: the leaf-spine scenario of seed 003, up / verify / down ---------
 echo "== lab: leaf-spine (seed 003): FRR spine + 3 leaves in OSPF, 4 nodes each in its own AS peering with its leaf, pods via CNI; verify, then down"
 (

@@ -14,6 +14,7 @@ mod cli_agent;
 mod cli_bgp;
 mod cli_cni;
 mod cli_dataplane;
+mod cli_doctor;
 mod cli_ipam;
 mod cli_lab;
 mod cli_node;
@@ -60,6 +61,9 @@ enum Command {
     Agent(cli_agent::AgentArgs),
     /// The local agent's state: `tabby node status`.
     Node(cli_node::NodeArgs),
+    /// Explains what is wrong on this node and what to change; `--route`
+    /// explains one route. Exit 0 healthy, 1 problems, 2 could not check.
+    Doctor(cli_doctor::DoctorArgs),
     /// Lab topologies on this machine: up, verify, status, down.
     Lab(cli_lab::LabArgs),
     /// Resources, calicoctl style: apply, create, replace, delete, get, patch, label.
@@ -92,6 +96,7 @@ fn main() -> ExitCode {
         Command::Agent(args) => cli_agent::run(&cli.datastore, args),
         Command::Node(args) => cli_node::run(args),
         Command::Lab(args) => cli_lab::run(args),
+        Command::Doctor(args) => return cli_doctor::run(&cli.datastore, args),
         Command::Resources(cmd) => cli_resources::run(cmd, &cli.datastore),
     };
     match result {

@@ -1,0 +1,1227 @@
+//! The whole-node diagnosis ([`diagnose`]): a pure function from a
+//! [`Snapshot`] to a [`Report`]. Each check is a function of its own that
+//! adds findings (and a line to `passed` when all is well); the pitfalls
+//! they look for are the ones the seeds' operators hit with Calico:
+//! sessions that never come up (wrong AS, nobody listening), a node left
+//! with no session at all, the mesh kept next to ToR peerings (seed 003),
+//! route-reflector cluster ids (seed 004), forwarding and rp_filter
+//! (seed 000/002), pools over the node network (seed 004), IPAM leaks,
+//! missing blackholes, and learned routes whose next hop does not resolve
+//! (seed 003).
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::IpAddr;
+
+use ipnet::IpNet;
+use tabby_agent::peers::{PeerOrigin, PlanError, SpeakerPlan};
+use tabby_ipam::AffinityState;
+use tabby_model::Node;
+
+use crate::finding::{Check, Finding, Report, Severity};
+use crate::session::{LocalSide, explain_session};
+use crate::snapshot::{AgentState, ClusterState, KernelRouteKind, KernelState, Snapshot, Sysctls};
+
+/// Fix for IPAM problems, shared with the route explanation.
+pub const IPAM_FIX: &str = "tabby ipam check -o /tmp/ipam-report.json, then tabby ipam release --from-report /tmp/ipam-report.json";
+
+/// Diagnoses the whole node.
+pub fn diagnose(s: &Snapshot) -> Report {
+    let mut out = Findings::default();
+    let cluster = s.cluster.as_ref().ok();
+    let mut me: Option<&Node> = None;
+    let mut plan: Option<SpeakerPlan> = None;
+    if let Some(c) = cluster {
+        (me, plan) = registration(&mut out, c, &s.node);
+        pools(&mut out, c);
+        ipam(&mut out, c);
+        mesh_with_external_peers(&mut out, c);
+        if let (Some(me), Some(plan)) = (me, plan.as_ref()) {
+            route_reflectors(&mut out, c, me, plan);
+            no_sessions(&mut out, c, me, plan);
+        }
+    }
+    if let Ok(agent) = &s.agent {
+        sessions(&mut out, agent, cluster, me, plan.as_ref());
+    }
+    if let Ok(sys) = &s.sysctls {
+        forwarding(&mut out, sys, me);
+        if let Ok(k) = &s.kernel {
+            rp_filter(&mut out, sys, k);
+        }
+    }
+    if let (Some(c), Ok(k)) = (cluster, &s.kernel) {
+        blackholes(&mut out, c, &s.node, k);
+    }
+    if let (Ok(agent), Ok(k)) = (&s.agent, &s.kernel) {
+        learned_routes(&mut out, cluster, &s.node, agent, k);
+    }
+    Report::new(s.node.clone(), out.findings, out.passed, s.unchecked())
+}
+
+/// Findings and passed lines being collected.
+#[derive(Default)]
+struct Findings {
+    findings: Vec<Finding>,
+    passed: Vec<String>,
+}
+
+impl Findings {
+    fn add(&mut self, f: Finding) {
+        self.findings.push(f);
+    }
+
+    fn pass(&mut self, line: String) {
+        self.passed.push(line);
+    }
+}
+
+fn registration<'c>(
+    out: &mut Findings,
+    c: &'c ClusterState,
+    node: &str,
+) -> (Option<&'c Node>, Option<SpeakerPlan>) {
+    let Some(me) = c.node(node) else {
+        out.add(Finding::new(
+            Severity::Error,
+            Check::NodeRegistration,
+            format!("Node {node}"),
+            format!("no Node resource named {node} in the datastore"),
+            "the agent registers its node when it starts: it has not run against this datastore, or runs under another --nodename",
+            format!("start `tabby agent --nodename {node}` with this datastore, or give doctor the agent's name with --nodename"),
+        ));
+        return (None, None);
+    };
+    match c.plan(node) {
+        Ok(plan) => {
+            for w in &plan.warnings {
+                out.add(Finding::new(
+                    Severity::Warning,
+                    Check::ResourceWarning,
+                    "resources",
+                    w.clone(),
+                    "the agent skips or ignores this setting (its log says the same)",
+                    "correct the resource field the message names (tabby get ... -o yaml, tabby apply)",
+                ));
+            }
+            let addrs: Vec<String> = ClusterState::addresses(me)
+                .iter()
+                .map(IpAddr::to_string)
+                .collect();
+            out.pass(format!(
+                "Node {node} registered: {}, AS {}",
+                addrs.join(", "),
+                plan.config.as_number
+            ));
+            (Some(me), Some(plan))
+        }
+        Err(e) => {
+            let fix = match &e {
+                PlanError::NoRouterId(_) => format!(
+                    "start the agent with --ip ADDRESS/LEN (env IP) or set spec.bgp.ipv4Address on Node {node}"
+                ),
+                PlanError::BadClusterId { .. } => format!(
+                    "set spec.bgp.routeReflectorClusterID on Node {node} to an IPv4 address such as 244.0.0.1, or remove it"
+                ),
+                _ => format!("start `tabby agent --nodename {node}`"),
+            };
+            out.add(Finding::new(
+                Severity::Error,
+                Check::NodeRegistration,
+                format!("Node {node}"),
+                e.to_string(),
+                "the agent cannot compute this node's BGP configuration, so it runs no session",
+                fix,
+            ));
+            (Some(me), None)
+        }
+    }
+}
+
+fn sessions(
+    out: &mut Findings,
+    agent: &AgentState,
+    cluster: Option<&ClusterState>,
+    me: Option<&Node>,
+    plan: Option<&SpeakerPlan>,
+) {
+    let passive = |addr: IpAddr| {
+        plan.is_some_and(|p| {
+            p.config
+                .peers
+                .iter()
+                .any(|peer| peer.address == addr && peer.passive)
+        })
+    };
+    let local = me.map(|node| LocalSide {
+        node,
+        as_number: plan.map_or_else(
+            || cluster.map_or(64512, |c| c.resources.node_as(node)),
+            |p| p.config.as_number,
+        ),
+        passive_toward: &passive,
+    });
+    let mut up = 0;
+    for n in &agent.neighbors {
+        if n.state == "Established" {
+            up += 1;
+            continue;
+        }
+        if n.graceful_restart.as_deref() == Some("restarting") {
+            out.add(Finding::new(
+                Severity::Warning,
+                Check::SessionDown,
+                format!("peer {}", n.address),
+                format!("peer {} is restarting (graceful restart)", n.address),
+                format!(
+                    "its BGP speaker went away; its {} routes are kept (stale) until it is back or the restart time runs out",
+                    n.stale_routes
+                ),
+                format!(
+                    "nothing if it comes back; otherwise check the speaker at {}",
+                    n.address
+                ),
+            ));
+            continue;
+        }
+        out.add(explain_session(n, cluster, local.as_ref()));
+    }
+    if !agent.neighbors.is_empty() && up == agent.neighbors.len() {
+        out.pass(format!(
+            "{up} of {} BGP sessions Established",
+            agent.neighbors.len()
+        ));
+    }
+    if let Some(plan) = plan {
+        for p in &plan.config.peers {
+            if agent.neighbor(p.address).is_none() {
+                out.add(Finding::new(
+                    Severity::Warning,
+                    Check::SessionNotConfigured,
+                    format!("peer {}", p.address),
+                    format!(
+                        "the resources give this node a session with {} (AS {}, {}) but the agent has none",
+                        p.address,
+                        p.as_number,
+                        p.description.as_deref().unwrap_or("configured")
+                    ),
+                    "the agent has not applied the latest resources (it may have refused the generated configuration)",
+                    "look at the agent's log for 'refusing the generated BGP configuration'; the agent re-reads every 30 s",
+                ));
+            }
+        }
+    }
+}
+
+fn no_sessions(out: &mut Findings, c: &ClusterState, me: &Node, plan: &SpeakerPlan) {
+    if !plan.config.peers.is_empty() {
+        return;
+    }
+    let name = &me.metadata.name;
+    let mesh = c
+        .resources
+        .default_configuration()
+        .node_to_node_mesh_enabled();
+    let rr = me
+        .spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.route_reflector_cluster_id.as_deref())
+        .is_some_and(|s| !s.is_empty());
+    let others = c
+        .resources
+        .nodes
+        .iter()
+        .filter(|n| n.metadata.name != *name && !ClusterState::addresses(n).is_empty())
+        .count();
+    if mesh && !rr && others == 0 {
+        out.pass(format!(
+            "{name} is the only node and has no external peer: no session needed"
+        ));
+        return;
+    }
+    let cause = if rr {
+        format!(
+            "{name} is a route reflector (spec.bgp.routeReflectorClusterID), so it leaves the node-to-node mesh, and no BGPPeer selects it"
+        )
+    } else if !mesh {
+        format!(
+            "nodeToNodeMeshEnabled is false in BGPConfiguration default and no BGPPeer selects {name} (by node, nodeSelector or peerSelector)"
+        )
+    } else {
+        "the other nodes have no BGP address of this node's family".to_owned()
+    };
+    let labels: Vec<String> = me
+        .selector_labels()
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect();
+    out.add(Finding::new(
+        Severity::Error,
+        Check::NoSessions,
+        format!("Node {name}"),
+        format!("{name} has no BGP session: its pods are announced to nobody and it learns no route"),
+        cause,
+        format!(
+            "apply a BGPPeer whose nodeSelector matches {name} (its labels: {}) with the peerIP and asNumber of its router, or set nodeToNodeMeshEnabled: true",
+            if labels.is_empty() { "none".to_owned() } else { labels.join(", ") }
+        ),
+    ));
+}
+
+fn mesh_with_external_peers(out: &mut Findings, c: &ClusterState) {
+    if !c
+        .resources
+        .default_configuration()
+        .node_to_node_mesh_enabled()
+    {
+        return;
+    }
+    let nodes: Vec<&Node> = c
+        .resources
+        .nodes
+        .iter()
+        .filter(|n| !ClusterState::addresses(n).is_empty())
+        .collect();
+    if nodes.len() < 2 {
+        return;
+    }
+    let mut routers = BTreeSet::new();
+    for n in &nodes {
+        let Ok(plan) = c.plan(&n.metadata.name) else {
+            return;
+        };
+        let external: Vec<IpAddr> = plan
+            .config
+            .peers
+            .iter()
+            .filter(|p| {
+                plan.origins.get(&p.address) != Some(&PeerOrigin::Mesh)
+                    && c.node_at(p.address).is_none()
+            })
+            .map(|p| p.address)
+            .collect();
+        if external.is_empty() {
+            return;
+        }
+        routers.extend(external);
+    }
+    let routers: Vec<String> = routers.iter().map(IpAddr::to_string).collect();
+    out.add(Finding::new(
+        Severity::Info,
+        Check::MeshWithExternalPeers,
+        "BGPConfiguration default",
+        format!(
+            "nodeToNodeMeshEnabled is on and every node also peers with a router ({})",
+            routers.join(", ")
+        ),
+        "with Calico's BIRD this leaks every mesh-learned path to the routers (seed 003: 32 paths for 4 blocks); tabby announces only a node's own blocks, so the routers see one path per block, but each node keeps mesh sessions it does not need",
+        "tabby patch bgpconfiguration default -p '{\"spec\":{\"nodeToNodeMeshEnabled\":false}}'",
+    ));
+}
+
+fn cluster_id(n: &Node) -> Option<&str> {
+    n.spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.route_reflector_cluster_id.as_deref())
+        .filter(|s| !s.is_empty())
+}
+
+fn route_reflectors(out: &mut Findings, c: &ClusterState, me: &Node, plan: &SpeakerPlan) {
+    let Some(my_id) = cluster_id(me) else {
+        return;
+    };
+    let name = &me.metadata.name;
+    let my_as = plan.config.as_number;
+    let mut non_clients = Vec::new();
+    let mut clients = 0;
+    for p in plan.config.peers.iter().filter(|p| p.as_number == my_as) {
+        if p.route_reflector_client {
+            clients += 1;
+        }
+        let Some(remote) = c.node_at(p.address) else {
+            continue;
+        };
+        match cluster_id(remote) {
+            Some(id) if id != my_id => out.add(Finding::new(
+                Severity::Warning,
+                Check::RouteReflector,
+                format!("Node {} spec.bgp.routeReflectorClusterID", remote.metadata.name),
+                format!(
+                    "route reflectors {name} (cluster id {my_id}) and {} (cluster id {id}) peer with different cluster ids",
+                    remote.metadata.name
+                ),
+                "a route reflector treats same-AS peers with another cluster id as its clients, so these two reflect everything into each other as clients; the reflectors of one cluster should share an id (seed 004)",
+                format!(
+                    "tabby patch node {} -p '{{\"spec\":{{\"bgp\":{{\"routeReflectorClusterID\":\"{my_id}\"}}}}}}'",
+                    remote.metadata.name
+                ),
+            )),
+            Some(_) => non_clients.push(remote.metadata.name.clone()),
+            None => {}
+        }
+    }
+    if clients == 0 && !non_clients.is_empty() {
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::RouteReflector,
+            format!("Node {name}"),
+            format!(
+                "route reflector {name} has no client: its same-AS peers ({}) have its cluster id {my_id} too",
+                non_clients.join(", ")
+            ),
+            "peers with the same cluster id are fellow reflectors, not clients: routes between them are not reflected, so a node meant as a client learns nothing through this reflector",
+            "remove routeReflectorClusterID from the nodes meant as clients: tabby patch node NAME -p '{\"spec\":{\"bgp\":{\"routeReflectorClusterID\":\"\"}}}'",
+        ));
+    }
+}
+
+fn forwarding(out: &mut Findings, sys: &Sysctls, me: Option<&Node>) {
+    match sys.ipv4_forward {
+        Some(false) => out.add(Finding::new(
+            Severity::Error,
+            Check::Forwarding,
+            "sysctl net.ipv4.ip_forward",
+            "IPv4 forwarding is off (net.ipv4.ip_forward = 0)",
+            "the node drops every packet it should route: to its pods from other nodes and from outside, and from its pods outward",
+            "sysctl -w net.ipv4.ip_forward=1, and net.ipv4.ip_forward = 1 in /etc/sysctl.d/ to keep it (the agent turns it on when it starts; something turned it off since)",
+        )),
+        Some(true) => out.pass("IPv4 forwarding on".to_owned()),
+        None => {}
+    }
+    let v6 = me.is_some_and(|n| ClusterState::addresses(n).iter().any(IpAddr::is_ipv6));
+    if v6 && sys.ipv6_forward == Some(false) {
+        out.add(Finding::new(
+            Severity::Error,
+            Check::Forwarding,
+            "sysctl net.ipv6.conf.all.forwarding",
+            "IPv6 forwarding is off on a node with an IPv6 BGP address",
+            "IPv6 pod traffic through this node is dropped",
+            "sysctl -w net.ipv6.conf.all.forwarding=1 (and in /etc/sysctl.d/)",
+        ));
+    }
+}
+
+fn rp_filter(out: &mut Findings, sys: &Sysctls, k: &KernelState) {
+    let tabby: Vec<_> = k
+        .routes
+        .iter()
+        .filter(|r| {
+            r.is_tabby() && r.kind == KernelRouteKind::Unicast && r.destination.addr().is_ipv4()
+        })
+        .filter(|r| r.next_hops.iter().any(|h| h.gateway.is_some()))
+        .collect();
+    let devices: BTreeSet<&str> = tabby
+        .iter()
+        .flat_map(|r| r.next_hops.iter().filter_map(|h| h.device.as_deref()))
+        .collect();
+    let ecmp = tabby.iter().any(|r| r.next_hops.len() > 1);
+    if !(ecmp || devices.len() > 1) {
+        return;
+    }
+    let strict: Vec<&str> = devices
+        .iter()
+        .copied()
+        .filter(|d| sys.effective_rp_filter(d) == Some(1))
+        .collect();
+    if strict.is_empty() {
+        out.pass("rp_filter is not strict on the interfaces routes leave by".to_owned());
+        return;
+    }
+    out.add(Finding::new(
+        Severity::Warning,
+        Check::RpFilter,
+        format!("sysctl net.ipv4.conf.{{all,{}}}.rp_filter", strict.join(",")),
+        format!(
+            "strict reverse-path filtering (rp_filter = 1) on {} while routes are asymmetric ({})",
+            strict.join(", "),
+            if ecmp { "ECMP next hops" } else { "routes leave by several interfaces" }
+        ),
+        "a packet arriving on an interface that is not the best way back to its source is dropped, which asymmetric paths produce",
+        format!(
+            "sysctl -w net.ipv4.conf.all.rp_filter=2 and net.ipv4.conf.<if>.rp_filter=2 for {} (loose; seed 000 sets 0)",
+            strict.join(", ")
+        ),
+    ));
+}
+
+fn overlaps(a: &IpNet, b: &IpNet) -> bool {
+    a.contains(&b.network()) || b.contains(&a.network())
+}
+
+fn pools(out: &mut Findings, c: &ClusterState) {
+    if c.pools.is_empty() {
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::Pools,
+            "IPPools",
+            "there is no IPPool",
+            "pods get no address: CNI ADD fails",
+            "tabby apply -f a manifest with an IPPool (spec.cidr, e.g. 10.244.0.0/16)",
+        ));
+        return;
+    }
+    let live: Vec<_> = c.pools.iter().filter(|p| !p.spec.disabled).collect();
+    let mut bad = false;
+    for (i, a) in live.iter().enumerate() {
+        for b in &live[i + 1..] {
+            if overlaps(&a.spec.cidr.net(), &b.spec.cidr.net()) {
+                bad = true;
+                out.add(Finding::new(
+                    Severity::Error,
+                    Check::Pools,
+                    format!("IPPool {}", b.metadata.name),
+                    format!(
+                        "IPPools {} ({}) and {} ({}) overlap",
+                        a.metadata.name,
+                        a.spec.cidr.net(),
+                        b.metadata.name,
+                        b.spec.cidr.net()
+                    ),
+                    "two pools can hand out blocks over the same addresses",
+                    format!(
+                        "change spec.cidr of one of them, or set spec.disabled: true on IPPool {}",
+                        b.metadata.name
+                    ),
+                ));
+            }
+        }
+    }
+    for p in &c.pools {
+        let net = p.spec.cidr.net();
+        let size = p.spec.block_size();
+        if size < net.prefix_len() {
+            bad = true;
+            out.add(Finding::new(
+                Severity::Error,
+                Check::Pools,
+                format!("IPPool {} spec.blockSize", p.metadata.name),
+                format!(
+                    "IPPool {}: blocks of /{size} do not fit in {net}",
+                    p.metadata.name
+                ),
+                "no block can be carved out of the pool, so no pod gets an address from it",
+                format!(
+                    "set spec.blockSize to {} or more, or widen spec.cidr",
+                    net.prefix_len()
+                ),
+            ));
+        }
+        if p.spec.disabled {
+            continue;
+        }
+        for n in &c.resources.nodes {
+            let Some(bgp) = &n.spec.bgp else { continue };
+            for a in bgp.ipv4_address.iter().chain(bgp.ipv6_address.iter()) {
+                let subnet = a.subnet();
+                if overlaps(&net, &subnet) {
+                    bad = true;
+                    out.add(Finding::new(
+                        Severity::Error,
+                        Check::Pools,
+                        format!("IPPool {}", p.metadata.name),
+                        format!(
+                            "IPPool {} ({net}) overlaps node {}'s network {subnet}",
+                            p.metadata.name, n.metadata.name
+                        ),
+                        "pod blocks and their blackholes would take over addresses of the node network (seed 004 had to move its pods off the LAN's range)",
+                        format!(
+                            "give the pool a spec.cidr outside the node networks (create the new pool, then set spec.disabled: true on IPPool {})",
+                            p.metadata.name
+                        ),
+                    ));
+                }
+            }
+        }
+    }
+    if !bad {
+        out.pass(format!(
+            "{} IPPool(s), no overlap, blocks fit",
+            c.pools.len()
+        ));
+    }
+}
+
+fn ipam(out: &mut Findings, c: &ClusterState) {
+    match &c.ipam {
+        None => {}
+        Some(Err(e)) => out.add(Finding::new(
+            Severity::Warning,
+            Check::Ipam,
+            "IPAM",
+            format!("the IPAM check could not run: {e}"),
+            "IPAM state could not be read completely",
+            "run tabby ipam check to see the error",
+        )),
+        Some(Ok(report)) => {
+            if report.problems.is_empty() {
+                out.pass(format!(
+                    "IPAM consistent: {} blocks, {} allocated addresses",
+                    report.checked.blocks, report.checked.allocations
+                ));
+                return;
+            }
+            let mut by_kind: BTreeMap<String, Vec<String>> = BTreeMap::new();
+            for p in &report.problems {
+                let kind = serde_json::to_value(p)
+                    .ok()
+                    .and_then(|v| v.get("kind").and_then(|k| k.as_str()).map(str::to_owned))
+                    .unwrap_or_else(|| "problem".to_owned());
+                by_kind.entry(kind).or_default().push(p.describe());
+            }
+            for (kind, items) in by_kind {
+                let shown: Vec<&str> = items.iter().take(3).map(String::as_str).collect();
+                let more = items.len().saturating_sub(shown.len());
+                out.add(Finding::new(
+                    Severity::Warning,
+                    Check::Ipam,
+                    format!("IPAM {kind}"),
+                    format!(
+                        "{} x {kind}: {}{}",
+                        items.len(),
+                        shown.join("; "),
+                        if more > 0 { format!("; and {more} more") } else { String::new() }
+                    ),
+                    "addresses or blocks held by nothing (a pod deleted without CNI DEL, an interrupted claim) are lost to new pods; inconsistent records confuse allocation",
+                    IPAM_FIX,
+                ));
+            }
+        }
+    }
+}
+
+fn blackholes(out: &mut Findings, c: &ClusterState, node: &str, k: &KernelState) {
+    let mine: Vec<IpNet> = c
+        .affinities
+        .iter()
+        .filter(|a| a.host == node && a.state == AffinityState::Confirmed)
+        .map(|a| a.cidr.trunc())
+        .collect();
+    let mut ok = 0;
+    for block in &mine {
+        let here = k.exact(block);
+        if here
+            .iter()
+            .any(|r| r.is_tabby() && r.kind == KernelRouteKind::Blackhole)
+        {
+            ok += 1;
+            continue;
+        }
+        let other = here.iter().find(|r| !r.is_tabby());
+        let (cause, fix) = match other {
+            Some(r) => (
+                format!("the kernel route `{}` holds the prefix; tabby never replaces a route it did not make", r.describe()),
+                format!("ip route del {} proto {} (the agent then adds its blackhole)", block, r.protocol),
+            ),
+            None => (
+                "the agent adds it when it reconciles (at once on a change, every 30 s otherwise); without it, traffic to an unused address of the block follows the default route and loops between this node and its router".to_owned(),
+                "check that `tabby agent` runs here (tabby node status) and its log for 'blackhole routes'".to_owned(),
+            ),
+        };
+        out.add(Finding::new(
+            Severity::Error,
+            Check::Blackhole,
+            format!("block {block}"),
+            format!("local block {block} has no `blackhole {block} proto tabby` route"),
+            cause,
+            fix,
+        ));
+    }
+    if !mine.is_empty() && ok == mine.len() {
+        out.pass(format!(
+            "{ok} local block(s), each with its blackhole route"
+        ));
+    }
+}
+
+fn learned_routes(
+    out: &mut Findings,
+    cluster: Option<&ClusterState>,
+    node: &str,
+    agent: &AgentState,
+    k: &KernelState,
+) {
+    let local: BTreeSet<IpNet> = cluster
+        .map(|c| c.exports(node).blackholes.into_iter().collect())
+        .unwrap_or_default();
+    let mut by_prefix: BTreeMap<IpNet, Vec<&tabby_speaker::control::RouteStatus>> = BTreeMap::new();
+    for r in agent.routes.iter().filter(|r| r.peer.is_some()) {
+        if let Ok(net) = r.prefix.parse::<IpNet>() {
+            by_prefix.entry(net).or_default().push(r);
+        }
+    }
+    let mut installed = 0;
+    for (prefix, paths) in by_prefix {
+        if local.contains(&prefix) {
+            continue;
+        }
+        // Pod routes only: service CIDRs of other nodes are not installed.
+        if cluster.is_some_and(|c| !c.in_a_pool(&prefix)) {
+            continue;
+        }
+        let usable = paths.iter().find(|p| p.best && !p.unresolved);
+        match usable {
+            Some(best) => {
+                let here = k.exact(&prefix);
+                if here
+                    .iter()
+                    .any(|r| r.is_tabby() && r.kind == KernelRouteKind::Unicast)
+                {
+                    installed += 1;
+                    continue;
+                }
+                let peer = best.peer.map_or_else(String::new, |p| p.to_string());
+                match here.iter().find(|r| !r.is_tabby()) {
+                    Some(other) => out.add(Finding::new(
+                        Severity::Error,
+                        Check::RouteShadowed,
+                        format!("route {prefix}"),
+                        format!(
+                            "{prefix} learned from {peer} is not installed: the kernel route `{}` holds the prefix",
+                            other.describe()
+                        ),
+                        "tabby never replaces a kernel route of another protocol",
+                        format!("ip route del {prefix} proto {} if it is stale", other.protocol),
+                    )),
+                    None => out.add(Finding::new(
+                        Severity::Error,
+                        Check::RouteNotInKernel,
+                        format!("route {prefix}"),
+                        format!(
+                            "{prefix} is the best path (from {peer}, next hop {}) but the kernel has no `proto tabby` route for it",
+                            best.next_hop.map_or_else(|| "none".to_owned(), |n| n.to_string())
+                        ),
+                        "the speaker's FIB sync has not installed it (it installs best paths whose next hop resolves)",
+                        "look at the agent's log for FIB errors; `ip route show proto tabby` shows what is installed",
+                    )),
+                }
+            }
+            None => {
+                let Some(p) = paths.iter().find(|p| p.unresolved) else {
+                    continue;
+                };
+                let nh = p
+                    .next_hop
+                    .map_or_else(|| "none".to_owned(), |n| n.to_string());
+                let peer = p.peer.map_or_else(String::new, |a| a.to_string());
+                out.add(Finding::new(
+                    Severity::Error,
+                    Check::NextHopUnreachable,
+                    format!("route {prefix}"),
+                    format!(
+                        "{prefix} from {peer} has next hop {nh}, which this node cannot reach, so it is not used"
+                    ),
+                    "the next hop is not on a connected subnet and no kernel route leads to it (seed 003: mesh peers behind different leaves)",
+                    format!(
+                        "peer with the router in front of {nh} instead (a BGPPeer with its peerIP, and nodeToNodeMeshEnabled: false), or add a route toward {nh}"
+                    ),
+                ));
+            }
+        }
+    }
+    if installed > 0 {
+        out.pass(format!(
+            "{installed} learned pod route(s) installed in the kernel (proto tabby)"
+        ));
+    }
+}
+
+#[cfg(test)]
+pub(crate) mod tests {
+    use super::*;
+    use crate::finding::{Status, Unavailable};
+    use crate::snapshot::{KernelNextHop, KernelRoute};
+    use tabby_ipam::{Block, BlockAffinity};
+    use tabby_model::{Resource, parse_manifest};
+    use tabby_speaker::control::{NeighborStatus, RouteStatus};
+
+    pub(crate) fn net(s: &str) -> IpNet {
+        s.parse().expect("net")
+    }
+
+    pub(crate) fn ip(s: &str) -> IpAddr {
+        s.parse().expect("ip")
+    }
+
+    /// Resources from YAML, plus the given IPAM blocks (owner, cidr).
+    pub(crate) fn cluster(yaml: &str, blocks: &[(&str, &str)]) -> ClusterState {
+        let mut c = ClusterState::default();
+        for e in parse_manifest("test.yaml", yaml).expect("manifest") {
+            match e.resource {
+                Resource::Node(n) => c.resources.nodes.push(n),
+                Resource::BgpConfiguration(b) => c.resources.configurations.push(b),
+                Resource::BgpPeer(p) => c.resources.peers.push(p),
+                Resource::BgpFilter(f) => c.resources.filters.push(f),
+                Resource::IpPool(p) => c.pools.push(p),
+                _ => {}
+            }
+        }
+        for (owner, cidr) in blocks {
+            c.blocks.push(Block::new(net(cidr), Some(owner)));
+            c.affinities.push(BlockAffinity {
+                host: (*owner).into(),
+                cidr: net(cidr),
+                state: AffinityState::Confirmed,
+            });
+        }
+        c.ipam = Some(Ok(tabby_ipam::Report::default()));
+        c
+    }
+
+    pub(crate) fn neighbor(addr: &str, asn: u32, state: &str, err: Option<&str>) -> NeighborStatus {
+        serde_json::from_value(serde_json::json!({
+            "address": addr, "port": 179, "asNumber": asn, "sessionType": "iBGP",
+            "state": state, "uptimeSecs": 75, "routerId": null, "holdTime": null,
+            "lastError": err, "prefixesReceived": 0, "prefixesAccepted": 0,
+            "prefixesAdvertised": 0, "routeReflectorClient": false,
+            "description": "node-to-node mesh"
+        }))
+        .expect("neighbor")
+    }
+
+    pub(crate) fn rib(prefix: &str, peer: Option<&str>, nh: &str, unresolved: bool) -> RouteStatus {
+        serde_json::from_value(serde_json::json!({
+            "prefix": prefix, "nextHop": nh, "asPath": "", "origin": "IGP",
+            "med": null, "localPref": 100, "communities": [], "largeCommunities": [],
+            "originatorId": null, "clusterList": [], "best": !unresolved,
+            "unresolved": unresolved, "multipath": false, "peer": peer, "stale": false
+        }))
+        .expect("route")
+    }
+
+    pub(crate) fn kroute(
+        dest: &str,
+        proto: u8,
+        kind: KernelRouteKind,
+        via: &[(&str, &str)],
+    ) -> KernelRoute {
+        KernelRoute {
+            destination: net(dest),
+            protocol: proto,
+            kind,
+            next_hops: via
+                .iter()
+                .map(|(g, d)| KernelNextHop {
+                    gateway: (!g.is_empty()).then(|| ip(g)),
+                    device: Some((*d).to_owned()),
+                })
+                .collect(),
+        }
+    }
+
+    pub(crate) const TWO_NODES: &str = "\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: a, labels: {rack: r1}}
+spec: {bgp: {ipv4Address: 10.0.0.1/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: b}
+spec: {bgp: {ipv4Address: 10.0.0.2/24}}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.244.0.0/16}
+";
+
+    /// Node a of a healthy two-node mesh.
+    pub(crate) fn healthy_with(yaml: &str) -> Snapshot {
+        let cluster = cluster(yaml, &[("a", "10.244.1.0/26"), ("b", "10.244.2.0/26")]);
+        Snapshot {
+            node: "a".into(),
+            cluster: Ok(cluster),
+            agent: Ok(AgentState {
+                neighbors: vec![neighbor("10.0.0.2", 64512, "Established", None)],
+                routes: vec![
+                    rib("10.244.1.0/26", None, "0.0.0.0", false),
+                    rib("10.244.2.0/26", Some("10.0.0.2"), "10.0.0.2", false),
+                ],
+            }),
+            kernel: Ok(KernelState {
+                routes: vec![
+                    kroute("10.0.0.0/24", 2, KernelRouteKind::Unicast, &[("", "eth0")]),
+                    kroute("10.244.1.0/26", 201, KernelRouteKind::Blackhole, &[]),
+                    kroute(
+                        "10.244.2.0/26",
+                        201,
+                        KernelRouteKind::Unicast,
+                        &[("10.0.0.2", "eth0")],
+                    ),
+                ],
+            }),
+            sysctls: Ok(Sysctls {
+                ipv4_forward: Some(true),
+                ipv6_forward: Some(false),
+                rp_filter: BTreeMap::from([("all".into(), 0), ("eth0".into(), 1)]),
+            }),
+        }
+    }
+
+    pub(crate) fn healthy() -> Snapshot {
+        healthy_with(TWO_NODES)
+    }
+
+    fn only(r: &Report, check: Check) -> Finding {
+        let f = r.of(check);
+        assert_eq!(f.len(), 1, "{check:?}: {:#?}", r.findings);
+        f[0].clone()
+    }
+
+    #[test]
+    fn a_healthy_node_has_no_finding() {
+        let r = diagnose(&healthy());
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
+        assert_eq!(r.status, Status::Healthy);
+        assert!(
+            r.passed
+                .iter()
+                .any(|p| p.contains("1 of 1 BGP sessions Established")),
+            "{:?}",
+            r.passed
+        );
+        assert!(
+            r.passed.iter().any(|p| p.contains("blackhole")),
+            "{:?}",
+            r.passed
+        );
+        assert!(
+            r.passed.iter().any(|p| p.contains("1 learned pod route")),
+            "{:?}",
+            r.passed
+        );
+    }
+
+    #[test]
+    fn unregistered_node() {
+        let mut s = healthy();
+        s.node = "c".into();
+        let f = only(&diagnose(&s), Check::NodeRegistration);
+        assert!(f.problem.contains("no Node resource named c"), "{f:?}");
+        assert!(f.fix.contains("--nodename c"), "{f:?}");
+    }
+
+    #[test]
+    fn wrong_as_toward_a_router_names_the_bgppeer_and_the_as() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65002}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors.push(neighbor(
+                "10.0.0.254",
+                65002,
+                "Active",
+                Some("sent NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS): peer AS 65001, expected 65002"),
+            ));
+        }
+        let r = diagnose(&s);
+        let f = only(&r, Check::SessionDown);
+        assert_eq!(f.severity, Severity::Error);
+        assert!(
+            f.subject.contains("10.0.0.254") && f.subject.contains("BGPPeer tor"),
+            "{f:?}"
+        );
+        assert!(
+            f.cause.contains("AS 65001") && f.cause.contains("65002"),
+            "{f:?}"
+        );
+        assert!(
+            f.fix.contains("spec.asNumber: 65001 in BGPPeer tor"),
+            "{f:?}"
+        );
+        assert_eq!(r.status, Status::Problems);
+    }
+
+    #[test]
+    fn router_refusing_our_as_names_the_node_as_field() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65002}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors.push(neighbor(
+                "10.0.0.254",
+                65002,
+                "Idle",
+                Some("received NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS)"),
+            ));
+        }
+        let f = only(&diagnose(&s), Check::SessionDown);
+        assert!(f.cause.contains("this node uses AS 64512"), "{f:?}");
+        assert!(f.fix.contains("set Node a spec.bgp.asNumber"), "{f:?}");
+        assert!(f.fix.contains("remote-as 64512"), "{f:?}");
+    }
+
+    #[test]
+    fn mesh_peer_waiting_for_the_other_node() {
+        // a (10.0.0.1) is passive toward b (10.0.0.2): b connects.
+        let mut s = healthy();
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0] = neighbor("10.0.0.2", 64512, "Active", None);
+        }
+        let f = only(&diagnose(&s), Check::SessionDown);
+        assert!(f.subject.contains("node b"), "{f:?}");
+        assert!(f.cause.contains("waits for 10.0.0.2"), "{f:?}");
+        assert!(f.fix.contains("node b's agent"), "{f:?}");
+    }
+
+    #[test]
+    fn connection_refused_says_nothing_listens() {
+        let mut s = healthy();
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0] = neighbor(
+                "10.0.0.2",
+                64512,
+                "Active",
+                Some("connect: Connection refused (os error 111)"),
+            );
+        }
+        let f = only(&diagnose(&s), Check::SessionDown);
+        assert!(f.fix.contains("nothing listens on 10.0.0.2:179"), "{f:?}");
+    }
+
+    #[test]
+    fn a_node_with_no_session_at_all() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors.clear();
+            a.routes.truncate(1);
+        }
+        if let Ok(k) = &mut s.kernel {
+            k.routes.truncate(2);
+        }
+        let r = diagnose(&s);
+        let f = only(&r, Check::NoSessions);
+        assert!(f.cause.contains("nodeToNodeMeshEnabled is false"), "{f:?}");
+        assert!(f.fix.contains("rack=r1"), "{f:?}");
+        assert!(r.of(Check::SessionNotConfigured).is_empty());
+    }
+
+    #[test]
+    fn mesh_kept_while_every_node_peers_with_a_router_is_a_note() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-tor}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors
+                .push(neighbor("10.0.0.253", 65011, "Established", None));
+        }
+        let r = diagnose(&s);
+        let f = only(&r, Check::MeshWithExternalPeers);
+        assert_eq!(f.severity, Severity::Info);
+        assert!(f.fix.contains("nodeToNodeMeshEnabled\":false"), "{f:?}");
+        assert_eq!(r.status, Status::Healthy, "a note is not a problem");
+        // Only one node with a router: no note.
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors
+                .push(neighbor("10.0.0.253", 65011, "Established", None));
+        }
+        assert!(diagnose(&s).of(Check::MeshWithExternalPeers).is_empty());
+    }
+
+    #[test]
+    fn route_reflectors_with_different_cluster_ids() {
+        let yaml = "\
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: a, labels: {route-reflector: 'true'}}
+spec: {bgp: {ipv4Address: 10.0.0.1/24, routeReflectorClusterID: 244.0.0.1}}
+---
+apiVersion: projectcalico.org/v3
+kind: Node
+metadata: {name: b, labels: {route-reflector: 'true'}}
+spec: {bgp: {ipv4Address: 10.0.0.2/24, routeReflectorClusterID: 244.0.0.2}}
+---
+apiVersion: projectcalico.org/v3
+kind: BGPPeer
+metadata: {name: rrs}
+spec: {nodeSelector: route-reflector == 'true', peerSelector: route-reflector == 'true'}
+---
+apiVersion: projectcalico.org/v3
+kind: IPPool
+metadata: {name: pods}
+spec: {cidr: 10.244.0.0/16}
+";
+        let f = only(&diagnose(&healthy_with(yaml)), Check::RouteReflector);
+        assert!(
+            f.problem.contains("244.0.0.1") && f.problem.contains("244.0.0.2"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("tabby patch node b"), "{f:?}");
+        // Same id on both and no client: the RR reflects nothing.
+        let same = yaml.replace("244.0.0.2", "244.0.0.1");
+        let f = only(&diagnose(&healthy_with(&same)), Check::RouteReflector);
+        assert!(f.problem.contains("has no client"), "{f:?}");
+    }
+
+    #[test]
+    fn forwarding_off() {
+        let mut s = healthy();
+        if let Ok(sys) = &mut s.sysctls {
+            sys.ipv4_forward = Some(false);
+        }
+        let r = diagnose(&s);
+        let f = only(&r, Check::Forwarding);
+        assert_eq!(f.subject, "sysctl net.ipv4.ip_forward");
+        assert!(f.fix.contains("sysctl -w net.ipv4.ip_forward=1"), "{f:?}");
+        assert_eq!(r.status.exit_code(), 1);
+    }
+
+    #[test]
+    fn strict_rp_filter_with_ecmp() {
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.routes[2] = kroute(
+                "10.244.2.0/26",
+                201,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.2", "eth0"), ("10.0.1.2", "eth1")],
+            );
+        }
+        let f = only(&diagnose(&s), Check::RpFilter);
+        assert!(f.problem.contains("eth0"), "{f:?}");
+        assert!(f.fix.contains("rp_filter=2"), "{f:?}");
+        // Loose on all: the max is 2, not strict.
+        if let Ok(sys) = &mut s.sysctls {
+            sys.rp_filter.insert("all".into(), 2);
+        }
+        assert!(diagnose(&s).of(Check::RpFilter).is_empty());
+    }
+
+    #[test]
+    fn pools_that_overlap_do_not_fit_or_cover_the_node_network() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: lan}}\nspec: {{cidr: 10.0.0.0/16, blockSize: 26}}\n"
+        );
+        let r = diagnose(&healthy_with(&yaml));
+        let f = r.of(Check::Pools);
+        assert!(
+            f.iter()
+                .any(|f| f.problem.contains("overlaps node a's network 10.0.0.0/24")),
+            "{f:#?}"
+        );
+        let mut c = cluster(TWO_NODES, &[]);
+        let mut small = c.pools[0].clone();
+        small.metadata.name = "small".into();
+        small.spec.cidr = "10.244.1.0/27".parse().expect("cidr");
+        small.spec.block_size = Some(26);
+        c.pools.push(small);
+        let mut s = healthy();
+        s.cluster = Ok(c);
+        let r = diagnose(&s);
+        let f = r.of(Check::Pools);
+        assert!(
+            f.iter().any(|f| f.problem.contains("pods")
+                && f.problem.contains("small")
+                && f.problem.contains("overlap")),
+            "{f:#?}"
+        );
+        assert!(
+            f.iter()
+                .any(|f| f.problem.contains("blocks of /26 do not fit")),
+            "{f:#?}"
+        );
+    }
+
+    #[test]
+    fn ipam_problems_are_grouped_with_the_release_command() {
+        let mut s = healthy();
+        if let Ok(c) = &mut s.cluster {
+            c.ipam = Some(Ok(tabby_ipam::Report {
+                problems: vec![tabby_ipam::Problem::LeakedAddress {
+                    ip: ip("10.244.1.5"),
+                    handle: Some("k8s-pod-network.x".into()),
+                    block: net("10.244.1.0/26"),
+                    sequence: 3,
+                }],
+                ..Default::default()
+            }));
+        }
+        let f = only(&diagnose(&s), Check::Ipam);
+        assert!(f.problem.contains("1 x leakedAddress: 10.244.1.5"), "{f:?}");
+        assert!(f.fix.contains("release --from-report"), "{f:?}");
+    }
+
+    #[test]
+    fn a_local_block_without_blackhole() {
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.routes.remove(1);
+        }
+        let f = only(&diagnose(&s), Check::Blackhole);
+        assert!(f.subject.contains("10.244.1.0/26"), "{f:?}");
+        // Held by a static route instead.
+        if let Ok(k) = &mut s.kernel {
+            k.routes.push(kroute(
+                "10.244.1.0/26",
+                4,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.9", "eth0")],
+            ));
+        }
+        let f = only(&diagnose(&s), Check::Blackhole);
+        assert!(f.cause.contains("proto static"), "{f:?}");
+        assert!(
+            f.fix.contains("ip route del 10.244.1.0/26 proto 4"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn learned_route_with_an_unreachable_next_hop() {
+        let mut s = healthy();
+        if let Ok(a) = &mut s.agent {
+            a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.2"), "10.3.33.1", true);
+        }
+        if let Ok(k) = &mut s.kernel {
+            k.routes.remove(2);
+        }
+        let f = only(&diagnose(&s), Check::NextHopUnreachable);
+        assert!(f.problem.contains("next hop 10.3.33.1"), "{f:?}");
+        assert!(f.fix.contains("BGPPeer"), "{f:?}");
+    }
+
+    #[test]
+    fn learned_route_missing_or_shadowed_in_the_kernel() {
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.routes.remove(2);
+        }
+        let f = only(&diagnose(&s), Check::RouteNotInKernel);
+        assert!(f.problem.contains("10.244.2.0/26"), "{f:?}");
+        if let Ok(k) = &mut s.kernel {
+            k.routes.push(kroute(
+                "10.244.2.0/26",
+                4,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.9", "eth0")],
+            ));
+        }
+        let f = only(&diagnose(&s), Check::RouteShadowed);
+        assert!(f.problem.contains("proto static"), "{f:?}");
+    }
+
+    #[test]
+    fn parts_not_gathered_make_the_report_incomplete() {
+        let mut s = healthy();
+        s.agent = Err(Unavailable {
+            part: "agent".into(),
+            source: "/run/tabby/agent.sock".into(),
+            reason: "connection refused".into(),
+            hint: "is `tabby agent` running?".into(),
+        });
+        let r = diagnose(&s);
+        assert_eq!(r.status, Status::Incomplete, "{:#?}", r.findings);
+        assert_eq!(r.unchecked.len(), 1);
+    }
+}
