@@ -304,6 +304,11 @@ pub enum Check {
         /// The gateway every one of those routes must use, if given.
         #[serde(default)]
         via: Option<Ipv4Addr>,
+        /// How every one of those routes must forward, if given: `native`
+        /// (not through a tunnel device), `ipip` (`dev tunl0`) or `vxlan`
+        /// (`dev vxlan.calico`); the evidence says which each one used.
+        #[serde(default)]
+        encapsulation: Option<RouteEncapsulation>,
     },
     /// A router's BGP table holds exactly the pod blocks of `nodes` plus
     /// `also`, each block with exactly one path.
@@ -316,6 +321,41 @@ pub enum Check {
         #[serde(default)]
         also: Vec<Ipv4Net>,
     },
+}
+
+/// How a kernel route toward a pod block forwards (Calico's pool modes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RouteEncapsulation {
+    /// Straight to the next hop, no tunnel device.
+    Native,
+    /// Through `tunl0`.
+    Ipip,
+    /// Through `vxlan.calico`.
+    Vxlan,
+}
+
+impl RouteEncapsulation {
+    /// Which one a route line (`ip -o route`) uses.
+    pub fn of_route_line(line: &str) -> RouteEncapsulation {
+        let line = format!("{line} ");
+        if line.contains(" dev tunl0 ") {
+            RouteEncapsulation::Ipip
+        } else if line.contains(" dev vxlan.calico ") {
+            RouteEncapsulation::Vxlan
+        } else {
+            RouteEncapsulation::Native
+        }
+    }
+
+    /// Lower-case name, as in the topology file.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            RouteEncapsulation::Native => "native",
+            RouteEncapsulation::Ipip => "ipip",
+            RouteEncapsulation::Vxlan => "vxlan",
+        }
+    }
 }
 
 impl Check {
@@ -335,10 +375,14 @@ impl Check {
                 nodes,
                 proto,
                 via,
+                encapsulation,
             } => format!(
-                "{host} routes the blocks of [{}] by {proto}{}",
+                "{host} routes the blocks of [{}] by {proto}{}{}",
                 nodes.join(", "),
-                via.map(|v| format!(" via {v}")).unwrap_or_default()
+                via.map(|v| format!(" via {v}")).unwrap_or_default(),
+                encapsulation
+                    .map(|e| format!(", {}", e.as_str()))
+                    .unwrap_or_default()
             ),
             Check::LearnsBlocks {
                 router,
@@ -707,6 +751,38 @@ pub enum Target<'a> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn route_encapsulation_is_read_from_the_device() {
+        use RouteEncapsulation::{Ipip, Native, Vxlan};
+        assert_eq!(
+            RouteEncapsulation::of_route_line("10.244.1.0/26 via 10.20.1.85 dev eth0 proto tabby"),
+            Native
+        );
+        assert_eq!(
+            RouteEncapsulation::of_route_line(
+                "10.244.1.0/26 via 10.30.0.5 dev tunl0 proto tabby onlink"
+            ),
+            Ipip
+        );
+        assert_eq!(
+            RouteEncapsulation::of_route_line(
+                "10.244.1.0/26 via 10.244.1.0 dev vxlan.calico onlink"
+            ),
+            Vxlan
+        );
+        let c: Check = serde_saphyr::from_str(
+            "routes: {host: n1, nodes: [n2], proto: tabby, encapsulation: native}",
+        )
+        .expect("check");
+        assert!(c.describe().ends_with(", native"), "{}", c.describe());
+        assert!(
+            serde_saphyr::from_str::<Check>(
+                "routes: {host: n1, nodes: [n2], proto: tabby, encapsulation: gre}"
+            )
+            .is_err()
+        );
+    }
 
     const GOOD: &str = r"
 name: t1

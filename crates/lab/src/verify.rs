@@ -13,7 +13,7 @@ use ipnet::Ipv4Net;
 use crate::build::{exec_in, run};
 use crate::error::LabError;
 use crate::state::State;
-use crate::topology::{Check, Target};
+use crate::topology::{Check, RouteEncapsulation, Target};
 
 /// The outcome of one check.
 #[derive(Debug, Clone)]
@@ -184,7 +184,8 @@ fn run_check(state: &State, check: &Check) -> (bool, String) {
             nodes,
             proto,
             via,
-        } => kernel_routes(state, host, nodes, proto, *via),
+            encapsulation,
+        } => kernel_routes(state, host, nodes, proto, *via, *encapsulation),
         Check::LearnsBlocks {
             router,
             nodes,
@@ -303,6 +304,7 @@ fn kernel_routes(
     nodes: &[String],
     proto: &str,
     via: Option<Ipv4Addr>,
+    encapsulation: Option<RouteEncapsulation>,
 ) -> (bool, String) {
     let mut blocks = BTreeSet::new();
     for n in nodes {
@@ -351,7 +353,29 @@ fn kernel_routes(
             via.map(|v| v.to_string()).unwrap_or_default()
         );
     }
-    (missing.is_empty() && !wrong_gateway, evidence)
+    // Say how each route forwards (native, or which tunnel), and check it
+    // when the topology asks.
+    let used: BTreeSet<&str> = seen
+        .iter()
+        .map(|r| RouteEncapsulation::of_route_line(r).as_str())
+        .collect();
+    if !seen.is_empty() {
+        evidence += &format!(
+            " | encapsulation: {}",
+            used.iter().copied().collect::<Vec<_>>().join(", ")
+        );
+    }
+    let wrong_encapsulation = encapsulation.is_some_and(|e| {
+        seen.iter()
+            .any(|r| RouteEncapsulation::of_route_line(r) != e)
+    });
+    if let (true, Some(e)) = (wrong_encapsulation, encapsulation) {
+        evidence += &format!(" | not all {}", e.as_str());
+    }
+    (
+        missing.is_empty() && !wrong_gateway && !wrong_encapsulation,
+        evidence,
+    )
 }
 
 /// The hops from `from` to `to`, by pings with TTL 1, 2, ...: each hop's

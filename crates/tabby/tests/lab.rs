@@ -61,7 +61,8 @@ impl Drop for Guard {
 /// A restart-agent run inside a scenario: (node, ping from, ping to).
 type RestartCheck<'a> = (&'a str, &'a str, &'a str);
 
-fn run_scenario(example_name: &str, lab: &str, restart: Option<RestartCheck>) {
+/// Runs the scenario; returns the first `verify` report.
+fn run_scenario(example_name: &str, lab: &str, restart: Option<RestartCheck>) -> String {
     let file = example(example_name);
     let file = file.to_str().expect("utf-8 path");
     let guard = Guard(lab.to_owned());
@@ -150,6 +151,7 @@ fn run_scenario(example_name: &str, lab: &str, restart: Option<RestartCheck>) {
     assert!(!again.status.success());
     assert!(text(&again).contains("no lab"), "{}", text(&again));
     drop(guard);
+    report
 }
 
 fn agent_logs(state: &tabby_lab::State) -> String {
@@ -202,7 +204,15 @@ fn cross_region_rr_up_verify_down() {
 
 #[test]
 fn rr_in_cluster_up_verify_down() {
-    run_scenario("rr-in-cluster", &format!("ric{}", std::process::id()), None);
+    let report = run_scenario("rr-in-cluster", &format!("ric{}", std::process::id()), None);
+    // ipipMode CrossSubnet with every node in one subnet: native routes,
+    // and verify says so (the evidence under each `routes` check).
+    assert_eq!(
+        report.matches("| encapsulation: native\n").count(),
+        2,
+        "{report}"
+    );
+    assert!(!report.contains("dev tunl0"), "{report}");
 }
 
 #[test]
