@@ -370,6 +370,62 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
   echo "-- the Node resources the agents registered"; $TABBY --datastore "$DS" get nodes -o wide
 )
 
+# --- VXLAN CrossSubnet: three agents on two subnets ------------------------
+echo "== vxlan: three agents on two subnets (a router between, no pod routes on it); pool vxlanMode CrossSubnet: native inside a subnet, vxlan.calico across"
+(
+  P="tby-demo-vx-$$"; SW="$P-sw"; R="$P-r"; NODES=("$P-n1" "$P-n2" "$P-n3"); PODS=("$P-p1" "$P-p2" "$P-p3")
+  D=$(mktemp -d); DS="sqlite://$D/tabby.db"
+  trap demo_cleanup EXIT
+  demo_ns "$SW" "$R" "${NODES[@]}" "${PODS[@]}"
+  ip -n "$SW" link add br0 type bridge; ip -n "$SW" link set br0 up
+  ip link add eth0 netns "$R" type veth peer name p0 netns "$SW"
+  ip -n "$R" addr add 10.242.1.254/24 dev eth0; ip -n "$R" link set eth0 up; ip -n "$SW" link set p0 master br0 up
+  demo_link "$R" eth1 10.242.2.254/24 "${NODES[2]}" eth0 10.242.2.3/24
+  ip netns exec "$R" sysctl -q -w net.ipv4.ip_forward=1
+  NODE_IPS=(10.242.1.1 10.242.1.2 10.242.2.3)
+  for i in 1 2; do
+    ip link add eth0 netns "${NODES[$((i-1))]}" type veth peer name "p$i" netns "$SW"
+    ip -n "$SW" link set "p$i" master br0 up
+    ip -n "${NODES[$((i-1))]}" addr add "${NODE_IPS[$((i-1))]}/24" dev eth0; ip -n "${NODES[$((i-1))]}" link set eth0 up
+  done
+  for i in 1 2 3; do
+    GW=10.242.1.254; [ "$i" = 3 ] && GW=10.242.2.254
+    ip -n "${NODES[$((i-1))]}" route add default via "$GW"
+  done
+  printf 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.243.0.0/16, vxlanMode: CrossSubnet}\n' \
+    | $TABBY --datastore "$DS" apply -f -
+  for i in 1 2 3; do
+    ip netns exec "${NODES[$((i-1))]}" "$PWD/$TABBY" --datastore "$DS" agent --nodename "vx$i" \
+      --ip "${NODE_IPS[$((i-1))]}/24" --control-socket "$D/vx$i.sock" --state-dir "$D/vx$i" \
+      --cni-socket "$D/vx$i-cni.sock" 2>"$D/vx$i.log" &
+  done
+  ADDRS=()
+  for i in 1 2 3; do
+    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"vx$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
+    ADDRS+=("$(echo "$CONF" | ip netns exec "${NODES[$((i-1))]}" env CNI_COMMAND=ADD CNI_CONTAINERID="vxpod$i" \
+      CNI_NETNS="/var/run/netns/${PODS[$((i-1))]}" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=/nonexistent \
+      "$PWD/$TABBY" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
+  done
+  for _ in $(seq 1 150); do
+    [ "$(ip -n "${NODES[0]}" route show proto tabby | grep -c -E 'vxlan.calico|onlink')" = 2 ] && break
+    sleep 0.2
+  done
+  echo "-- the Nodes' VTEPs (tunnel address from the pool, handle vxlan-tunnel-addr-<node>; MAC)"
+  $TABBY --datastore "$DS" get nodes -o yaml | grep -E '^ *name: vx|ipv4VXLANTunnelAddr|vxlanTunnelMACAddr'
+  echo "-- vx1's routes to the other blocks: vx2 (same subnet) native, vx3 (across the router) via vxlan.calico"
+  ip -n "${NODES[0]}" route show proto tabby | grep -E 'via'
+  ip -n "${NODES[0]}" -d link show vxlan.calico | grep -o 'vxlan id [0-9]* .*dstport [0-9]*'
+  tx() { ip -n "${NODES[0]}" -s -j link show vxlan.calico | sed -E 's/.*"tx":\{"bytes":[0-9]+,"packets":([0-9]+).*/\1/'; }
+  T0=$(tx)
+  echo "-- pod on vx1 pings the pod on vx2 (${ADDRS[1]}), native: vxlan.calico tx stays"
+  ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[1]}" | tail -2; T1=$(tx)
+  echo "   vxlan.calico tx packets: $T0 -> $T1"
+  echo "-- pod on vx1 pings the pod on vx3 (${ADDRS[2]}), encapsulated: vxlan.calico tx moves"
+  ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[2]}" | tail -2
+  echo "   vxlan.calico tx packets: $T1 -> $(tx)"
+  $TABBY --datastore "$DS" ipam check | tail -1
+)
+
 # --- doctor: what is wrong on a node and what to change --------------------
 echo "== doctor: a node whose BGPPeer has the wrong AS for its ToR (tabby bgpd, AS 65001); doctor names the peer and the fix, then passes once it is applied"
 (
@@ -444,3 +500,6 @@ echo "== lab: leaf-spine (seed 003): FRR spine + 3 leaves in OSPF, 4 nodes each 
 echo "== ipip: pods on two nodes ping over tunl0 (proto tabby routes via the peer node onlink) inside a qemu VM with Debian's kernel; no network device leaves the VM"
 cargo test -q --locked -p tabby-dataplane --test tunnels_vm 2>&1 \
   | grep -E '^vm:|tabby-guest: (check ipip|ipip ping|underlay n2 eth0: .*IP 10\.97)|^test result'
+echo "== ipip in the agent: three nodes on two subnets, a pool with ipipMode CrossSubnet, programmed by the agent's own code (tunl0, the speaker's FIB rules) in the VM: native inside the subnet, tunl0 across"
+cargo test -q --locked -p tabby-agent --test ipip_vm 2>&1 \
+  | grep -E '^vm:|tabby-guest: (check|tunl0 n1|n1 routes|10\.98\.)|^test result'
