@@ -460,7 +460,8 @@ YAML
       CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=off "$PWD/$TABBY" \
     | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')
   for _ in $(seq 1 100); do
-    $TABBY node status --socket "$D/node1.sock" 2>/dev/null | grep -q 'Bad Peer AS' && break
+    $TABBY node status --socket "$D/node1.sock" 2>/dev/null | grep -q 'Bad Peer AS' \
+      && ip -n "$NN" route show proto tabby | grep -q blackhole && break
     sleep 0.2
   done
   echo "-- tabby doctor (exit status 1: problems found)"

@@ -51,6 +51,19 @@ pub fn diagnose(s: &Snapshot) -> Report {
     }
     if let (Some(c), Ok(k)) = (cluster, &s.kernel) {
         blackholes(&mut out, c, &s.node, k);
+        if let Some(me) = me {
+            node_address(&mut out, me, k);
+            encapsulation(&mut out, c, me, k);
+        }
+    }
+    if let Ok(k) = &s.kernel {
+        mtu(&mut out, k);
+    }
+    if let (Some(c), Ok(agent)) = (cluster, &s.agent) {
+        announcements(&mut out, c, &s.node, agent);
+        if let (Some(me), Some(plan)) = (me, plan.as_ref()) {
+            export_filters(&mut out, c, me, plan);
+        }
     }
     if let (Ok(agent), Ok(k)) = (&s.agent, &s.kernel) {
         learned_routes(&mut out, cluster, &s.node, agent, k);
@@ -614,7 +627,7 @@ fn blackholes(out: &mut Findings, c: &ClusterState, node: &str, k: &KernelState)
                 format!("ip route del {} proto {} (the agent then adds its blackhole)", block, r.protocol),
             ),
             None => (
-                "the agent adds it when it reconciles (at once on a change, every 30 s otherwise); without it, traffic to an unused address of the block follows the default route and loops between this node and its router".to_owned(),
+                "the agent adds it when it reconciles (within a second of a change: a block claimed just now may not have it yet; every 30 s otherwise); without it, traffic to an unused address of the block follows the default route and loops between this node and its router".to_owned(),
                 "check that `tabby agent` runs here (tabby node status) and its log for 'blackhole routes'".to_owned(),
             ),
         };
@@ -726,11 +739,212 @@ fn learned_routes(
     }
 }
 
+fn node_address(out: &mut Findings, me: &Node, k: &KernelState) {
+    if k.links.is_empty() {
+        return;
+    }
+    let Some(bgp) = &me.spec.bgp else { return };
+    let name = &me.metadata.name;
+    for (field, a) in [
+        ("ipv4Address", bgp.ipv4_address),
+        ("ipv6Address", bgp.ipv6_address),
+    ] {
+        let Some(a) = a else { continue };
+        if k.has_address(a.addr) {
+            continue;
+        }
+        out.add(Finding::new(
+            Severity::Error,
+            Check::NodeAddress,
+            format!("Node {name} spec.bgp.{field}"),
+            format!("{name}'s BGP address {} is on none of this node's interfaces", a.addr),
+            "the agent registered it from --ip or autodetection (the default route's interface, else the first found); peers then connect to an address this node does not hold, and other nodes send this node's pod traffic there",
+            format!(
+                "start the agent with --ip ADDRESS/LEN (env IP) or IP_AUTODETECTION_METHOD=interface=NAME or cidr=CIDR; it rewrites spec.bgp.{field}"
+            ),
+        ));
+    }
+}
+
+fn encapsulation(out: &mut Findings, c: &ClusterState, me: &Node, k: &KernelState) {
+    use tabby_dataplane::encap::{IPIP_DEVICE, VXLAN_DEVICE};
+    use tabby_model::EncapMode;
+    if k.links.is_empty() {
+        return;
+    }
+    let labels = me.selector_labels();
+    for p in c.pools.iter().filter(|p| {
+        !p.spec.disabled && !p.spec.cidr.is_ipv6() && p.spec.node_selector().matches(&labels)
+    }) {
+        let name = &p.metadata.name;
+        if p.spec.ipip_mode() != EncapMode::Never && k.link(IPIP_DEVICE).is_none() {
+            out.add(Finding::new(
+                Severity::Warning,
+                Check::Encapsulation,
+                format!("IPPool {name} spec.ipipMode"),
+                format!(
+                    "IPPool {name} has ipipMode {} but this node has no {IPIP_DEVICE}",
+                    p.spec.ipip_mode().as_str()
+                ),
+                "the kernel lacks IPIP (CONFIG_NET_IPIP; the agent's log says so) or the agent has not made the device: pod traffic is routed natively, which routers that do not know the pod blocks drop",
+                format!(
+                    "use vxlanMode instead of ipipMode on IPPool {name} (tabby patch ippool {name} -p '{{\"spec\":{{\"ipipMode\":\"Never\",\"vxlanMode\":\"{}\"}}}}'), or a kernel with IPIP (modprobe ipip)",
+                    p.spec.ipip_mode().as_str()
+                ),
+            ));
+        }
+        if p.spec.vxlan_mode() != EncapMode::Never && k.link(VXLAN_DEVICE).is_none() {
+            out.add(Finding::new(
+                Severity::Warning,
+                Check::Encapsulation,
+                format!("IPPool {name} spec.vxlanMode"),
+                format!(
+                    "IPPool {name} has vxlanMode {} but this node has no {VXLAN_DEVICE}",
+                    p.spec.vxlan_mode().as_str()
+                ),
+                "the agent makes the device when it reconciles; without it the pool's routes to other nodes are missing",
+                "check that `tabby agent` runs here and its log for 'vxlan'",
+            ));
+        }
+    }
+}
+
+fn mtu(out: &mut Findings, k: &KernelState) {
+    let pod_mtu = k
+        .links
+        .iter()
+        .filter(|l| l.name.starts_with("tby"))
+        .map(|l| l.mtu)
+        .max();
+    let Some(pod_mtu) = pod_mtu else { return };
+    let egress = k
+        .routes
+        .iter()
+        .filter(|r| r.is_tabby() && r.kind == KernelRouteKind::Unicast)
+        .flat_map(|r| r.next_hops.iter())
+        .filter(|h| h.gateway.is_some())
+        .filter_map(|h| h.device.as_deref())
+        .filter(|d| !d.starts_with("tby"))
+        .filter_map(|d| k.link(d))
+        .min_by_key(|l| l.mtu);
+    let Some(path) = egress else { return };
+    if pod_mtu <= path.mtu {
+        out.pass(format!(
+            "pod MTU {pod_mtu} fits the path to other nodes ({} MTU {})",
+            path.name, path.mtu
+        ));
+        return;
+    }
+    out.add(Finding::new(
+        Severity::Warning,
+        Check::Mtu,
+        "pod MTU",
+        format!(
+            "pods use MTU {pod_mtu} but routes to other nodes leave by {} with MTU {}",
+            path.name, path.mtu
+        ),
+        "pod packets larger than the path are fragmented or, with DF set (TCP), dropped unless ICMP 'fragmentation needed' gets back: connections stall (seed 000 set 1370 over ZeroTier)",
+        format!(
+            "set \"mtu\": {} in the CNI network configuration (/etc/cni/net.d) and recreate the pods",
+            path.mtu
+        ),
+    ));
+}
+
+fn announcements(out: &mut Findings, c: &ClusterState, node: &str, agent: &AgentState) {
+    let expected: BTreeSet<IpNet> = c.exports(node).originate.into_iter().collect();
+    let actual: BTreeSet<IpNet> = agent
+        .routes
+        .iter()
+        .filter(|r| r.peer.is_none())
+        .filter_map(|r| r.prefix.parse().ok())
+        .collect();
+    let missing: Vec<String> = expected.difference(&actual).map(IpNet::to_string).collect();
+    let extra: Vec<String> = actual.difference(&expected).map(IpNet::to_string).collect();
+    if !missing.is_empty() {
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::Announcements,
+            format!("node {node} announcements"),
+            format!("this node should announce {} but its speaker does not", missing.join(", ")),
+            "the agent has not applied the latest IPAM state (it re-reads within a second of every datastore change, and every 30 s)",
+            "if a pod was just created, run doctor again; otherwise check that `tabby agent` runs and reaches the datastore (its log)",
+        ));
+    }
+    if !extra.is_empty() {
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::Announcements,
+            format!("node {node} announcements"),
+            format!("this node announces {}, which it should not", extra.join(", ")),
+            "a block released, or a pool turned disableBGPExport, that the agent has not applied yet",
+            "check that `tabby agent` runs and reaches the datastore (its log)",
+        ));
+    }
+    if missing.is_empty() && extra.is_empty() && !expected.is_empty() {
+        out.pass(format!(
+            "the speaker announces the {} prefix(es) this node should",
+            expected.len()
+        ));
+    }
+}
+
+fn export_filters(out: &mut Findings, c: &ClusterState, me: &Node, plan: &SpeakerPlan) {
+    use tabby_bgp::policy::{PeerType, RouteSource};
+    let own = c.exports(&me.metadata.name).originate;
+    for p in &plan.config.peers {
+        let pt = if p.as_number == plan.config.as_number {
+            PeerType::Ibgp
+        } else {
+            PeerType::Ebgp
+        };
+        let mut kept = Vec::new();
+        let mut by = None;
+        for net in own
+            .iter()
+            .filter(|n| n.addr().is_ipv4() == p.address.is_ipv4())
+        {
+            let Some(prefix) = crate::route::to_prefix(net) else {
+                continue;
+            };
+            if crate::route::rejects(&p.export, prefix, RouteSource::Local, pt) {
+                kept.push(net.to_string());
+                if by.is_none() {
+                    by = crate::route::rejecting_filter(
+                        c,
+                        &crate::session::bgppeers_toward(c, me, p.address),
+                        prefix,
+                        RouteSource::Local,
+                        pt,
+                        true,
+                    );
+                }
+            }
+        }
+        if kept.is_empty() {
+            continue;
+        }
+        let by = by.unwrap_or_else(|| "an export filter".to_owned());
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::RouteFiltered,
+            by.clone(),
+            format!(
+                "{by} keeps {} from peer {}: it has no route to these pods through this node",
+                kept.join(", "),
+                p.address
+            ),
+            "the first matching BGPFilter rule decides, and a Reject rule matches this node's own blocks",
+            format!("change the rule (exportV4/exportV6) in {by} if the pods should be reachable from {}", p.address),
+        ));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
     use crate::finding::{Status, Unavailable};
-    use crate::snapshot::{KernelNextHop, KernelRoute};
+    use crate::snapshot::{KernelLink, KernelNextHop, KernelRoute};
     use tabby_ipam::{Block, BlockAffinity};
     use tabby_model::{Resource, parse_manifest};
     use tabby_speaker::control::{NeighborStatus, RouteStatus};
@@ -809,6 +1023,16 @@ pub(crate) mod tests {
         }
     }
 
+    pub(crate) fn link(name: &str, mtu: u32, addrs: &[&str]) -> KernelLink {
+        KernelLink {
+            name: name.to_owned(),
+            kind: None,
+            mtu,
+            up: true,
+            addresses: addrs.iter().map(|a| net(a)).collect(),
+        }
+    }
+
     pub(crate) const TWO_NODES: &str = "\
 apiVersion: projectcalico.org/v3
 kind: Node
@@ -849,6 +1073,11 @@ spec: {cidr: 10.244.0.0/16}
                         KernelRouteKind::Unicast,
                         &[("10.0.0.2", "eth0")],
                     ),
+                ],
+                links: vec![
+                    link("lo", 65536, &["127.0.0.1/8"]),
+                    link("eth0", 1500, &["10.0.0.1/24"]),
+                    link("tby0123456789a", 1500, &[]),
                 ],
             }),
             sysctls: Ok(Sysctls {
@@ -1223,5 +1452,87 @@ spec: {cidr: 10.244.0.0/16}
         let r = diagnose(&s);
         assert_eq!(r.status, Status::Incomplete, "{:#?}", r.findings);
         assert_eq!(r.unchecked.len(), 1);
+    }
+
+    #[test]
+    fn node_address_on_no_interface() {
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.links[1].addresses = vec![net("172.17.0.1/16")];
+        }
+        let f = only(&diagnose(&s), Check::NodeAddress);
+        assert_eq!(f.subject, "Node a spec.bgp.ipv4Address");
+        assert!(
+            f.fix.contains("IP_AUTODETECTION_METHOD=interface="),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn an_ipip_pool_without_tunl0() {
+        let yaml = TWO_NODES.replace(
+            "spec: {cidr: 10.244.0.0/16}",
+            "spec: {cidr: 10.244.0.0/16, ipipMode: CrossSubnet}",
+        );
+        let f = only(&diagnose(&healthy_with(&yaml)), Check::Encapsulation);
+        assert!(
+            f.problem.contains("ipipMode CrossSubnet") && f.problem.contains("tunl0"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("vxlanMode"), "{f:?}");
+        let mut s = healthy_with(&yaml);
+        if let Ok(k) = &mut s.kernel {
+            k.links.push(link("tunl0", 1480, &[]));
+        }
+        assert!(diagnose(&s).of(Check::Encapsulation).is_empty());
+    }
+
+    #[test]
+    fn pods_with_a_larger_mtu_than_the_path() {
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.links[1].mtu = 1420;
+        }
+        let f = only(&diagnose(&s), Check::Mtu);
+        assert!(
+            f.problem.contains("MTU 1500") && f.problem.contains("eth0 with MTU 1420"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("\"mtu\": 1420"), "{f:?}");
+    }
+
+    #[test]
+    fn announcements_that_differ_from_the_ipam_state() {
+        let mut s = healthy();
+        if let Ok(a) = &mut s.agent {
+            a.routes[0] = rib("10.244.9.0/26", None, "0.0.0.0", false);
+        }
+        let r = diagnose(&s);
+        let f = r.of(Check::Announcements);
+        assert_eq!(f.len(), 2, "{f:#?}");
+        assert!(
+            f[0].problem.contains("should announce 10.244.1.0/26"),
+            "{f:#?}"
+        );
+        assert!(f[1].problem.contains("announces 10.244.9.0/26"), "{f:#?}");
+    }
+
+    #[test]
+    fn an_export_filter_keeping_own_blocks_from_a_peer() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: quiet}}\nspec: {{exportV4: [{{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65000, filters: [quiet]}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors
+                .push(neighbor("10.0.0.254", 65000, "Established", None));
+        }
+        let f = only(&diagnose(&s), Check::RouteFiltered);
+        assert_eq!(f.subject, "BGPFilter quiet (on BGPPeer tor)");
+        assert!(
+            f.problem
+                .contains("keeps 10.244.1.0/26 from peer 10.0.0.254"),
+            "{f:?}"
+        );
     }
 }

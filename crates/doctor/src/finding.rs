@@ -76,6 +76,14 @@ pub enum Check {
     RouteNotLearned,
     /// A local pod's own route is missing.
     PodRoute,
+    /// The node's BGP address is on none of its interfaces.
+    NodeAddress,
+    /// An IPIP/VXLAN pool without its tunnel device.
+    Encapsulation,
+    /// Pods use a larger MTU than the path to other nodes.
+    Mtu,
+    /// What the speaker announces differs from what the node should.
+    Announcements,
 }
 
 /// One problem, with its explanation and fix.

@@ -23,8 +23,8 @@ use tabby_speaker::control::{Request, Response, request};
 
 use crate::finding::Unavailable;
 use crate::snapshot::{
-    AgentState, ClusterState, KernelNextHop, KernelRoute, KernelRouteKind, KernelState, Snapshot,
-    Sysctls,
+    AgentState, ClusterState, KernelLink, KernelNextHop, KernelRoute, KernelRouteKind, KernelState,
+    Snapshot, Sysctls,
 };
 
 /// Where and how to gather.
@@ -191,7 +191,18 @@ fn agent(o: &GatherOptions) -> Result<AgentState, GatherError> {
 
 fn kernel() -> Result<KernelState, GatherError> {
     let mut nl = Netlink::open()?;
-    let names: HashMap<u32, String> = nl.links()?.into_iter().map(|l| (l.index, l.name)).collect();
+    let all = nl.links()?;
+    let names: HashMap<u32, String> = all.iter().map(|l| (l.index, l.name.clone())).collect();
+    let mut links = Vec::new();
+    for l in all {
+        links.push(KernelLink {
+            addresses: nl.addresses(l.index)?,
+            name: l.name,
+            kind: l.kind,
+            mtu: l.mtu,
+            up: l.up,
+        });
+    }
     let routes = nl
         .list_routes(Some(RouteTable::MAIN))?
         .into_iter()
@@ -215,7 +226,7 @@ fn kernel() -> Result<KernelState, GatherError> {
                 .collect(),
         })
         .collect();
-    Ok(KernelState { routes })
+    Ok(KernelState { routes, links })
 }
 
 fn read_sys(path: &Path) -> Result<String, GatherError> {

@@ -36,6 +36,6 @@ pub use finding::{Check, Finding, Report, Severity, Status, Unavailable};
 pub use gather::{GatherOptions, gather};
 pub use route::{RouteReport, RouteTarget, TraceStep, explain_route};
 pub use snapshot::{
-    AgentState, ClusterState, KernelNextHop, KernelRoute, KernelRouteKind, KernelState, Snapshot,
-    Sysctls,
+    AgentState, ClusterState, KernelLink, KernelNextHop, KernelRoute, KernelRouteKind, KernelState,
+    Snapshot, Sysctls,
 };

@@ -161,12 +161,13 @@ impl Trace {
     }
 }
 
-fn to_prefix(net: &IpNet) -> Option<tabby_bgp::Prefix> {
+pub(crate) fn to_prefix(net: &IpNet) -> Option<tabby_bgp::Prefix> {
     tabby_bgp::Prefix::new(net.addr(), net.prefix_len()).ok()
 }
 
-/// Which BGPFilter of `names` rejects `prefix` (export or import).
-fn rejecting_filter(
+/// Which BGPFilter of the BGPPeers `names` rejects `prefix` (export or
+/// import), as `BGPFilter f (on BGPPeer p)`.
+pub(crate) fn rejecting_filter(
     c: &ClusterState,
     names: &[String],
     prefix: tabby_bgp::Prefix,
@@ -212,7 +213,8 @@ fn rejecting_filter(
     None
 }
 
-fn rejects(
+/// True when `rules` (a peer's import or export list) reject `prefix`.
+pub(crate) fn rejects(
     rules: &[tabby_bgp::policy::Rule],
     prefix: tabby_bgp::Prefix,
     source: RouteSource,

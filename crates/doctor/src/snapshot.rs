@@ -168,14 +168,43 @@ impl AgentState {
     }
 }
 
-/// The kernel's main routing table.
+/// The kernel's main routing table and interfaces.
 #[derive(Debug, Clone, Default)]
 pub struct KernelState {
     /// Every IPv4 and IPv6 route of the main table.
     pub routes: Vec<KernelRoute>,
+    /// Every interface of the namespace.
+    pub links: Vec<KernelLink>,
+}
+
+/// One interface.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct KernelLink {
+    /// Its name.
+    pub name: String,
+    /// Its kind (`veth`, `vxlan`, `ipip`, ...), `None` for physical ones.
+    pub kind: Option<String>,
+    /// MTU.
+    pub mtu: u32,
+    /// Administratively up.
+    pub up: bool,
+    /// Its addresses with their prefix lengths.
+    pub addresses: Vec<IpNet>,
 }
 
 impl KernelState {
+    /// The interface named `name`.
+    pub fn link(&self, name: &str) -> Option<&KernelLink> {
+        self.links.iter().find(|l| l.name == name)
+    }
+
+    /// True when an interface holds `ip`.
+    pub fn has_address(&self, ip: IpAddr) -> bool {
+        self.links
+            .iter()
+            .any(|l| l.addresses.iter().any(|a| a.addr() == ip))
+    }
+
     /// Routes whose destination is exactly `net`.
     pub fn exact(&self, net: &IpNet) -> Vec<&KernelRoute> {
         self.routes

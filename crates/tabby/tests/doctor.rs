@@ -262,6 +262,15 @@ fn mesh_of_two(
         || a.established_with(&b.ip) && b.established_with(&a.ip),
         || format!("{}\n{}", cluster.log(&a), cluster.log(&b)),
     );
+    // Each node's own block: announced and blackholed (the agent does both
+    // in one reconcile, the blackhole last).
+    for n in [&a, &b] {
+        wait(
+            &format!("{}'s blackhole", n.name),
+            || n.tabby_routes().contains("blackhole"),
+            || format!("{}\n{}", n.tabby_routes(), cluster.log(n)),
+        );
+    }
     if wait_routes {
         for (n, other) in [(&a, &pb), (&b, &pa)] {
             let block = other
