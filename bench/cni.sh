@@ -55,8 +55,7 @@ if [ "${1:-}" = "__inner" ]; then
 fi
 
 echo "== building tabby (release)"
-cargo build --release --locked -p tabby
-TABBY=$PWD/target/release/tabby
+TABBY=$(./scripts/build-release.sh)   # the shipped, static-pie binary
 
 WORK=$(mktemp -d /tmp/tabby-bench-cni.XXXXXX)
 TAG=tby-bcni-$$

@@ -19,8 +19,7 @@ CHECK_N=${3:-100000}
 REF=/usr/lib/cni
 
 echo "== building tabby (release)"
-cargo build --release -q -p tabby
-BIN=$PWD/target/release/tabby
+BIN=$(./scripts/build-release.sh -q)   # the shipped, static-pie binary
 
 tmp=$(mktemp -d)
 EPID=""

@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 
 ./scripts/install-deps.sh
-cargo build --release --locked -p tabby
-TABBY=target/release/tabby
+# The shipped binary: static-pie (see scripts/build-release.sh).
+TABBY=$(./scripts/build-release.sh)
 
 # Each section below runs in a subshell of its own. These make its network
 # namespaces (loopback up) and veths, and clean up on its exit: the

@@ -120,9 +120,9 @@ pub fn attach(
 }
 
 /// The first half of [`attach`], which needs no address yet (so a caller
-/// can run it while IPAM works): creates the veth pair with the pod end
-/// inside the pod's namespace, prepares the host end for `families` and
-/// sets it up. `pod_mac` is the pod end's MAC (`None`: the kernel's
+/// can run it while IPAM works): creates the veth pair, the host end up, with
+/// the pod end inside the pod's namespace, and prepares the host end for
+/// `families`. `pod_mac` is the pod end's MAC (`None`: the kernel's
 /// choice). Returns the host end's index. On error nothing is left behind;
 /// on success the caller owns the host end (delete it on a later failure).
 pub fn create_host_end(
@@ -138,6 +138,9 @@ pub fn create_host_end(
         mtu: Some(pod.mtu),
         mac: Some(HOST_MAC),
         peer_mac: pod_mac,
+        // The host end up inside the creating request (one round trip
+        // less); the pod end goes up in the pod side's burst.
+        up: true,
     };
     let host_index = match host.create_veth(&pair, Some(netns)) {
         Ok(i) => i,
@@ -164,11 +167,7 @@ pub fn create_host_end(
         }
     };
     crate::trace::mark("veth-create");
-    let prepared = prepare_host_end(pod.host_ifname, families).and_then(|()| {
-        host.set_up(host_index)
-            .map_err(at(format!("set {} up", pod.host_ifname)))
-    });
-    match prepared {
+    match prepare_host_end(pod.host_ifname, families) {
         Ok(()) => {
             crate::trace::mark("host-prepare");
             Ok(host_index)

@@ -106,6 +106,11 @@ pub struct VethPair {
     pub mac: Option<MacAddr>,
     /// MAC of the far end; random if `None`.
     pub peer_mac: Option<MacAddr>,
+    /// The near end administratively up from the moment it exists (inside
+    /// the creating request, as `ip link add ... up`), saving a request.
+    /// The far end is always created down: the kernel would open it before
+    /// the pair is joined, which veth refuses (ENOTCONN).
+    pub up: bool,
 }
 
 /// A VXLAN device to create.
@@ -330,7 +335,8 @@ impl Netlink {
     }
 
     /// Creates a veth pair, the peer end moved straight into `peer_netns`
-    /// when given. Returns the near end's index. Both ends are left down.
+    /// when given. Returns the near end's index. The near end is up if
+    /// `pair.up` says so, the far end is down.
     pub fn create_veth(&mut self, pair: &VethPair, peer_netns: Option<&Netns>) -> Result<u32> {
         check_name("veth.name", &pair.name)?;
         check_name("veth.peer", &pair.peer)?;
@@ -347,6 +353,10 @@ impl Netlink {
             peer.attributes.push(LinkAttribute::NetNsFd(ns.raw_fd()));
         }
         let mut m = LinkMessage::default();
+        if pair.up {
+            m.header.flags = LinkFlags::Up;
+            m.header.change_mask = LinkFlags::Up;
+        }
         m.attributes.push(LinkAttribute::IfName(pair.name.clone()));
         if let Some(mtu) = pair.mtu {
             m.attributes.push(LinkAttribute::Mtu(mtu));

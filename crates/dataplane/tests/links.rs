@@ -48,6 +48,7 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
                 mtu: Some(1400),
                 mac: None,
                 peer_mac: Some(pod_mac),
+                up: false,
             },
             Some(&pod_ns),
         )
@@ -134,6 +135,36 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
         p.link("eth0").expect("lookup").is_none(),
         "peer outlived its pair"
     );
+}
+
+#[test]
+fn veth_created_up_has_its_near_end_up_at_once() {
+    let host = Netns::new("dp-vup").expect("host");
+    let pod = Netns::new("dp-vupp").expect("pod");
+    let host_ns = DpNetns::named(host.name()).expect("ns");
+    let pod_ns = DpNetns::named(pod.name()).expect("ns");
+    let mut h = host_ns.netlink().expect("netlink");
+    let pair = |up| VethPair {
+        name: "vup0".into(),
+        peer: "eth0".into(),
+        up,
+        ..Default::default()
+    };
+    for up in [true, false] {
+        let index = h.create_veth(&pair(up), Some(&pod_ns)).expect("veth");
+        let near = h.require_link("vup0").expect("near end");
+        let far = pod_ns
+            .netlink()
+            .expect("pod netlink")
+            .require_link("eth0")
+            .expect("far end in the pod");
+        assert_eq!(
+            (near.index, near.up, far.up),
+            (index, up, false),
+            "up: {up}"
+        );
+        h.delete_link(index).expect("delete");
+    }
 }
 
 #[test]

@@ -37,6 +37,7 @@ fn a_burst_configures_a_pod_interface_and_names_a_failure() {
                 mtu: Some(1450),
                 mac: None,
                 peer_mac: None,
+                up: false,
             },
             Some(&pod_ns),
         )
