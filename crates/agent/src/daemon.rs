@@ -205,6 +205,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         tunnels: None,
         tunnel_outcome: KernelTunnelsOutcome::default(),
         tunnel_error: None,
+        tunnel_address_error: None,
     };
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -286,6 +287,8 @@ struct NodeState {
     tunnel_outcome: KernelTunnelsOutcome,
     /// The last tunnel error logged (said once, not at every poll).
     tunnel_error: Option<String>,
+    /// The last tunnel address error logged.
+    tunnel_address_error: Option<String>,
 }
 
 impl NodeState {
@@ -393,6 +396,7 @@ impl NodeState {
         let mut done = true;
         match ensure_tunnel_addresses(&self.store, &self.ipam, &me, &state.pools).await {
             Ok(changes) => {
+                self.tunnel_address_error = None;
                 for (kind, addr) in &changes.allocated {
                     tracing::info!(kind = kind.as_str(), %addr, "tunnel address allocated");
                 }
@@ -404,7 +408,12 @@ impl NodeState {
                 }
             }
             Err(e) => {
-                tracing::warn!("tunnel addresses: {e}; will retry");
+                // Said once (it is retried at every poll until it works).
+                let msg = format!("tunnel addresses: {e}; retrying");
+                if self.tunnel_address_error.as_ref() != Some(&msg) {
+                    tracing::warn!("{msg}");
+                    self.tunnel_address_error = Some(msg);
+                }
                 done = false;
             }
         }

@@ -200,6 +200,9 @@ pub struct VxlanPlan {
     pub peers: Vec<VxlanPeer>,
     /// Routes toward other nodes' blocks of VXLAN pools.
     pub routes: Vec<VxlanRoute>,
+    /// The IPv4 VXLAN pools' CIDRs: every route toward them is the
+    /// agent's (the speaker leaves them).
+    pub pools: Vec<IpNet>,
     /// Why some block got no route (its node has no address, or no VTEP yet).
     pub skipped: Vec<String>,
 }
@@ -231,6 +234,7 @@ pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block])
         .collect();
     let mut plan = VxlanPlan {
         local: vtep(me),
+        pools: vxlan_pools.iter().map(|p| p.spec.cidr.network()).collect(),
         ..VxlanPlan::default()
     };
     plan.peers = nodes
@@ -474,7 +478,7 @@ fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, u
         }
     };
     let count = desired.len();
-    let owns = |r: &Route| is_onlink_route(r, ipip_index) && r.destination.addr().is_ipv4();
+    let owns = |r: &Route| agent_owns(r, ipip_index, &plan.pools);
     let report = nl.reconcile_routes_owned(RouteTable::MAIN, &desired, owns)?;
     if report.added + report.replaced + report.deleted > 0 {
         tracing::info!(
@@ -497,6 +501,21 @@ fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, u
         });
     }
     Ok((state, count))
+}
+
+/// True for a `proto tabby` route the agent's VXLAN reconcile owns: an
+/// IPv4 on-link gateway route not through `tunl0` (the agent makes only
+/// those), or any gateway route toward a VXLAN pool (one the speaker
+/// installed before the pool turned to VXLAN is taken over and replaced).
+pub fn agent_owns(r: &Route, ipip_device: Option<u32>, vxlan_pools: &[IpNet]) -> bool {
+    if !r.destination.addr().is_ipv4() {
+        return false;
+    }
+    let in_vxlan_pool = vxlan_pools.iter().any(|p| p.contains(&r.destination))
+        && r.kind == tabby_dataplane::RouteKind::Unicast
+        && !r.next_hops.is_empty()
+        && r.next_hops.iter().all(|h| h.gateway.is_some());
+    is_onlink_route(r, ipip_device) || in_vxlan_pool
 }
 
 /// A random locally administered unicast MAC (a new VTEP's).
@@ -832,6 +851,28 @@ mod tests {
         };
         assert_eq!(names(TunnelKind::Ipip), vec!["ip".to_owned()]);
         assert_eq!(names(TunnelKind::Vxlan), vec!["vx".to_owned()]);
+    }
+
+    #[test]
+    fn the_agent_owns_its_onlink_routes_and_vxlan_pool_routes_only() {
+        let pools = vec!["10.90.0.0/16".parse::<IpNet>().expect("net")];
+        let block: IpNet = "10.90.0.64/26".parse().expect("net");
+        let other: IpNet = "10.91.0.64/26".parse().expect("net");
+        let gw: IpAddr = "10.1.0.2".parse().expect("ip");
+        // Its own: on-link, not via tunl0 (index 5).
+        assert!(agent_owns(&onlink_route(other, gw, 3), Some(5), &pools));
+        assert!(!agent_owns(&onlink_route(other, gw, 5), Some(5), &pools));
+        // A speaker gateway route: only inside a VXLAN pool.
+        assert!(agent_owns(&Route::via(block, gw), Some(5), &pools));
+        assert!(!agent_owns(&Route::via(other, gw), Some(5), &pools));
+        // Never blackholes or device routes (the agent's blackholes and the
+        // CNI plugin's pod routes).
+        assert!(!agent_owns(&Route::blackhole(block), None, &pools));
+        assert!(!agent_owns(
+            &Route::dev("10.90.0.65/32".parse().expect("net"), 4),
+            None,
+            &pools
+        ));
     }
 
     #[test]

@@ -1441,6 +1441,34 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
         let freed = cluster.tabby(&["ipam", "show", "--ip", addr], "");
         assert!(freed.contains("is not assigned"), "{freed}");
     }
+    // c's block is now the speaker's, via the router (BGP next hop
+    // 10.79.2.3 resolved recursively).
+    wait(
+        "a -> c natively via the router (speaker)",
+        || route_for(&nodes[0], &blocks[2]).is_some_and(|l| l.contains("via 10.79.1.254 dev eth0")),
+        || logs(&cluster, &nodes),
+    );
+
+    // CrossSubnet again: the agent takes the speaker's route over.
+    cluster.apply(&pool("CrossSubnet"));
+    wait(
+        "a -> c via vxlan.calico again, a -> b native on-link",
+        || {
+            route_for(&nodes[0], &blocks[2]).is_some_and(|l| l.contains("dev vxlan.calico onlink"))
+                && route_for(&nodes[0], &blocks[1])
+                    .is_some_and(|l| l.contains("via 10.79.1.2 dev eth0") && l.contains("onlink"))
+                && route_for(&nodes[2], &blocks[0])
+                    .is_some_and(|l| l.contains("dev vxlan.calico onlink"))
+        },
+        || logs(&cluster, &nodes),
+    );
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[2], 3),
+        "a -> c (vxlan again)\n{}",
+        logs(&cluster, &nodes)
+    );
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
     for n in &mut nodes {
         assert!(n.agent.as_mut().expect("agent").is_running(), "{}", n.name);
     }
