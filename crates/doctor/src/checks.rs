@@ -773,11 +773,33 @@ fn encapsulation(out: &mut Findings, c: &ClusterState, me: &Node, k: &KernelStat
         return;
     }
     let labels = me.selector_labels();
+    // Does this node need a tunnel toward another node in `mode`?
+    let my_subnet = me
+        .spec
+        .bgp
+        .as_ref()
+        .and_then(|b| b.ipv4_address)
+        .map(|a| a.subnet());
+    let others: Vec<IpAddr> = c
+        .resources
+        .nodes
+        .iter()
+        .filter(|n| n.metadata.name != me.metadata.name)
+        .filter_map(|n| n.spec.bgp.as_ref().and_then(|b| b.ipv4_address))
+        .map(|a| a.addr)
+        .collect();
+    let needs = |mode: EncapMode| match mode {
+        EncapMode::Never => false,
+        EncapMode::Always => !others.is_empty(),
+        EncapMode::CrossSubnet => others
+            .iter()
+            .any(|o| my_subnet.is_none_or(|s| !s.contains(o))),
+    };
     for p in c.pools.iter().filter(|p| {
         !p.spec.disabled && !p.spec.cidr.is_ipv6() && p.spec.node_selector().matches(&labels)
     }) {
         let name = &p.metadata.name;
-        if p.spec.ipip_mode() != EncapMode::Never && k.link(IPIP_DEVICE).is_none() {
+        if needs(p.spec.ipip_mode()) && k.link(IPIP_DEVICE).is_none() {
             out.add(Finding::new(
                 Severity::Warning,
                 Check::Encapsulation,
@@ -793,7 +815,7 @@ fn encapsulation(out: &mut Findings, c: &ClusterState, me: &Node, k: &KernelStat
                 ),
             ));
         }
-        if p.spec.vxlan_mode() != EncapMode::Never && k.link(VXLAN_DEVICE).is_none() {
+        if needs(p.spec.vxlan_mode()) && k.link(VXLAN_DEVICE).is_none() {
             out.add(Finding::new(
                 Severity::Warning,
                 Check::Encapsulation,
@@ -1474,6 +1496,13 @@ spec: {cidr: 10.244.0.0/16}
             "spec: {cidr: 10.244.0.0/16}",
             "spec: {cidr: 10.244.0.0/16, ipipMode: CrossSubnet}",
         );
+        // Both nodes in one subnet: CrossSubnet never tunnels.
+        assert!(
+            diagnose(&healthy_with(&yaml))
+                .of(Check::Encapsulation)
+                .is_empty()
+        );
+        let yaml = yaml.replace("ipv4Address: 10.0.0.2/24", "ipv4Address: 10.0.1.2/24");
         let f = only(&diagnose(&healthy_with(&yaml)), Check::Encapsulation);
         assert!(
             f.problem.contains("ipipMode CrossSubnet") && f.problem.contains("tunl0"),

@@ -238,12 +238,29 @@ fn peer_toward<'p>(plan: &'p SpeakerPlan, node: &Node, family_v4: bool) -> Optio
         .find(|p| addrs.contains(&p.address) && p.address.is_ipv4() == family_v4)
 }
 
-fn external_peers(c: &ClusterState, plan: &SpeakerPlan) -> Vec<String> {
+/// The peers of a plan that can pass a route on: routers (not cluster
+/// nodes) and route-reflector nodes (a plain node never passes on what it
+/// learned), as `address (AS n)` or `address (route reflector node)`.
+fn carriers(c: &ClusterState, plan: &SpeakerPlan) -> Vec<(IpAddr, String)> {
     plan.config
         .peers
         .iter()
-        .filter(|p| c.node_at(p.address).is_none())
-        .map(|p| format!("{} (AS {})", p.address, p.as_number))
+        .filter_map(|p| match c.node_at(p.address) {
+            None => Some((p.address, format!("{} (AS {})", p.address, p.as_number))),
+            Some(n)
+                if n.spec
+                    .bgp
+                    .as_ref()
+                    .and_then(|b| b.route_reflector_cluster_id.as_deref())
+                    .is_some_and(|id| !id.is_empty()) =>
+            {
+                Some((
+                    p.address,
+                    format!("{} (route reflector {})", p.address, n.metadata.name),
+                ))
+            }
+            Some(_) => None,
+        })
         .collect()
 }
 
@@ -256,10 +273,14 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
     let mut expected: Option<IpNet> = None;
     let mut local = false;
     let mut unallocated = false;
+    let mut routers = Vec::new();
     if let Some(c) = cluster {
         let up = upstream(&mut t, c, s, target);
-        (expected, local, unallocated) = (up.expected, up.local, up.unallocated);
+        (expected, local, unallocated, routers) =
+            (up.expected, up.local, up.unallocated, up.routers);
     }
+    // Not learned, but the routers in front of this node may carry it.
+    let mut via_routers = false;
     let expected_net = expected.unwrap_or(target.net);
     let mut rib_ok = false;
     if !local && let Ok(agent) = &s.agent {
@@ -303,6 +324,12 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
                     "the next hop is not on a connected subnet and no kernel route leads to it (seed 003: mesh peers behind different leaves)",
                     format!("peer with the router in front of {nh} (a BGPPeer with its peerIP, and nodeToNodeMeshEnabled: false), or add a route toward {nh}"),
                 ),
+            );
+        } else if t.findings.is_empty() && !routers.is_empty() {
+            via_routers = true;
+            t.note(
+                "rib",
+                format!("{expected_net} is not in this node's RIB: with no direct session, the routers carry it"),
             );
         } else if t.findings.is_empty() {
             t.problem(
@@ -358,12 +385,47 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
                     ),
                 );
             }
+            Some(r)
+                if via_routers
+                    && r.kind == KernelRouteKind::Unicast
+                    && r.next_hops
+                        .iter()
+                        .any(|h| h.gateway.is_some_and(|g| routers.contains(&g))) =>
+            {
+                present = true;
+                t.ok(
+                    "kernel",
+                    format!(
+                        "packets to {ip} take `{}` to a router this node peers with; from there the routers' tables decide (show ip route {expected_net} there)",
+                        r.describe()
+                    ),
+                );
+            }
             other => {
                 let follows = other.map_or_else(
                     || "no route at all".to_owned(),
                     |r| format!("`{}`", r.describe()),
                 );
-                if rib_ok || local {
+                if via_routers {
+                    let peers: Vec<String> = routers.iter().map(IpAddr::to_string).collect();
+                    t.problem(
+                        "kernel",
+                        Finding::new(
+                            Severity::Error,
+                            Check::RouteNotLearned,
+                            format!("route {expected_net}"),
+                            format!(
+                                "this node has not learned {expected_net}, and packets to {ip} follow {follows}, not one of its routers ({})",
+                                peers.join(", ")
+                            ),
+                            "with no direct session the route must come from the routers, or a default route must lead to them",
+                            format!(
+                                "have the routers announce the pod blocks (or a default) to this node, or route the pool toward {}",
+                                peers.join(" / ")
+                            ),
+                        ),
+                    );
+                } else if rib_ok || local {
                     t.problem(
                         "kernel",
                         Finding::new(
@@ -429,6 +491,8 @@ struct Upstream {
     local: bool,
     /// The target is an address no pod holds.
     unallocated: bool,
+    /// With no direct session toward the owner: this node's routers.
+    routers: Vec<IpAddr>,
 }
 
 impl Upstream {
@@ -578,6 +642,7 @@ fn upstream(t: &mut Trace, c: &ClusterState, s: &Snapshot, target: &RouteTarget)
             expected: Some(expected),
             local: true,
             unallocated,
+            routers: Vec::new(),
         };
     }
     let Some(h) = c.node(&holder) else {
@@ -639,8 +704,11 @@ fn upstream(t: &mut Trace, c: &ClusterState, s: &Snapshot, target: &RouteTarget)
         );
         return Upstream::remote(expected);
     }
-    sessions_steps(t, c, s, h, expected);
-    Upstream::remote(expected)
+    let routers = sessions_steps(t, c, s, h, expected);
+    Upstream {
+        routers,
+        ..Upstream::remote(expected)
+    }
 }
 
 fn local_steps(t: &mut Trace, s: &Snapshot, block: IpNet) {
@@ -669,24 +737,32 @@ fn local_steps(t: &mut Trace, s: &Snapshot, block: IpNet) {
     }
 }
 
-fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expected: IpNet) {
+/// The session steps; returns this node's routers when only they can
+/// carry the route (no direct session with the owner).
+fn sessions_steps(
+    t: &mut Trace,
+    c: &ClusterState,
+    s: &Snapshot,
+    h: &Node,
+    expected: IpNet,
+) -> Vec<IpAddr> {
     let holder = &h.metadata.name;
     let Some(me) = c.node(&s.node) else {
         t.note(
             "session",
             format!("node {} is not registered: sessions not checked", s.node),
         );
-        return;
+        return Vec::new();
     };
     let (Ok(my_plan), Ok(h_plan)) = (c.plan(&s.node), c.plan(holder)) else {
         t.note(
             "session",
             "a BGP configuration could not be computed (see `tabby doctor`)".to_owned(),
         );
-        return;
+        return Vec::new();
     };
     let Some(prefix) = to_prefix(&expected) else {
-        return;
+        return Vec::new();
     };
     let v4 = expected.addr().is_ipv4();
     let h_as = h_plan.config.as_number;
@@ -721,7 +797,7 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
                         format!("change the rule (exportV4/exportV6) in {by} or remove the filter from the BGPPeer"),
                     ),
                 );
-                return;
+                return Vec::new();
             }
         }
         let pt = if mine.as_number != my_as {
@@ -750,7 +826,7 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
                     format!("change the rule (importV4/importV6) in {by} or remove the filter from the BGPPeer"),
                 ),
             );
-            return;
+            return Vec::new();
         }
         let kind = my_plan
             .origins
@@ -796,11 +872,19 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
                 ),
             ),
         }
-        return;
+        return Vec::new();
     }
-    // No direct session: only routers can carry it.
-    let theirs = external_peers(c, &h_plan);
-    let ours = external_peers(c, &my_plan);
+    // No direct session: only routers or route reflectors can carry it.
+    let my_addrs = ClusterState::addresses(me);
+    let theirs: Vec<(IpAddr, String)> = carriers(c, &h_plan)
+        .into_iter()
+        .filter(|(a, _)| !my_addrs.contains(a))
+        .collect();
+    let h_addrs = ClusterState::addresses(h);
+    let ours: Vec<(IpAddr, String)> = carriers(c, &my_plan)
+        .into_iter()
+        .filter(|(a, _)| !h_addrs.contains(a))
+        .collect();
     if theirs.is_empty() || ours.is_empty() {
         let who = if theirs.is_empty() {
             format!("node {holder}")
@@ -813,20 +897,22 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
                 Severity::Error,
                 Check::RouteNoPath,
                 format!("Node {holder}"),
-                format!("no session can carry {expected} here: no direct session with node {holder}, and {who} peers with no router"),
-                "with the mesh off (or a route reflector), routes between nodes travel only through BGPPeers",
+                format!("no session can carry {expected} here: no direct session with node {holder}, and {who} peers with no router or route reflector"),
+                "with the mesh off (or for a route reflector), routes between nodes travel only through BGPPeers, and a plain node never passes on what it learned",
                 "set nodeToNodeMeshEnabled: true, or give both nodes a BGPPeer to their router (nodeSelector, peerIP, asNumber)",
             ),
         );
-        return;
+        return Vec::new();
     }
     // The holder's export toward each of its routers.
-    let all_rejected = h_plan
+    let toward: Vec<&PeerConfig> = h_plan
         .config
         .peers
         .iter()
-        .filter(|p| c.node_at(p.address).is_none() && p.address.is_ipv4() == v4)
-        .all(|p| {
+        .filter(|p| p.address.is_ipv4() == v4 && theirs.iter().any(|(a, _)| *a == p.address))
+        .collect();
+    let all_rejected = !toward.is_empty()
+        && toward.iter().all(|p| {
             rejects(
                 &p.export,
                 prefix,
@@ -839,11 +925,8 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
             )
         });
     if all_rejected {
-        let names: Vec<String> = h_plan
-            .config
-            .peers
+        let names: Vec<String> = toward
             .iter()
-            .filter(|p| c.node_at(p.address).is_none())
             .flat_map(|p| bgppeers_toward(c, h, p.address))
             .collect();
         let by = rejecting_filter(c, &names, prefix, RouteSource::Local, PeerType::Ebgp, true)
@@ -862,16 +945,17 @@ fn sessions_steps(t: &mut Trace, c: &ClusterState, s: &Snapshot, h: &Node, expec
                 format!("change the rule in {by} or remove the filter from the BGPPeer"),
             ),
         );
-        return;
+        return Vec::new();
     }
     t.note(
         "session",
         format!(
-            "no direct session with node {holder}: {expected} comes through routers (node {holder} peers with {}; this node with {})",
-            theirs.join(", "),
-            ours.join(", ")
+            "no direct session with node {holder}: {expected} comes through routers or reflectors (node {holder} peers with {}; this node with {})",
+            theirs.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join(", "),
+            ours.iter().map(|(_, d)| d.as_str()).collect::<Vec<_>>().join(", ")
         ),
     );
+    ours.into_iter().map(|(a, _)| a).collect()
 }
 
 #[cfg(test)]
@@ -1071,5 +1155,78 @@ mod tests {
         }
         let r = explain_route(&s, &target("10.244.1.5"));
         assert!(r.present && r.findings.is_empty(), "{r:#?}");
+    }
+
+    #[test]
+    fn behind_routers_a_default_toward_them_is_enough() {
+        // Seed 003: mesh off, each node peers with its own leaf; the leaves
+        // route the blocks among themselves, the node goes by its default.
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.routes.truncate(1);
+        }
+        if let Ok(k) = &mut s.kernel {
+            k.routes.truncate(2);
+            k.routes.push(kroute(
+                "0.0.0.0/0",
+                3,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.253", "eth0")],
+            ));
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        assert!(r.present, "{r:#?}");
+        assert_eq!(r.status, Status::Healthy, "{r:#?}");
+        assert!(
+            r.trace
+                .iter()
+                .any(|s| s.stage == "session"
+                    && s.text.contains("comes through routers or reflectors")),
+            "{r:#?}"
+        );
+        // A default toward something else: not learned, and not sent to a router.
+        if let Ok(k) = &mut s.kernel {
+            k.routes.pop();
+            k.routes.push(kroute(
+                "0.0.0.0/0",
+                3,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.99", "eth0")],
+            ));
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        assert!(!r.present, "{r:#?}");
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.check == Check::RouteNotLearned)
+            .unwrap_or_else(|| panic!("{r:#?}"));
+        assert!(
+            f.problem.contains("not one of its routers (10.0.0.253)"),
+            "{f:?}"
+        );
+    }
+
+    #[test]
+    fn a_route_reflector_node_carries_it() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: r, labels: {{route-reflector: 'true'}}}}\nspec: {{bgp: {{ipv4Address: 10.0.0.3/24, routeReflectorClusterID: 244.0.0.1}}}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: to-rr}}\nspec: {{nodeSelector: \"!has(route-reflector)\", peerSelector: route-reflector == 'true'}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0] = crate::checks::tests::neighbor("10.0.0.3", 64512, "Established", None);
+            a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.3"), "10.0.0.2", false);
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        assert!(r.present && r.findings.is_empty(), "{r:#?}");
+        assert!(
+            r.trace
+                .iter()
+                .any(|s| s.text.contains("10.0.0.3 (route reflector r)")),
+            "{r:#?}"
+        );
     }
 }

@@ -489,3 +489,89 @@ fn an_unreachable_agent_is_a_part_not_checked() {
     assert!(t.contains("datastore (sqlite://"), "{t}");
     assert!(!missing.exists());
 }
+
+/// Takes a lab down when the test ends, passed or not.
+struct LabGuard(String);
+
+impl Drop for LabGuard {
+    fn drop(&mut self) {
+        if tabby_lab::State::load(&self.0).is_ok() {
+            let _ = Command::new(TABBY).args(["lab", "down", &self.0]).output();
+        }
+    }
+}
+
+#[test]
+fn every_node_of_the_seed_004_lab_is_healthy_and_routes_go_through_the_reflectors() {
+    // Seed 004: three route reflectors, two clients, mesh off, IPIP
+    // CrossSubnet on one subnet; doctor must raise no false alarm there.
+    let lab = format!("dr{}", std::process::id() % 100_000);
+    let file = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../../examples/rr-in-cluster/topology.yaml");
+    let _guard = LabGuard(lab.clone());
+    let up = Command::new(TABBY)
+        .args(["lab", "up"])
+        .arg(&file)
+        .args(["--name", &lab])
+        .output()
+        .expect("lab up");
+    assert!(up.status.success(), "{}", text(&up));
+    let verify = Command::new(TABBY)
+        .args(["lab", "verify", &lab, "--timeout", "90"])
+        .output()
+        .expect("lab verify");
+    assert!(verify.status.success(), "{}", text(&verify));
+    let state = tabby_lab::State::load(&lab).expect("lab state");
+    let doctor = |node: &str, extra: &[&str]| {
+        let agent = state
+            .processes
+            .iter()
+            .find(|p| p.role == format!("{node}/agent"))
+            .expect("agent process");
+        let socket = agent
+            .args
+            .iter()
+            .skip_while(|a| *a != "--control-socket")
+            .nth(1)
+            .expect("--control-socket")
+            .clone();
+        Command::new("ip")
+            .args(["netns", "exec", &state.host_netns(node), TABBY])
+            .args([
+                "--datastore",
+                &state.datastore,
+                "doctor",
+                "--nodename",
+                node,
+            ])
+            .args(["--socket", &socket])
+            .args(extra)
+            .output()
+            .expect("doctor")
+    };
+    let nodes: Vec<String> = state
+        .topology
+        .nodes
+        .iter()
+        .map(|n| n.name.clone())
+        .collect();
+    assert_eq!(nodes.len(), 5);
+    for n in &nodes {
+        let out = doctor(n, &[]);
+        assert_eq!(out.status.code(), Some(0), "{n}: {}", text(&out));
+    }
+    // A client's route to the web pod on the other client: learned from a
+    // reflector, installed.
+    let web = state
+        .pods
+        .iter()
+        .find(|p| p.name == "web")
+        .and_then(|p| p.address)
+        .expect("web pod")
+        .to_string();
+    let out = doctor("ip-10-20-1-84", &["--route", &web]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(t.contains("(route reflector ip-10-20-1-8"), "{t}");
+    assert!(t.contains("Verdict: node ip-10-20-1-84 routes"), "{t}");
+}
