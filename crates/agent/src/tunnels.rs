@@ -198,7 +198,8 @@ pub struct VxlanPlan {
     pub local: Option<(IpAddr, IpAddr, MacAddr)>,
     /// Every other node with a complete VTEP.
     pub peers: Vec<VxlanPeer>,
-    /// Routes toward other nodes' blocks of VXLAN pools.
+    /// Routes toward other nodes' blocks of VXLAN pools, and /32s toward
+    /// addresses a node borrowed from a block it does not own.
     pub routes: Vec<VxlanRoute>,
     /// The IPv4 VXLAN pools' CIDRs: every route toward them is the
     /// agent's (the speaker leaves them).
@@ -249,52 +250,64 @@ pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block])
         .collect();
     plan.peers.sort();
     for b in blocks {
-        let Some(owner) = b.host() else { continue };
-        if owner == name {
-            continue;
-        }
         let Some(pool) = vxlan_pools
             .iter()
             .find(|p| p.spec.cidr.network().contains(&b.cidr))
         else {
             continue;
         };
-        let Some(node) = by_name.get(owner) else {
-            plan.skipped
-                .push(format!("block {}: node {owner} is not registered", b.cidr));
-            continue;
-        };
-        let Some(node_ip) = node
-            .spec
-            .bgp
-            .as_ref()
-            .and_then(|b| b.ipv4_address)
-            .map(|a| a.addr)
-        else {
-            plan.skipped.push(format!(
-                "block {}: node {owner} has no IPv4 address",
-                b.cidr
-            ));
-            continue;
-        };
         let mode = dataplane_mode(pool.spec.vxlan_mode());
-        match route_encapsulation(DpMode::Never, mode, &subnets, node_ip) {
-            Encapsulation::Vxlan => match vtep(node) {
-                Some((_, tunnel, _)) => plan.routes.push(VxlanRoute {
-                    destination: b.cidr,
-                    via: tunnel,
-                    encapsulation: Encapsulation::Vxlan,
+        let owner = b.host();
+        // The block toward its owner; then every address borrowed from it
+        // by a third node, as a /32 toward the borrower (Felix's
+        // remote-workload routes; the borrower announces the same /32 over
+        // BGP for BGP pools).
+        let mut targets: Vec<(IpNet, &str)> = Vec::new();
+        if let Some(o) = owner.filter(|o| *o != name) {
+            targets.push((b.cidr, o));
+        }
+        for (ip, attr, _) in b.allocated() {
+            let Some(borrower) = attr.and_then(|a| a.secondary.get("node")) else {
+                continue;
+            };
+            if Some(borrower.as_str()) != owner && borrower != name {
+                targets.push((IpNet::from(ip), borrower.as_str()));
+            }
+        }
+        for (destination, target) in targets {
+            let Some(node) = by_name.get(target) else {
+                plan.skipped
+                    .push(format!("{destination}: node {target} is not registered"));
+                continue;
+            };
+            let Some(node_ip) = node
+                .spec
+                .bgp
+                .as_ref()
+                .and_then(|b| b.ipv4_address)
+                .map(|a| a.addr)
+            else {
+                plan.skipped
+                    .push(format!("{destination}: node {target} has no IPv4 address"));
+                continue;
+            };
+            match route_encapsulation(DpMode::Never, mode, &subnets, node_ip) {
+                Encapsulation::Vxlan => match vtep(node) {
+                    Some((_, tunnel, _)) => plan.routes.push(VxlanRoute {
+                        destination,
+                        via: tunnel,
+                        encapsulation: Encapsulation::Vxlan,
+                    }),
+                    None => plan.skipped.push(format!(
+                        "{destination}: node {target} has no VXLAN tunnel address or MAC yet"
+                    )),
+                },
+                other => plan.routes.push(VxlanRoute {
+                    destination,
+                    via: node_ip,
+                    encapsulation: other,
                 }),
-                None => plan.skipped.push(format!(
-                    "block {}: node {owner} has no VXLAN tunnel address or MAC yet",
-                    b.cidr
-                )),
-            },
-            other => plan.routes.push(VxlanRoute {
-                destination: b.cidr,
-                via: node_ip,
-                encapsulation: other,
-            }),
+            }
         }
     }
     plan.routes.sort();
@@ -799,6 +812,51 @@ mod tests {
         );
         // d is in the other subnet and has no VTEP: skipped, not native.
         assert_eq!(plan.skipped.len(), 1);
+    }
+
+    #[test]
+    fn borrowed_addresses_get_host_routes_toward_the_borrower() {
+        use tabby_ipam::AllocationAttribute;
+        let nodes = cluster();
+        let pools = vec![pool("vx", "10.90.0.0/16", "Never", "Always")];
+        let attr = |node: &str| AllocationAttribute {
+            handle_id: Some(format!("k8s-pod-network.{node}")),
+            secondary: [("node".to_owned(), node.to_owned())].into(),
+        };
+        // b's block: one address of b's own, one borrowed by c, one by a
+        // (this node: its pod route is the CNI plugin's).
+        let mut bb = block("10.90.0.64/26", "b");
+        for (ip, n) in [
+            ("10.90.0.66", "b"),
+            ("10.90.0.67", "c"),
+            ("10.90.0.68", "a"),
+        ] {
+            assert!(bb.assign_ip(ip.parse().expect("ip"), attr(n)));
+        }
+        // a's own block, an address borrowed by c: a /32 beats a's blackhole.
+        let mut ab = block("10.90.0.0/26", "a");
+        assert!(ab.assign_ip("10.90.0.9".parse().expect("ip"), attr("c")));
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &[ab, bb]);
+        assert_eq!(
+            routes(&plan),
+            vec![
+                (
+                    "10.90.0.9/32".into(),
+                    "10.90.0.129".into(),
+                    Encapsulation::Vxlan
+                ),
+                (
+                    "10.90.0.64/26".into(),
+                    "10.90.0.65".into(),
+                    Encapsulation::Vxlan
+                ),
+                (
+                    "10.90.0.67/32".into(),
+                    "10.90.0.129".into(),
+                    Encapsulation::Vxlan
+                ),
+            ]
+        );
     }
 
     #[test]

@@ -1587,3 +1587,78 @@ fn ipip_on_a_kernel_without_it_is_reported_and_routed_natively() {
         assert!(n.agent.as_mut().expect("agent").is_running(), "{}", n.name);
     }
 }
+
+#[test]
+fn vxlan_borrowed_addresses_are_routed_to_the_borrowers_vtep() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    // Two /30 blocks in the whole pool, three nodes each needing a tunnel
+    // address and a pod address: at least one node has to borrow.
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\nspec: {cidr: 10.89.0.0/29, blockSize: 30, vxlanMode: Always}\n",
+    );
+    let mut nodes = nodes_on(&cluster, &mut seg, &["vb1", "vb2", "vb3"]);
+    for n in &mut nodes {
+        n.start_agent(&cluster);
+    }
+    let pods: Vec<String> = nodes
+        .iter_mut()
+        .enumerate()
+        .map(|(i, n)| n.add_pod(&cluster, &format!("vb{i}")))
+        .collect();
+    // Every node reaches every other node's pod through vxlan.calico,
+    // whether by the owner's block route or by a /32 toward the borrower.
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, p) in pods.iter().enumerate() {
+            if i == j {
+                continue;
+            }
+            wait(
+                &format!(
+                    "{} routes {p} (on {}) via vxlan.calico",
+                    n.name, nodes[j].name
+                ),
+                || {
+                    n.ns.ip_stdout(["route", "get", p])
+                        .is_ok_and(|r| r.contains("dev vxlan.calico"))
+                },
+                || logs(&cluster, &nodes),
+            );
+        }
+    }
+    let host_routes: Vec<String> = nodes
+        .iter()
+        .flat_map(|n| {
+            n.routes()
+                .lines()
+                .filter(|l| l.contains("dev vxlan.calico"))
+                .filter(|l| {
+                    l.split_whitespace()
+                        .next()
+                        .is_some_and(|d| !d.contains('/'))
+                })
+                .map(|l| format!("{}: {l}", n.name))
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert!(
+        !host_routes.is_empty(),
+        "no borrowed address was routed as a /32\n{}",
+        logs(&cluster, &nodes)
+    );
+    println!("borrowed-address routes: {host_routes:#?}");
+    for (i, n) in nodes.iter().enumerate() {
+        for (j, p) in pods.iter().enumerate() {
+            if i != j {
+                assert!(
+                    n.pods[0].0.ping(p, 2),
+                    "{}'s pod -> {p}\n{}",
+                    n.name,
+                    logs(&cluster, &nodes)
+                );
+            }
+        }
+    }
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
+}
