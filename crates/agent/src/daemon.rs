@@ -330,6 +330,7 @@ impl NodeState {
                     c.local_blocks = exports.blackholes.len() as u64;
                     c.ipip = self.tunnel_outcome.ipip;
                     c.vxlan = self.tunnel_outcome.vxlan;
+                    c.vxlan_v6 = self.tunnel_outcome.vxlan_v6;
                     c.vxlan_routes = self.tunnel_outcome.vxlan_routes as u64;
                     if outcome == SpeakerOutcome::Restarted {
                         c.speaker_restarts += 1;
@@ -429,13 +430,15 @@ impl NodeState {
                 .as_ref()
                 .and_then(|b| b.ipv4_address)
                 .map(|a| a.addr),
-            vxlan: vxlan_plan(&me, &state.bgp.nodes, &state.pools, &state.blocks),
+            vxlan: vxlan_plan(&me, &state.bgp.nodes, &state.pools, &state.blocks, false),
             vxlan_wanted: !tunnel_pools(TunnelKind::Vxlan, &state.pools, &me).is_empty(),
+            vxlan_v6: vxlan_plan(&me, &state.bgp.nodes, &state.pools, &state.blocks, true),
+            vxlan_v6_wanted: !tunnel_pools(TunnelKind::VxlanV6, &state.pools, &me).is_empty(),
         };
         if self.tunnels.as_ref() == Some(&want) {
             return done;
         }
-        for s in &want.vxlan.skipped {
+        for s in want.vxlan.skipped.iter().chain(&want.vxlan_v6.skipped) {
             tracing::debug!("VXLAN: {s}");
         }
         let w = want.clone();
@@ -454,10 +457,14 @@ impl NodeState {
                 return false;
             }
         };
-        if outcome.ipip != self.tunnel_outcome.ipip || outcome.vxlan != self.tunnel_outcome.vxlan {
+        if outcome.ipip != self.tunnel_outcome.ipip
+            || outcome.vxlan != self.tunnel_outcome.vxlan
+            || outcome.vxlan_v6 != self.tunnel_outcome.vxlan_v6
+        {
             tracing::info!(
                 ipip = outcome.ipip.as_str(),
                 vxlan = outcome.vxlan.as_str(),
+                vxlan_v6 = outcome.vxlan_v6.as_str(),
                 vxlan_routes = outcome.vxlan_routes,
                 "tunnels"
             );

@@ -182,8 +182,10 @@ pub struct AgentCounters {
     pub local_blocks: u64,
     /// `tunl0` (IPIP pools).
     pub ipip: crate::tunnels::DeviceState,
-    /// `vxlan.calico` (VXLAN pools).
+    /// `vxlan.calico` (IPv4 VXLAN pools).
     pub vxlan: crate::tunnels::DeviceState,
+    /// `vxlan-v6.calico` (IPv6 VXLAN pools).
+    pub vxlan_v6: crate::tunnels::DeviceState,
     /// Routes the agent holds toward VXLAN pools' remote blocks.
     pub vxlan_routes: u64,
 }
@@ -289,7 +291,7 @@ pub fn render_metrics(rows: &[SessionRow], c: &AgentCounters) -> String {
     metric(
         "tabby_agent_vxlan_routes",
         "gauge",
-        "Routes toward other nodes' blocks of VXLAN pools (via vxlan.calico, or native with CrossSubnet).",
+        "Routes toward other nodes' blocks of VXLAN pools (via vxlan.calico / vxlan-v6.calico, or native with CrossSubnet).",
         vec![(String::new(), c.vxlan_routes)],
     );
     out

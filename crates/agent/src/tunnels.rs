@@ -33,7 +33,8 @@ use std::net::{IpAddr, Ipv4Addr};
 use ipnet::IpNet;
 use tabby_dataplane::encap::{
     EncapMode as DpMode, Encapsulation, IPIP_DEVICE, IPIP_OVERHEAD, VXLAN_DEVICE, VXLAN_OVERHEAD,
-    VXLAN_VNI, VxlanDevice, VxlanPeer, is_onlink_route, onlink_route, route_encapsulation,
+    VXLAN_V6_DEVICE, VXLAN_V6_OVERHEAD, VXLAN_V6_VNI, VXLAN_VNI, VxlanDevice, VxlanPeer,
+    is_onlink_route, onlink_route, route_encapsulation,
 };
 use tabby_dataplane::{Error as DpError, MacAddr, Netlink, Route, RouteTable};
 use tabby_ipam::{AssignRequest, Block, Ipam};
@@ -52,17 +53,25 @@ pub enum TunnelKind {
     Ipip,
     /// VXLAN over `vxlan.calico`.
     Vxlan,
+    /// IPv6 VXLAN over `vxlan-v6.calico`.
+    VxlanV6,
 }
 
 impl TunnelKind {
-    /// Both kinds.
-    pub const ALL: [TunnelKind; 2] = [TunnelKind::Ipip, TunnelKind::Vxlan];
+    /// Every kind.
+    pub const ALL: [TunnelKind; 3] = [TunnelKind::Ipip, TunnelKind::Vxlan, TunnelKind::VxlanV6];
+
+    /// True for the IPv6 kind.
+    pub fn is_v6(self) -> bool {
+        self == TunnelKind::VxlanV6
+    }
 
     /// Calico's IPAM handle for the node's tunnel address.
     pub fn handle(self, node: &str) -> String {
         match self {
             TunnelKind::Ipip => tabby_ipam::records::ipip_tunnel_handle(node),
             TunnelKind::Vxlan => tabby_ipam::records::vxlan_tunnel_handle(node),
+            TunnelKind::VxlanV6 => format!("vxlan-v6-tunnel-addr-{node}"),
         }
     }
 
@@ -71,6 +80,7 @@ impl TunnelKind {
         match self {
             TunnelKind::Ipip => "ipipTunnelAddress",
             TunnelKind::Vxlan => "vxlanTunnelAddress",
+            TunnelKind::VxlanV6 => "vxlanV6TunnelAddress",
         }
     }
 
@@ -78,7 +88,7 @@ impl TunnelKind {
     pub fn mode(self, pool: &IpPool) -> EncapMode {
         match self {
             TunnelKind::Ipip => pool.spec.ipip_mode(),
-            TunnelKind::Vxlan => pool.spec.vxlan_mode(),
+            TunnelKind::Vxlan | TunnelKind::VxlanV6 => pool.spec.vxlan_mode(),
         }
     }
 
@@ -92,6 +102,7 @@ impl TunnelKind {
                 .and_then(|b| b.ipv4_ipip_tunnel_addr)
                 .map(|a| a.0),
             TunnelKind::Vxlan => node.spec.ipv4_vxlan_tunnel_addr.map(|a| a.0),
+            TunnelKind::VxlanV6 => node.spec.ipv6_vxlan_tunnel_addr.map(|a| a.0),
         }
     }
 
@@ -106,6 +117,7 @@ impl TunnelKind {
                 }
             }
             TunnelKind::Vxlan => node.spec.ipv4_vxlan_tunnel_addr = addr,
+            TunnelKind::VxlanV6 => node.spec.ipv6_vxlan_tunnel_addr = addr,
         }
     }
 
@@ -114,6 +126,7 @@ impl TunnelKind {
         match self {
             TunnelKind::Ipip => "ipip",
             TunnelKind::Vxlan => "vxlan",
+            TunnelKind::VxlanV6 => "vxlan-v6",
         }
     }
 }
@@ -127,14 +140,15 @@ pub fn dataplane_mode(m: EncapMode) -> DpMode {
     }
 }
 
-/// The pools `node` takes its `kind` tunnel address from: enabled IPv4
-/// pools with that mode on that the node may use for tunnels
-/// (`nodeSelector`, `allowedUses`).
+/// The pools `node` takes its `kind` tunnel address from: enabled pools
+/// of the kind's family (IPv4; IPv6 for [`TunnelKind::VxlanV6`]) with that
+/// mode on that the node may use for tunnels (`nodeSelector`,
+/// `allowedUses`).
 pub fn tunnel_pools<'a>(kind: TunnelKind, pools: &'a [IpPool], node: &Node) -> Vec<&'a IpPool> {
     let labels = node.selector_labels();
     pools
         .iter()
-        .filter(|p| !p.spec.cidr.is_ipv6() && kind.mode(p) != EncapMode::Never)
+        .filter(|p| p.spec.cidr.is_ipv6() == kind.is_v6() && kind.mode(p) != EncapMode::Never)
         .filter(|p| tabby_ipam::Pool::from_resource(p).usable_by(&labels, AllowedUse::Tunnel))
         .collect()
 }
@@ -208,21 +222,51 @@ pub struct VxlanPlan {
     pub skipped: Vec<String>,
 }
 
-/// A node's IPv4 address, tunnel address and MAC, when all are set.
-fn vtep(node: &Node) -> Option<(IpAddr, IpAddr, MacAddr)> {
-    let ip = node.spec.bgp.as_ref()?.ipv4_address?.addr;
-    let tunnel = node.spec.ipv4_vxlan_tunnel_addr?.0;
-    let mac = node.spec.vxlan_tunnel_mac_addr.as_deref()?.parse().ok()?;
-    Some((ip, tunnel, mac))
+/// A node's address, tunnel address and MAC of one family, when all are
+/// set.
+fn vtep(node: &Node, v6: bool) -> Option<(IpAddr, IpAddr, MacAddr)> {
+    let bgp = node.spec.bgp.as_ref()?;
+    let (ip, tunnel, mac) = if v6 {
+        (
+            bgp.ipv6_address?,
+            node.spec.ipv6_vxlan_tunnel_addr?,
+            node.spec.vxlan_tunnel_mac_addr_v6.as_deref()?,
+        )
+    } else {
+        (
+            bgp.ipv4_address?,
+            node.spec.ipv4_vxlan_tunnel_addr?,
+            node.spec.vxlan_tunnel_mac_addr.as_deref()?,
+        )
+    };
+    Some((ip.addr, tunnel.0, mac.parse().ok()?))
 }
 
-/// The VXLAN plan of node `me` (IPv4): peers and routes from the other
-/// nodes' Node resources and IPAM blocks, Felix's way. With no IPv4 pool
-/// in VXLAN mode the plan is empty (and everything is removed).
-pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block]) -> VxlanPlan {
+/// A node's address of one family.
+fn node_address(node: &Node, v6: bool) -> Option<IpAddr> {
+    let bgp = node.spec.bgp.as_ref()?;
+    if v6 {
+        bgp.ipv6_address
+    } else {
+        bgp.ipv4_address
+    }
+    .map(|a| a.addr)
+}
+
+/// The VXLAN plan of node `me` for one family (`vxlan.calico` over IPv4,
+/// `vxlan-v6.calico` over IPv6): peers and routes from the other nodes'
+/// Node resources and IPAM blocks, Felix's way. With no pool of the
+/// family in VXLAN mode the plan is empty (and everything is removed).
+pub fn vxlan_plan(
+    me: &Node,
+    nodes: &[Node],
+    pools: &[IpPool],
+    blocks: &[Block],
+    v6: bool,
+) -> VxlanPlan {
     let vxlan_pools: Vec<&IpPool> = pools
         .iter()
-        .filter(|p| !p.spec.cidr.is_ipv6() && p.spec.vxlan_mode() != EncapMode::Never)
+        .filter(|p| p.spec.cidr.is_ipv6() == v6 && p.spec.vxlan_mode() != EncapMode::Never)
         .collect();
     if vxlan_pools.is_empty() {
         return VxlanPlan::default();
@@ -234,14 +278,14 @@ pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block])
         .map(|n| (n.metadata.name.as_str(), n))
         .collect();
     let mut plan = VxlanPlan {
-        local: vtep(me),
+        local: vtep(me, v6),
         pools: vxlan_pools.iter().map(|p| p.spec.cidr.network()).collect(),
         ..VxlanPlan::default()
     };
     plan.peers = nodes
         .iter()
         .filter(|n| n.metadata.name != name)
-        .filter_map(vtep)
+        .filter_map(|n| vtep(n, v6))
         .map(|(node_ip, tunnel_address, mac)| VxlanPeer {
             node_ip,
             tunnel_address,
@@ -280,19 +324,15 @@ pub fn vxlan_plan(me: &Node, nodes: &[Node], pools: &[IpPool], blocks: &[Block])
                     .push(format!("{destination}: node {target} is not registered"));
                 continue;
             };
-            let Some(node_ip) = node
-                .spec
-                .bgp
-                .as_ref()
-                .and_then(|b| b.ipv4_address)
-                .map(|a| a.addr)
-            else {
-                plan.skipped
-                    .push(format!("{destination}: node {target} has no IPv4 address"));
+            let Some(node_ip) = node_address(node, v6) else {
+                plan.skipped.push(format!(
+                    "{destination}: node {target} has no {} address",
+                    if v6 { "IPv6" } else { "IPv4" }
+                ));
                 continue;
             };
             match route_encapsulation(DpMode::Never, mode, &subnets, node_ip) {
-                Encapsulation::Vxlan => match vtep(node) {
+                Encapsulation::Vxlan => match vtep(node, v6) {
                     Some((_, tunnel, _)) => plan.routes.push(VxlanRoute {
                         destination,
                         via: tunnel,
@@ -360,10 +400,14 @@ pub struct KernelTunnels {
     pub ipip: Option<Option<Ipv4Addr>>,
     /// This node's IPv4 address (its interface is the underlay).
     pub node_ip: Option<IpAddr>,
-    /// The VXLAN plan.
+    /// The IPv4 VXLAN plan.
     pub vxlan: VxlanPlan,
-    /// Whether any pool needs VXLAN on this node.
+    /// Whether any IPv4 pool needs VXLAN on this node.
     pub vxlan_wanted: bool,
+    /// The IPv6 VXLAN plan.
+    pub vxlan_v6: VxlanPlan,
+    /// Whether any IPv6 pool needs VXLAN on this node.
+    pub vxlan_v6_wanted: bool,
 }
 
 /// What [`apply_kernel`] achieved.
@@ -373,7 +417,10 @@ pub struct KernelTunnelsOutcome {
     pub ipip: DeviceState,
     /// `vxlan.calico`.
     pub vxlan: DeviceState,
-    /// VXLAN pool routes (via the device and native) in the kernel.
+    /// `vxlan-v6.calico`.
+    pub vxlan_v6: DeviceState,
+    /// VXLAN pool routes (via the devices and native, both families) in
+    /// the kernel.
     pub vxlan_routes: usize,
     /// What went wrong, one line each.
     pub errors: Vec<String>,
@@ -387,14 +434,26 @@ pub fn apply_kernel(nl: &mut Netlink, want: &KernelTunnels) -> KernelTunnelsOutc
         ipip: apply_ipip(nl, want.ipip, want.node_ip),
         ..Default::default()
     };
-    match apply_vxlan(nl, want) {
-        Ok((state, routes)) => {
+    for v6 in [false, true] {
+        let (plan, wanted, device) = if v6 {
+            (&want.vxlan_v6, want.vxlan_v6_wanted, VXLAN_V6_DEVICE)
+        } else {
+            (&want.vxlan, want.vxlan_wanted, VXLAN_DEVICE)
+        };
+        let state = match apply_vxlan(nl, plan, wanted, v6) {
+            Ok((state, routes)) => {
+                out.vxlan_routes += routes;
+                state
+            }
+            Err(e) => {
+                out.errors.push(format!("{device}: {e}"));
+                DeviceState::Failed
+            }
+        };
+        if v6 {
+            out.vxlan_v6 = state;
+        } else {
             out.vxlan = state;
-            out.vxlan_routes = routes;
-        }
-        Err(e) => {
-            out.vxlan = DeviceState::Failed;
-            out.errors.push(format!("{VXLAN_DEVICE}: {e}"));
         }
     }
     out
@@ -435,24 +494,31 @@ fn underlay_mtu(nl: &mut Netlink, ip: IpAddr) -> Option<u32> {
     nl.link_by_index(index).ok()?.map(|l| l.mtu)
 }
 
-fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, usize), DpError> {
-    let plan = &want.vxlan;
+fn apply_vxlan(
+    nl: &mut Netlink,
+    plan: &VxlanPlan,
+    wanted: bool,
+    v6: bool,
+) -> Result<(DeviceState, usize), DpError> {
+    let (device, vni, overhead) = if v6 {
+        (VXLAN_V6_DEVICE, VXLAN_V6_VNI, VXLAN_V6_OVERHEAD)
+    } else {
+        (VXLAN_DEVICE, VXLAN_VNI, VXLAN_OVERHEAD)
+    };
     let ipip_index = nl
         .link(IPIP_DEVICE)?
         .filter(|l| l.kind.as_deref() == Some("ipip"))
         .map(|l| l.index);
-    let (state, desired) = match (&plan.local, want.vxlan_wanted) {
+    let (state, desired) = match (&plan.local, wanted) {
         (Some((node_ip, tunnel, mac)), true) => {
             let underlay = nl.link_with_address(*node_ip)?;
             let mtu = match underlay {
-                Some(i) => nl
-                    .link_by_index(i)?
-                    .map(|l| l.mtu.saturating_sub(VXLAN_OVERHEAD)),
+                Some(i) => nl.link_by_index(i)?.map(|l| l.mtu.saturating_sub(overhead)),
                 None => None,
             };
             let index = nl.ensure_vxlan_device(&VxlanDevice {
-                name: VXLAN_DEVICE.into(),
-                vni: VXLAN_VNI,
+                name: device.into(),
+                vni,
                 local: *node_ip,
                 underlay,
                 mac: *mac,
@@ -484,14 +550,15 @@ fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, u
             (DeviceState::Pending, Vec::new())
         }
         (_, false) => {
-            if nl.delete_link_named(VXLAN_DEVICE)? {
-                tracing::info!("{VXLAN_DEVICE} deleted: no pool uses VXLAN");
+            if nl.delete_link_named(device)? {
+                tracing::info!("{device} deleted: no pool of its family uses VXLAN");
             }
             (DeviceState::Off, Vec::new())
         }
     };
     let count = desired.len();
-    let owns = |r: &Route| agent_owns(r, ipip_index, &plan.pools);
+    let owns =
+        |r: &Route| r.destination.addr().is_ipv6() == v6 && agent_owns(r, ipip_index, &plan.pools);
     let report = nl.reconcile_routes_owned(RouteTable::MAIN, &desired, owns)?;
     if report.added + report.replaced + report.deleted > 0 {
         tracing::info!(
@@ -517,13 +584,10 @@ fn apply_vxlan(nl: &mut Netlink, want: &KernelTunnels) -> Result<(DeviceState, u
 }
 
 /// True for a `proto tabby` route the agent's VXLAN reconcile owns: an
-/// IPv4 on-link gateway route not through `tunl0` (the agent makes only
+/// on-link gateway route not through `tunl0` (the agent makes only
 /// those), or any gateway route toward a VXLAN pool (one the speaker
 /// installed before the pool turned to VXLAN is taken over and replaced).
 pub fn agent_owns(r: &Route, ipip_device: Option<u32>, vxlan_pools: &[IpNet]) -> bool {
-    if !r.destination.addr().is_ipv4() {
-        return false;
-    }
     let in_vxlan_pool = vxlan_pools.iter().any(|p| p.contains(&r.destination))
         && r.kind == tabby_dataplane::RouteKind::Unicast
         && !r.next_hops.is_empty()
@@ -616,13 +680,18 @@ pub async fn ensure_tunnel_addresses(
             node_labels: me.selector_labels(),
             handle: handle.clone(),
             attributes,
-            num_v4: 1,
-            num_v6: 0,
+            num_v4: usize::from(!kind.is_v6()),
+            num_v6: usize::from(kind.is_v6()),
             use_: AllowedUse::Tunnel,
             pools: usable.iter().map(|p| p.metadata.name.clone()).collect(),
         };
         let assigned = ipam.auto_assign(&env, &req).await.map_err(ipam_error)?;
-        let Some((addr, _)) = assigned.v4.first() else {
+        let got = if kind.is_v6() {
+            &assigned.v6
+        } else {
+            &assigned.v4
+        };
+        let Some((addr, _)) = got.first() else {
             return Err(AgentError::Tunnel(format!(
                 "no {} tunnel address could be allocated for {name}",
                 kind.as_str()
@@ -631,19 +700,22 @@ pub async fn ensure_tunnel_addresses(
         changes.allocated.push((kind, *addr));
         node_fields.push((kind, Some(*addr)));
     }
-    let vxlan_wanted = !tunnel_pools(TunnelKind::Vxlan, pools, me).is_empty();
-    let mac_missing = me
-        .spec
-        .vxlan_tunnel_mac_addr
-        .as_deref()
-        .is_none_or(|m| m.parse::<MacAddr>().is_err());
-    let new_mac = if vxlan_wanted && mac_missing {
+    let missing = |m: &Option<String>| m.as_deref().is_none_or(|m| m.parse::<MacAddr>().is_err());
+    let mut new_mac = None;
+    let mut new_mac_v6 = None;
+    if !tunnel_pools(TunnelKind::Vxlan, pools, me).is_empty()
+        && missing(&me.spec.vxlan_tunnel_mac_addr)
+    {
         changes.mac_generated = true;
-        Some(random_mac()?.to_string())
-    } else {
-        None
-    };
-    if node_fields.is_empty() && new_mac.is_none() {
+        new_mac = Some(random_mac()?.to_string());
+    }
+    if !tunnel_pools(TunnelKind::VxlanV6, pools, me).is_empty()
+        && missing(&me.spec.vxlan_tunnel_mac_addr_v6)
+    {
+        changes.mac_generated = true;
+        new_mac_v6 = Some(random_mac()?.to_string());
+    }
+    if node_fields.is_empty() && new_mac.is_none() && new_mac_v6.is_none() {
         return Ok(changes);
     }
     store
@@ -657,6 +729,9 @@ pub async fn ensure_tunnel_addresses(
             }
             if let Some(m) = &new_mac {
                 n.spec.vxlan_tunnel_mac_addr = Some(m.clone());
+            }
+            if let Some(m) = &new_mac_v6 {
+                n.spec.vxlan_tunnel_mac_addr_v6 = Some(m.clone());
             }
             Ok(Resource::Node(n))
         })
@@ -764,7 +839,7 @@ mod tests {
             pool("vx", "10.90.0.0/16", "Never", "Always"),
             pool("plain", "10.91.0.0/16", "Never", "Never"),
         ];
-        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks());
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks(), false);
         assert_eq!(
             routes(&plan),
             vec![
@@ -794,7 +869,7 @@ mod tests {
     fn vxlan_cross_subnet_is_native_inside_the_subnet() {
         let nodes = cluster();
         let pools = vec![pool("vx", "10.90.0.0/16", "Never", "CrossSubnet")];
-        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks());
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks(), false);
         assert_eq!(
             routes(&plan),
             vec![
@@ -836,7 +911,7 @@ mod tests {
         // a's own block, an address borrowed by c: a /32 beats a's blackhole.
         let mut ab = block("10.90.0.0/26", "a");
         assert!(ab.assign_ip("10.90.0.9".parse().expect("ip"), attr("c")));
-        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &[ab, bb]);
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &[ab, bb], false);
         assert_eq!(
             routes(&plan),
             vec![
@@ -860,11 +935,76 @@ mod tests {
     }
 
     #[test]
+    fn ipv6_vxlan_uses_the_v6_addresses_vtep_and_pools() {
+        let v6node = |name: &str, ip: &str, tunnel: &str, mac: &str| {
+            let yaml = format!(
+                "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{bgp: {{ipv4Address: 10.1.0.1/24, ipv6Address: \"{ip}\"}}, ipv6VXLANTunnelAddr: \"{tunnel}\", vxlanTunnelMACAddrV6: \"{mac}\"}}\n"
+            );
+            match tabby_model::parse_manifest("test", &yaml)
+                .expect("manifest")
+                .pop()
+                .expect("one")
+                .resource
+            {
+                Resource::Node(n) => n,
+                other => panic!("{other:?}"),
+            }
+        };
+        let nodes = vec![
+            v6node("a", "fd00:1::1/64", "fd00:90::", "02:00:00:00:00:1a"),
+            v6node("b", "fd00:1::2/64", "fd00:90::40", "02:00:00:00:00:1b"),
+            v6node("c", "fd00:2::3/64", "fd00:90::80", "02:00:00:00:00:1c"),
+        ];
+        let pools = vec![
+            pool("v4", "10.90.0.0/16", "Never", "Always"),
+            pool("v6", "\"fd00:90::/48\"", "Never", "CrossSubnet"),
+        ];
+        let blocks = vec![
+            block("fd00:90::40/122", "b"),
+            block("fd00:90::80/122", "c"),
+            block("10.90.0.64/26", "b"),
+        ];
+        let plan = vxlan_plan(&nodes[0], &nodes, &pools, &blocks, true);
+        assert_eq!(
+            routes(&plan),
+            vec![
+                (
+                    "fd00:90::40/122".into(),
+                    "fd00:1::2".into(),
+                    Encapsulation::Native
+                ),
+                (
+                    "fd00:90::80/122".into(),
+                    "fd00:90::80".into(),
+                    Encapsulation::Vxlan
+                ),
+            ]
+        );
+        assert_eq!(
+            plan.pools,
+            vec!["fd00:90::/48".parse::<IpNet>().expect("net")]
+        );
+        assert_eq!(plan.peers.len(), 2);
+        assert_eq!(
+            plan.local.map(|l| (l.0.to_string(), l.1.to_string())),
+            Some(("fd00:1::1".to_owned(), "fd00:90::".to_owned()))
+        );
+        // The IPv4 plan sees no v4 VTEP on these nodes: its block waits.
+        let v4 = vxlan_plan(&nodes[0], &nodes, &pools, &blocks, false);
+        assert!(v4.routes.is_empty() && v4.skipped.len() == 1, "{v4:?}");
+        assert_eq!(
+            tunnel_pools(TunnelKind::VxlanV6, &pools, &nodes[0]).len(),
+            1
+        );
+        assert_eq!(TunnelKind::VxlanV6.handle("a"), "vxlan-v6-tunnel-addr-a");
+    }
+
+    #[test]
     fn no_vxlan_pool_means_an_empty_plan() {
         let nodes = cluster();
         let pools = vec![pool("ip", "10.90.0.0/16", "CrossSubnet", "Never")];
         assert_eq!(
-            vxlan_plan(&nodes[0], &nodes, &pools, &blocks()),
+            vxlan_plan(&nodes[0], &nodes, &pools, &blocks(), false),
             VxlanPlan::default()
         );
     }

@@ -34,6 +34,8 @@ pub const VXLAN_PORT: u16 = 4789;
 pub const IPIP_OVERHEAD: u32 = 20;
 /// Bytes VXLAN over IPv4 adds (outer IPv4, UDP, VXLAN, inner Ethernet).
 pub const VXLAN_OVERHEAD: u32 = 50;
+/// Bytes VXLAN over IPv6 adds (outer IPv6, UDP, VXLAN, inner Ethernet).
+pub const VXLAN_V6_OVERHEAD: u32 = 70;
 
 /// A pool's `ipipMode` or `vxlanMode`.
 #[derive(

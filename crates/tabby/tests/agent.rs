@@ -1662,3 +1662,103 @@ fn vxlan_borrowed_addresses_are_routed_to_the_borrowers_vtep() {
     let ipam = cluster.tabby(&["ipam", "check"], "");
     assert!(ipam.contains("Found 0 problems."), "{ipam}");
 }
+
+#[test]
+fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new();
+    cluster.apply(concat!(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.83.0.0/16}\n---\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:83::/48\", vxlanMode: Always}\n",
+    ));
+    let mut nodes = nodes_on(&cluster, &mut seg, &["v6a", "v6b"]);
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let v6 = format!("fd00:79::{}", i + 1);
+        n.ns.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("v6 address");
+        n.start_agent_with(&cluster, &["--ip6", &format!("{v6}/64")]);
+    }
+    let a = nodes[0].add_pod_with(&cluster, "v6p1", true);
+    let b = nodes[1].add_pod_with(&cluster, "v6p2", true);
+    let b6: std::net::Ipv6Addr = b[1].parse().expect("v6");
+    let block6 = ipnet::Ipv6Net::new(b6, 122)
+        .expect("net")
+        .trunc()
+        .to_string();
+    let tunnel_b = {
+        wait(
+            "v6b's IPv6 VTEP on its Node",
+            || {
+                let r = node_resource(&cluster, "v6b");
+                r["spec"]["ipv6VXLANTunnelAddr"].is_string()
+                    && r["spec"]["vxlanTunnelMACAddrV6"].is_string()
+            },
+            || logs(&cluster, &nodes),
+        );
+        node_resource(&cluster, "v6b")["spec"]["ipv6VXLANTunnelAddr"]
+            .as_str()
+            .expect("addr")
+            .to_owned()
+    };
+    let held = cluster.tabby(&["ipam", "show", "--ip", &tunnel_b], "");
+    assert!(held.contains("Handle: vxlan-v6-tunnel-addr-v6b"), "{held}");
+    let want = format!("{block6} via {tunnel_b} dev vxlan-v6.calico");
+    wait(
+        &format!("v6a has {want}"),
+        || {
+            nodes[0]
+                .ns
+                .ip_stdout(["-6", "route", "show", "proto", "tabby"])
+                .is_ok_and(|r| r.contains(&want))
+        },
+        || logs(&cluster, &nodes),
+    );
+    let dev = nodes[0]
+        .ns
+        .ip_stdout(["-d", "link", "show", "vxlan-v6.calico"])
+        .expect("device");
+    assert!(
+        dev.contains("vxlan id 6096") && dev.contains("dstport 4789"),
+        "{dev}"
+    );
+    // The IPv4 pool is not VXLAN: no v4 device, its blocks native via BGP.
+    assert!(nodes[0].ns.ip(["link", "show", "vxlan.calico"]).is_err());
+    let tx = || -> u64 {
+        let out = nodes[0]
+            .ns
+            .ip_stdout(["-s", "-j", "link", "show", "vxlan-v6.calico"])
+            .unwrap_or_default();
+        let v: Value = serde_json::from_str(&out).unwrap_or(Value::Null);
+        v[0]["stats64"]["tx"]["packets"].as_u64().unwrap_or(0)
+    };
+    let before = tx();
+    assert!(
+        nodes[0].pods[0].0.ping(&b[1], 3),
+        "{} -> {} over vxlan-v6.calico\n{}",
+        a[1],
+        b[1],
+        logs(&cluster, &nodes)
+    );
+    assert!(
+        tx() >= before + 3,
+        "vxlan-v6.calico tx {before} -> {}",
+        tx()
+    );
+    let block4 = block_of(&b[0]);
+    wait(
+        "v6a routes v6b's IPv4 block natively (BGP)",
+        || route_for(&nodes[0], &block4).is_some_and(|l| l.contains("via 10.79.0.2 dev eth0")),
+        || logs(&cluster, &nodes),
+    );
+    assert!(nodes[0].pods[0].0.ping(&b[0], 2), "v4 natively");
+    let ipam = cluster.tabby(&["ipam", "check"], "");
+    assert!(ipam.contains("Found 0 problems."), "{ipam}");
+}
