@@ -503,4 +503,4 @@ cargo test -q --locked -p tabby-dataplane --test tunnels_vm 2>&1 \
   | grep -E '^vm:|tabby-guest: (check ipip|ipip ping|underlay n2 eth0: .*IP 10\.97)|^test result'
 echo "== ipip in the agent: three nodes on two subnets, a pool with ipipMode CrossSubnet, programmed by the agent's own code (tunl0, the speaker's FIB rules) in the VM: native inside the subnet, tunl0 across"
 cargo test -q --locked -p tabby-agent --test ipip_vm 2>&1 \
-  | grep -E '^vm:|tabby-guest: (check|tunl0 n1|n1 routes|10\.98\.)|^test result'
+  | grep -E '^vm:|tabby-guest: (check|tunl0 n1|n1 routes)|guest\| 10\.98\.|^test result'
