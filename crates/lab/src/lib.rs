@@ -6,7 +6,7 @@
 //! - [`topology`]: the file format, parsed into typed structs with errors
 //!   naming the field path.
 //! - [`build`]: `up`, `down`, `status`.
-//! - [`verify`]: the checks.
+//! - [`verify`](mod@verify): the checks.
 //! - [`state`]: the state file under `/run/tabby-lab/<lab>` and the
 //!   process primitives.
 //! - [`frr`]: FRR configs generated from the topology.

@@ -23,7 +23,7 @@
 //! Encapsulation ([`FibEncapsulation`], set by the node agent, changed by
 //! a reload through [`SharedEncapsulation`]): a route toward an IPIP pool
 //! goes `via <next hop> dev tunl0 onlink` when
-//! [`route_encapsulation`](tabby_dataplane::encap::route_encapsulation)
+//! [`route_encapsulation`]
 //! says IPIP for its next hop (natively when `tunl0` is missing); a route
 //! toward a VXLAN pool is left alone ([`FibAction::Leave`]: the agent
 //! programs it). IPIP routes via `tunl0` are this thread's own too.
