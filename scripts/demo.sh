@@ -132,7 +132,7 @@ peers:
 YAML
   $TABBY bgpd --config "$D/bgpd.yaml" --check
   ip netns exec "$NB" /opt/bird2/usr/sbin/bird -f -c "$D/bird.conf" -s "$D/bird.ctl" &
-  ip netns exec "$NA" "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" &
+  ip netns exec "$NA" "$TABBY" bgpd --config "$D/bgpd.yaml" &
   for _ in $(seq 100); do
     $TABBY bgp --socket "$D/bgpd.sock" -o json neighbors 2>/dev/null | grep -q '"Established"' \
       && ip -n "$NA" route show proto tabby | grep -q 10.252.2.0 && break
@@ -172,7 +172,7 @@ peers:
   - {address: 10.253.0.2, asNumber: 65002, holdTime: 90, bfd: true, bfdIntervalMs: 100, bfdMultiplier: 3}
 YAML
   ip netns exec "$NB" /opt/bird2/usr/sbin/bird -f -c "$D/bird.conf" -s "$D/bird.ctl" &
-  ip netns exec "$NA" "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd.log" &
+  ip netns exec "$NA" "$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd.log" &
   for _ in $(seq 150); do
     ip -n "$NA" route show proto tabby | grep -q 10.254.2.0 && break
     sleep 0.2
@@ -221,7 +221,7 @@ peers:
   - {address: 10.249.0.2, asNumber: 65002, holdTime: 9, connectRetryTime: 1}
 YAML
   ip netns exec "$NB" /opt/bird2/usr/sbin/bird -f -c "$D/bird.conf" -s "$D/bird.ctl" &
-  ip netns exec "$NA" env TABBY_LOG=info "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd1.log" &
+  ip netns exec "$NA" env TABBY_LOG=info "$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd1.log" &
   BGPD=$!
   for _ in $(seq 150); do
     ip -n "$NA" route show proto tabby | grep -q 10.248.2.0 && ip -n "$NB" route show | grep -q 10.248.1.0 && break
@@ -235,7 +235,7 @@ YAML
   echo "-- tabby bgpd stopped (SIGTERM); BIRD keeps its route:"
   /opt/bird2/usr/sbin/birdc -s "$D/bird.ctl" show route 10.248.1.0/24 | sed -n '2,5p'
   echo "-- tabby's kernel route is still there:"; ip -n "$NA" route show proto tabby
-  ip netns exec "$NA" env TABBY_LOG=info "$PWD/$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd2.log" &
+  ip netns exec "$NA" env TABBY_LOG=info "$TABBY" bgpd --config "$D/bgpd.yaml" 2>"$D/bgpd2.log" &
   for _ in $(seq 150); do
     grep -q "route selection done" "$D/bgpd2.log" && break
     sleep 0.2
@@ -264,8 +264,8 @@ echo "== bgpd: two tabby bgpd (iBGP, both active) over a plain router A - R - B:
       "$2" "$2" "$D/$1.sock" "$4" "$3" > "$D/$1.yaml"
   }
   conf a 10.253.1.2 10.253.2.2 10.254.1.0/24; conf b 10.253.2.2 10.253.1.2 10.254.2.0/24
-  ip netns exec "$NA" "$PWD/$TABBY" bgpd --config "$D/a.yaml" 2>"$D/a.log" &
-  ip netns exec "$NB" "$PWD/$TABBY" bgpd --config "$D/b.yaml" 2>"$D/b.log" & BPID=$!
+  ip netns exec "$NA" "$TABBY" bgpd --config "$D/a.yaml" 2>"$D/a.log" &
+  ip netns exec "$NB" "$TABBY" bgpd --config "$D/b.yaml" 2>"$D/b.log" & BPID=$!
   wait_route() {
     for _ in $(seq 300); do ip -n "$NA" route show proto tabby | grep -q 10.254.2.0 && return 0; sleep 0.2; done
     return 1
@@ -275,7 +275,7 @@ echo "== bgpd: two tabby bgpd (iBGP, both active) over a plain router A - R - B:
   echo "-- ping from A's loopback to B's"; ip netns exec "$NA" ping -c 2 -i 0.2 -W 1 -q -I 10.254.1.1 10.254.2.1 | tail -2 || echo "ping FAILED"
   echo "-- B killed (SIGKILL, PID $BPID) and started again; both connect actively"
   kill -KILL "$BPID"; wait "$BPID" 2>/dev/null || true
-  ip netns exec "$NB" "$PWD/$TABBY" bgpd --config "$D/b.yaml" &
+  ip netns exec "$NB" "$TABBY" bgpd --config "$D/b.yaml" &
   SECONDS=0
   for _ in $(seq 300); do
     $TABBY bgp --socket "$D/b.sock" -o json neighbors 2>/dev/null | grep -q '"Established"' \
@@ -303,7 +303,7 @@ echo "== cni: two pods on one node via the tabby CNI plugin, then DEL"
   CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"demo-node\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
   cni() { # cni CMD ID POD
     echo "$CONF" | ip netns exec "$NODE" env CNI_COMMAND="$1" CNI_CONTAINERID="$2" \
-      CNI_NETNS="/var/run/netns/$3" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin "$PWD/$TABBY"
+      CNI_NETNS="/var/run/netns/$3" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin "$TABBY"
   }
   cni ADD demo-a "$PA"; echo
   B=$(cni ADD demo-b "$PB" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')
@@ -337,7 +337,7 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
     ip link add eth0 netns "$N" type veth peer name "p$i" netns "$SW"
     ip -n "$SW" link set "p$i" master br0 up
     ip -n "$N" addr add "10.245.0.$i/24" dev eth0; ip -n "$N" link set eth0 up
-    ip netns exec "$N" "$PWD/$TABBY" --datastore "$DS" agent --nodename "node$i" --ip "10.245.0.$i/24" \
+    ip netns exec "$N" "$TABBY" --datastore "$DS" agent --nodename "node$i" --ip "10.245.0.$i/24" \
       --control-socket "$DIR/node$i.sock" --state-dir "$DIR/node$i" --cni-socket "$DIR/node$i-cni.sock" \
       2>"$DIR/node$i.log" &
     PIDS+=($!)
@@ -353,7 +353,7 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
     CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
     ADDRS+=("$(echo "$CONF" | ip netns exec "$N" env CNI_COMMAND=ADD CNI_CONTAINERID="pod$i" \
       CNI_NETNS="/var/run/netns/$POD" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
-      TABBY_CNI_SOCKET="$DIR/node$i-cni.sock" TABBY_CNI_TRACE=1 "$PWD/$TABBY" \
+      TABBY_CNI_SOCKET="$DIR/node$i-cni.sock" TABBY_CNI_TRACE=1 "$TABBY" \
       | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
   done
   for _ in $(seq 1 100); do
@@ -395,7 +395,7 @@ echo "== vxlan: three agents on two subnets (a router between, no pod routes on 
   printf 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.243.0.0/16, vxlanMode: CrossSubnet}\n' \
     | $TABBY --datastore "$DS" apply -f -
   for i in 1 2 3; do
-    ip netns exec "${NODES[$((i-1))]}" "$PWD/$TABBY" --datastore "$DS" agent --nodename "vx$i" \
+    ip netns exec "${NODES[$((i-1))]}" "$TABBY" --datastore "$DS" agent --nodename "vx$i" \
       --ip "${NODE_IPS[$((i-1))]}/24" --control-socket "$D/vx$i.sock" --state-dir "$D/vx$i" \
       --cni-socket "$D/vx$i-cni.sock" 2>"$D/vx$i.log" &
   done
@@ -404,7 +404,7 @@ echo "== vxlan: three agents on two subnets (a router between, no pod routes on 
     CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"vx$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
     ADDRS+=("$(echo "$CONF" | ip netns exec "${NODES[$((i-1))]}" env CNI_COMMAND=ADD CNI_CONTAINERID="vxpod$i" \
       CNI_NETNS="/var/run/netns/${PODS[$((i-1))]}" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=/nonexistent \
-      "$PWD/$TABBY" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
+      "$TABBY" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
   done
   for _ in $(seq 1 150); do
     [ "$(ip -n "${NODES[0]}" route show proto tabby | grep -c -E 'vxlan.calico|onlink')" = 2 ] && break
@@ -436,7 +436,7 @@ echo "== doctor: a node whose BGPPeer has the wrong AS for its ToR (tabby bgpd, 
   DS="sqlite://$D/tabby.db"
   printf 'asNumber: 65001\nrouterId: 10.248.0.2\nlisten: ["10.248.0.2:179"]\ncontrolSocket: %s\npeers:\n  - {address: 10.248.0.1, asNumber: 64512, connectRetryTime: 1}\n' \
     "$D/tor.sock" >"$D/tor.yaml"
-  ip netns exec "$NT" "$PWD/$TABBY" bgpd --config "$D/tor.yaml" 2>/dev/null &
+  ip netns exec "$NT" "$TABBY" bgpd --config "$D/tor.yaml" 2>/dev/null &
   $TABBY --datastore "$DS" apply -f - <<'YAML'
 apiVersion: projectcalico.org/v3
 kind: IPPool
@@ -453,11 +453,11 @@ kind: BGPPeer
 metadata: {name: tor}
 spec: {peerIP: 10.248.0.2, asNumber: 65002}
 YAML
-  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" agent --nodename node1 --ip 10.248.0.1/24 \
+  ip netns exec "$NN" "$TABBY" --datastore "$DS" agent --nodename node1 --ip 10.248.0.1/24 \
     --control-socket "$D/node1.sock" --state-dir "$D/node1" --cni-socket off 2>"$D/node1.log" &
   POD=$(echo "{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node1\",\"ipam\":{\"type\":\"tabby-ipam\"}}" \
     | ip netns exec "$NN" env CNI_COMMAND=ADD CNI_CONTAINERID=pod1 CNI_NETNS="/var/run/netns/$NP" \
-      CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=off "$PWD/$TABBY" \
+      CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=off "$TABBY" \
     | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')
   for _ in $(seq 1 100); do
     $TABBY node status --socket "$D/node1.sock" 2>/dev/null | grep -q 'Bad Peer AS' \
@@ -465,7 +465,7 @@ YAML
     sleep 0.2
   done
   echo "-- tabby doctor (exit status 1: problems found)"
-  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
+  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
     && echo "exit 0" || echo "exit $?"
   echo "-- the fix doctor gave: tabby patch bgppeer tor -p '{\"spec\":{\"asNumber\":65001}}'"
   $TABBY --datastore "$DS" patch bgppeer tor -p '{"spec":{"asNumber":65001}}'
@@ -474,10 +474,10 @@ YAML
     sleep 0.2
   done
   echo "-- tabby doctor (exit status 0)"
-  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
+  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
     && echo "exit 0" || echo "exit $?"
   echo "-- tabby doctor --route $POD (the pod's own node)"
-  ip netns exec "$NN" "$PWD/$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" --route "$POD" \
+  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" --route "$POD" \
     && echo "exit 0" || echo "exit $?"
   echo "-- the ToR learned the pod block:"; $TABBY bgp --socket "$D/tor.sock" routes
 )
