@@ -307,9 +307,12 @@ fn mesh_with_external_peers(out: &mut Findings, c: &ClusterState) {
             .config
             .peers
             .iter()
+            // eBGP routers (seed 003's ToRs); an iBGP router next to the
+            // mesh is a deliberate design (seed 000's reflectors).
             .filter(|p| {
                 plan.origins.get(&p.address) != Some(&PeerOrigin::Mesh)
                     && c.node_at(p.address).is_none()
+                    && p.as_number != plan.config.as_number
             })
             .map(|p| p.address)
             .collect();
@@ -324,10 +327,10 @@ fn mesh_with_external_peers(out: &mut Findings, c: &ClusterState) {
         Check::MeshWithExternalPeers,
         "BGPConfiguration default",
         format!(
-            "nodeToNodeMeshEnabled is on and every node also peers with a router ({})",
+            "nodeToNodeMeshEnabled is on and every node also peers with an eBGP router ({})",
             routers.join(", ")
         ),
-        "with Calico's BIRD this leaks every mesh-learned path to the routers (seed 003: 32 paths for 4 blocks); tabby announces only a node's own blocks, so the routers see one path per block, but each node keeps mesh sessions it does not need",
+        "with Calico's BIRD this leaks every mesh-learned path to the routers (seed 003: 32 paths for 4 blocks); tabby announces only a node's own blocks, so the routers see one path per block, but the routers already carry every block, so each node keeps mesh sessions it does not need",
         "tabby patch bgpconfiguration default -p '{\"spec\":{\"nodeToNodeMeshEnabled\":false}}'",
     ));
 }
@@ -1268,6 +1271,16 @@ spec: {cidr: 10.244.0.0/16}
         assert_eq!(f.severity, Severity::Info);
         assert!(f.fix.contains("nodeToNodeMeshEnabled\":false"), "{f:?}");
         assert_eq!(r.status, Status::Healthy, "a note is not a problem");
+        // Same-AS routers (seed 000's reflectors beside the mesh): no note.
+        let ibgp = yaml
+            .replace("asNumber: 65011", "asNumber: 64512")
+            .replace("asNumber: 65012", "asNumber: 64512");
+        let mut s = healthy_with(&ibgp);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors
+                .push(neighbor("10.0.0.253", 64512, "Established", None));
+        }
+        assert!(diagnose(&s).of(Check::MeshWithExternalPeers).is_empty());
         // Only one node with a router: no note.
         let yaml = format!(
             "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n"

@@ -881,7 +881,7 @@ fn sessions_steps(
         .filter(|(a, _)| !my_addrs.contains(a))
         .collect();
     let h_addrs = ClusterState::addresses(h);
-    let ours: Vec<(IpAddr, String)> = carriers(c, &my_plan)
+    let mut ours: Vec<(IpAddr, String)> = carriers(c, &my_plan)
         .into_iter()
         .filter(|(a, _)| !h_addrs.contains(a))
         .collect();
@@ -903,6 +903,45 @@ fn sessions_steps(
             ),
         );
         return Vec::new();
+    }
+    // This node's own sessions toward them: at least one must be up.
+    if let Ok(agent) = &s.agent {
+        let up: Vec<(IpAddr, String)> = ours
+            .iter()
+            .filter(|(a, _)| agent.neighbor(*a).is_some_and(|n| n.state == "Established"))
+            .cloned()
+            .collect();
+        if up.is_empty() {
+            let down = ours.iter().find_map(|(a, _)| agent.neighbor(*a));
+            match down {
+                Some(n) => {
+                    let passive = |a: IpAddr| {
+                        my_plan
+                            .config
+                            .peers
+                            .iter()
+                            .any(|p| p.address == a && p.passive)
+                    };
+                    let local = LocalSide {
+                        node: me,
+                        as_number: my_as,
+                        passive_toward: &passive,
+                    };
+                    let mut f = explain_session(n, Some(c), Some(&local));
+                    f.problem = format!(
+                        "{expected} can only come through routers or reflectors, and no session with them is up: {}",
+                        f.problem
+                    );
+                    t.problem("session", f);
+                }
+                None => t.note(
+                    "session",
+                    "the agent has no session with the routers yet".to_owned(),
+                ),
+            }
+            return Vec::new();
+        }
+        ours = up;
     }
     // The holder's export toward each of its routers.
     let toward: Vec<&PeerConfig> = h_plan
@@ -1166,6 +1205,8 @@ mod tests {
         );
         let mut s = healthy_with(&yaml);
         if let Ok(a) = &mut s.agent {
+            a.neighbors[0] =
+                crate::checks::tests::neighbor("10.0.0.253", 65011, "Established", None);
             a.routes.truncate(1);
         }
         if let Ok(k) = &mut s.kernel {
@@ -1228,5 +1269,40 @@ mod tests {
                 .any(|s| s.text.contains("10.0.0.3 (route reflector r)")),
             "{r:#?}"
         );
+    }
+
+    #[test]
+    fn behind_routers_with_every_router_session_down() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0] = crate::checks::tests::neighbor(
+                "10.0.0.253",
+                65011,
+                "Idle",
+                Some("received NOTIFICATION 6/2 (Cease / Administrative Shutdown)"),
+            );
+            a.routes.truncate(1);
+        }
+        if let Ok(k) = &mut s.kernel {
+            k.routes.truncate(2);
+            k.routes.push(kroute(
+                "0.0.0.0/0",
+                3,
+                KernelRouteKind::Unicast,
+                &[("10.0.0.253", "eth0")],
+            ));
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        assert!(!r.present, "{r:#?}");
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.check == Check::SessionDown)
+            .unwrap_or_else(|| panic!("{r:#?}"));
+        assert!(f.problem.contains("no session with them is up"), "{f:?}");
+        assert!(f.subject.contains("BGPPeer a-leaf"), "{f:?}");
     }
 }
