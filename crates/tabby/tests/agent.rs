@@ -1661,6 +1661,40 @@ fn vxlan_borrowed_addresses_are_routed_to_the_borrowers_vtep() {
     }
     let ipam = cluster.tabby(&["ipam", "check"], "");
     assert!(ipam.contains("Found 0 problems."), "{ipam}");
+
+    // The agent restarted: the device, its entries and routes stay in the
+    // kernel while it is away and are kept (same device) when it is back.
+    let index = |n: &Node| -> Option<u64> {
+        let out =
+            n.ns.ip_stdout(["-j", "link", "show", "vxlan.calico"])
+                .ok()?;
+        let v: Value = serde_json::from_str(&out).ok()?;
+        v[0]["ifindex"].as_u64()
+    };
+    let before = (index(&nodes[0]), nodes[0].routes());
+    assert!(before.0.is_some());
+    let agent = nodes[0].agent.as_mut().expect("agent");
+    agent.signal("TERM").expect("TERM");
+    wait("vb1's agent to exit", || !agent.is_running(), String::new);
+    assert_eq!(
+        (index(&nodes[0]), nodes[0].routes()),
+        before,
+        "kernel state kept"
+    );
+    assert!(
+        nodes[0].pods[0].0.ping(&pods[1], 2),
+        "forwarding while the agent is away"
+    );
+    nodes[0].start_agent(&cluster);
+    wait(
+        "vb1's agent back with its mesh sessions",
+        || nodes[0].established().len() == 2,
+        || logs(&cluster, &nodes),
+    );
+    assert_eq!(index(&nodes[0]), before.0, "vxlan.calico was not recreated");
+    for p in &pods[1..] {
+        assert!(nodes[0].pods[0].0.ping(p, 2), "after the restart -> {p}");
+    }
 }
 
 #[test]
