@@ -58,6 +58,9 @@ pub fn diagnose(s: &Snapshot) -> Report {
     }
     if let Ok(k) = &s.kernel {
         mtu(&mut out, k);
+        if let Some(c) = cluster {
+            nat(&mut out, c, k);
+        }
     }
     if let (Some(c), Ok(agent)) = (cluster, &s.agent) {
         announcements(&mut out, c, &s.node, agent);
@@ -217,7 +220,7 @@ fn sessions(
                         p.as_number,
                         p.description.as_deref().unwrap_or("configured")
                     ),
-                    "the agent has not applied the latest resources (it may have refused the generated configuration)",
+                    "the agent has not applied the latest resources, or skipped the peer (a password secret it cannot read, a configuration it refused: its log says which)",
                     "look at the agent's log for 'refusing the generated BGP configuration'; the agent re-reads every 30 s",
                 ));
             }
@@ -965,6 +968,45 @@ fn export_filters(out: &mut Findings, c: &ClusterState, me: &Node, plan: &Speake
     }
 }
 
+fn nat(out: &mut Findings, c: &ClusterState, k: &KernelState) {
+    use tabby_dataplane::nat::NAT_TABLE;
+    let Some(table) = &k.nat else { return };
+    let pools: Vec<_> = c
+        .pools
+        .iter()
+        .filter(|p| p.spec.nat_outgoing && !p.spec.disabled)
+        .collect();
+    if pools.is_empty() {
+        return;
+    }
+    let mut ok = 0;
+    for p in &pools {
+        let net = p.spec.cidr.net();
+        if table.present && table.masquerade.iter().any(|m| m.contains(&net)) {
+            ok += 1;
+            continue;
+        }
+        let name = &p.metadata.name;
+        out.add(Finding::new(
+            Severity::Error,
+            Check::Nat,
+            format!("IPPool {name} spec.natOutgoing"),
+            if table.present {
+                format!("IPPool {name} ({net}) has natOutgoing but the NAT table {NAT_TABLE} does not masquerade it")
+            } else {
+                format!("IPPool {name} ({net}) has natOutgoing but there is no NAT table {NAT_TABLE}")
+            },
+            "pod traffic leaving the pools keeps the pod address as source, so replies from outside the cluster never come back",
+            "the agent writes the table when the pools change and every 30 s, unless it runs with --no-nat: check its log for 'NAT table' (nft must be installed)",
+        ));
+    }
+    if ok == pools.len() {
+        out.pass(format!(
+            "NAT table masquerades the {ok} natOutgoing pool(s)"
+        ));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1099,6 +1141,7 @@ spec: {cidr: 10.244.0.0/16}
                         &[("10.0.0.2", "eth0")],
                     ),
                 ],
+                nat: Some(crate::snapshot::NatTable::default()),
                 links: vec![
                     link("lo", 65536, &["127.0.0.1/8"]),
                     link("eth0", 1500, &["10.0.0.1/24"]),
@@ -1576,5 +1619,39 @@ spec: {cidr: 10.244.0.0/16}
                 .contains("keeps 10.244.1.0/26 from peer 10.0.0.254"),
             "{f:?}"
         );
+    }
+
+    #[test]
+    fn a_nat_outgoing_pool_without_its_masquerade() {
+        let yaml = TWO_NODES.replace(
+            "spec: {cidr: 10.244.0.0/16}",
+            "spec: {cidr: 10.244.0.0/16, natOutgoing: true}",
+        );
+        let f = only(&diagnose(&healthy_with(&yaml)), Check::Nat);
+        assert!(
+            f.problem.contains("there is no NAT table inet tabby-nat"),
+            "{f:?}"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(k) = &mut s.kernel {
+            k.nat = Some(crate::snapshot::NatTable::parse(
+                "table inet tabby-nat {\n\tset masq-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.244.0.0/16, 10.9.9.9 }\n\t}\n\n\tset pools-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.250.0.0/16 }\n\t}\n}\n",
+            ));
+        }
+        let r = diagnose(&s);
+        assert!(r.of(Check::Nat).is_empty(), "{:#?}", r.findings);
+        assert!(
+            r.passed
+                .iter()
+                .any(|p| p.contains("masquerades the 1 natOutgoing")),
+            "{:?}",
+            r.passed
+        );
+        if let Ok(k) = &s.kernel {
+            assert_eq!(
+                k.nat.as_ref().map(|n| n.masquerade.clone()),
+                Some(vec![net("10.244.0.0/16"), net("10.9.9.9/32")])
+            );
+        }
     }
 }

@@ -84,6 +84,8 @@ pub enum Check {
     Mtu,
     /// What the speaker announces differs from what the node should.
     Announcements,
+    /// A `natOutgoing` pool that the NAT table does not masquerade.
+    Nat,
 }
 
 /// One problem, with its explanation and fix.

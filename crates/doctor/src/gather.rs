@@ -24,7 +24,7 @@ use tabby_speaker::control::{Request, Response, request};
 use crate::finding::Unavailable;
 use crate::snapshot::{
     AgentState, ClusterState, KernelLink, KernelNextHop, KernelRoute, KernelRouteKind, KernelState,
-    Snapshot, Sysctls,
+    NatTable, Snapshot, Sysctls,
 };
 
 /// Where and how to gather.
@@ -85,8 +85,13 @@ pub fn gather(o: &GatherOptions) -> Snapshot {
         cluster: cluster(o).map_err(|e| Unavailable {
             part: "datastore".into(),
             source: o.datastore.clone(),
+            hint: match e {
+                GatherError::NoDatabase(_) => {
+                    "give the agent's datastore: --datastore URL or TABBY_DATASTORE".into()
+                }
+                _ => "check that the datastore is up and reachable from this node, and that --datastore (TABBY_DATASTORE) is the agent's".into(),
+            },
             reason: e.to_string(),
-            hint: "give the agent's datastore: --datastore URL or TABBY_DATASTORE".into(),
         }),
         agent: agent(o).map_err(|e| Unavailable {
             part: "agent".into(),
@@ -226,7 +231,26 @@ fn kernel() -> Result<KernelState, GatherError> {
                 .collect(),
         })
         .collect();
-    Ok(KernelState { routes, links })
+    Ok(KernelState {
+        routes,
+        links,
+        nat: nat_table(),
+    })
+}
+
+/// tabby's NAT table, from `nft`; `None` when nft cannot be run.
+fn nat_table() -> Option<NatTable> {
+    let out = std::process::Command::new("nft")
+        .args(["list", "table"])
+        .args(tabby_dataplane::nat::NAT_TABLE.split(' '))
+        .output()
+        .ok()?;
+    if out.status.success() {
+        return Some(NatTable::parse(&String::from_utf8_lossy(&out.stdout)));
+    }
+    String::from_utf8_lossy(&out.stderr)
+        .contains("No such file or directory")
+        .then(NatTable::default)
 }
 
 fn read_sys(path: &Path) -> Result<String, GatherError> {

@@ -37,5 +37,5 @@ pub use gather::{GatherOptions, gather};
 pub use route::{RouteReport, RouteTarget, TraceStep, explain_route};
 pub use snapshot::{
     AgentState, ClusterState, KernelLink, KernelNextHop, KernelRoute, KernelRouteKind, KernelState,
-    Snapshot, Sysctls,
+    NatTable, Snapshot, Sysctls,
 };

@@ -175,6 +175,56 @@ pub struct KernelState {
     pub routes: Vec<KernelRoute>,
     /// Every interface of the namespace.
     pub links: Vec<KernelLink>,
+    /// tabby's NAT table (`inet tabby-nat`); `None` when nft could not be
+    /// asked.
+    pub nat: Option<NatTable>,
+}
+
+/// What tabby's nftables NAT table holds.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct NatTable {
+    /// The table exists.
+    pub present: bool,
+    /// Source prefixes it masquerades (sets `masq-v4`, `masq-v6`).
+    pub masquerade: Vec<IpNet>,
+}
+
+impl NatTable {
+    /// Reads `nft list table inet tabby-nat` output: the elements of the
+    /// `masq-v4` and `masq-v6` sets (single addresses become /32 or /128;
+    /// ranges are skipped).
+    pub fn parse(text: &str) -> NatTable {
+        let mut masquerade = Vec::new();
+        let mut in_masq = false;
+        for line in text.lines() {
+            let l = line.trim();
+            if l.starts_with("set ") {
+                in_masq = l.starts_with("set masq-v4") || l.starts_with("set masq-v6");
+                continue;
+            }
+            if !in_masq {
+                continue;
+            }
+            if let Some(rest) = l.strip_prefix("elements = {") {
+                let body = rest.trim_end_matches('}');
+                for e in body.split(',') {
+                    let e = e.trim().trim_end_matches('}').trim();
+                    if let Ok(n) = e.parse::<IpNet>() {
+                        masquerade.push(n);
+                    } else if let Ok(ip) = e.parse::<IpAddr>() {
+                        masquerade.push(IpNet::from(ip));
+                    }
+                }
+            }
+            if l == "}" {
+                in_masq = false;
+            }
+        }
+        NatTable {
+            present: true,
+            masquerade,
+        }
+    }
 }
 
 /// One interface.

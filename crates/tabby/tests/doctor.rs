@@ -296,7 +296,7 @@ fn a_healthy_mesh_passes_then_ip_forward_off_is_named() {
     let mut cluster = Cluster::new();
     let (a, b, _pa, pb) = mesh_of_two(
         &mut cluster,
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.92.0.0/16}\n",
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.92.0.0/16, natOutgoing: true}\n",
         true,
     );
     // Healthy: exit 0 on both nodes, nothing found.
@@ -309,6 +309,7 @@ fn a_healthy_mesh_passes_then_ip_forward_off_is_named() {
             "{t}"
         );
         assert!(t.contains("1 of 1 BGP sessions Established"), "{t}");
+        assert!(t.contains("NAT table masquerades the 1 natOutgoing pool"), "{t}");
         let j = json(&n.doctor(&cluster, &["-o", "json"]));
         assert_eq!(j["status"], "healthy", "{j:#}");
         assert_eq!(j["findings"].as_array().map(Vec::len), Some(0), "{j:#}");
