@@ -1472,6 +1472,41 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     for n in &mut nodes {
         assert!(n.agent.as_mut().expect("agent").is_running(), "{}", n.name);
     }
+
+    // c goes away (agent stopped, Node deleted): a drops its route, its
+    // neighbour and its FDB entry; b's stay.
+    let c_mac = node_resource(&cluster, "vxc")["spec"]["vxlanTunnelMACAddr"]
+        .as_str()
+        .expect("mac")
+        .to_owned();
+    let agent = nodes[2].agent.as_mut().expect("c's agent");
+    agent.signal("TERM").expect("TERM");
+    wait("c's agent to exit", || !agent.is_running(), String::new);
+    cluster.tabby(&["delete", "node", "vxc"], "");
+    let entries = |n: &Node| {
+        let neigh =
+            n.ns.ip_stdout(["neigh", "show", "dev", "vxlan.calico"])
+                .unwrap_or_default();
+        let fdb =
+            n.ns.exec("bridge", ["fdb", "show", "dev", "vxlan.calico"])
+                .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+                .unwrap_or_default();
+        format!("{neigh}{fdb}")
+    };
+    assert!(
+        entries(&nodes[0]).contains(&c_mac),
+        "{}",
+        entries(&nodes[0])
+    );
+    wait(
+        "a forgets c (route, neighbour, FDB entry)",
+        || {
+            route_for(&nodes[0], &blocks[2]).is_none()
+                && !entries(&nodes[0]).contains(&c_mac)
+                && route_for(&nodes[0], &blocks[1]).is_some()
+        },
+        || format!("{}\n{}", entries(&nodes[0]), logs(&cluster, &nodes)),
+    );
 }
 
 #[test]
