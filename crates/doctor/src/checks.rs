@@ -71,6 +71,9 @@ pub fn diagnose(s: &Snapshot) -> Report {
     if let (Ok(agent), Ok(k)) = (&s.agent, &s.kernel) {
         learned_routes(&mut out, cluster, &s.node, agent, k);
     }
+    if let (Some(c), Some(me), Ok(k)) = (cluster, me, &s.kernel) {
+        vxlan_routes(&mut out, c, me, k);
+    }
     Report::new(s.node.clone(), out.findings, out.passed, s.unchecked())
 }
 
@@ -1007,6 +1010,60 @@ fn nat(out: &mut Findings, c: &ClusterState, k: &KernelState) {
     }
 }
 
+/// Other nodes' blocks in VXLAN pools: routed by the agent from the
+/// datastore toward each owner's VTEP (BGP plays no part).
+fn vxlan_routes(out: &mut Findings, c: &ClusterState, me: &Node, k: &KernelState) {
+    use tabby_model::EncapMode;
+    if me.spec.ipv4_vxlan_tunnel_addr.is_none() {
+        return;
+    }
+    let labels = me.selector_labels();
+    let mut ok = 0;
+    let mut missing = Vec::new();
+    for b in &c.blocks {
+        let Some(owner) = b.host() else { continue };
+        if owner == me.metadata.name || b.cidr.addr().is_ipv6() {
+            continue;
+        }
+        let Some(pool) = c.pool_of(b.cidr.addr()) else {
+            continue;
+        };
+        if pool.spec.disabled
+            || pool.spec.vxlan_mode() == EncapMode::Never
+            || !pool.spec.node_selector().matches(&labels)
+        {
+            continue;
+        }
+        if c.node(owner)
+            .is_none_or(|n| n.spec.ipv4_vxlan_tunnel_addr.is_none())
+        {
+            continue;
+        }
+        if k.exact(&b.cidr)
+            .iter()
+            .any(|r| r.is_tabby() && r.kind == KernelRouteKind::Unicast)
+        {
+            ok += 1;
+        } else {
+            missing.push(format!("{} (node {owner})", b.cidr));
+        }
+    }
+    if !missing.is_empty() {
+        out.add(Finding::new(
+            Severity::Error,
+            Check::RouteNotInKernel,
+            "VXLAN routes",
+            format!("no tabby route for {}", missing.join(", ")),
+            "the agent programs a VXLAN pool's routes from the datastore (via vxlan.calico to the owner's VTEP, natively inside the subnet with CrossSubnet); these are missing",
+            "check that `tabby agent` runs here and its log for 'vxlan'",
+        ));
+    } else if ok > 0 {
+        out.pass(format!(
+            "{ok} VXLAN route(s) to other nodes' blocks installed"
+        ));
+    }
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use super::*;
@@ -1653,5 +1710,42 @@ spec: {cidr: 10.244.0.0/16}
                 Some(vec![net("10.244.0.0/16"), net("10.9.9.9/32")])
             );
         }
+    }
+
+    #[test]
+    fn vxlan_routes_to_other_nodes_blocks() {
+        let yaml = TWO_NODES
+            .replace(
+                "spec: {cidr: 10.244.0.0/16}",
+                "spec: {cidr: 10.244.0.0/16, vxlanMode: Always}",
+            )
+            .replace(
+                "spec: {bgp: {ipv4Address: 10.0.0.1/24}}",
+                "spec: {bgp: {ipv4Address: 10.0.0.1/24}, ipv4VXLANTunnelAddr: 10.244.1.0}",
+            )
+            .replace(
+                "spec: {bgp: {ipv4Address: 10.0.0.2/24}}",
+                "spec: {bgp: {ipv4Address: 10.0.0.2/24}, ipv4VXLANTunnelAddr: 10.244.2.0}",
+            );
+        let mut s = healthy_with(&yaml);
+        if let Ok(k) = &mut s.kernel {
+            k.links.push(link("vxlan.calico", 1450, &["10.244.1.0/32"]));
+            k.links[2].mtu = 1450;
+        }
+        let r = diagnose(&s);
+        assert!(r.findings.is_empty(), "{:#?}", r.findings);
+        assert!(
+            r.passed.iter().any(|p| p.contains("1 VXLAN route")),
+            "{:?}",
+            r.passed
+        );
+        if let Ok(k) = &mut s.kernel {
+            k.routes.remove(2);
+        }
+        if let Ok(a) = &mut s.agent {
+            a.routes.truncate(1);
+        }
+        let f = only(&diagnose(&s), Check::RouteNotInKernel);
+        assert!(f.problem.contains("10.244.2.0/26 (node b)"), "{f:?}");
     }
 }

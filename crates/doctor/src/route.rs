@@ -274,16 +274,20 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
     let mut local = false;
     let mut unallocated = false;
     let mut routers = Vec::new();
+    let mut vxlan = false;
     if let Some(c) = cluster {
         let up = upstream(&mut t, c, s, target);
-        (expected, local, unallocated, routers) =
-            (up.expected, up.local, up.unallocated, up.routers);
+        (expected, local, unallocated, routers, vxlan) =
+            (up.expected, up.local, up.unallocated, up.routers, up.vxlan);
     }
     // Not learned, but the routers in front of this node may carry it.
     let mut via_routers = false;
     let expected_net = expected.unwrap_or(target.net);
     let mut rib_ok = false;
-    if !local && let Ok(agent) = &s.agent {
+    if vxlan {
+        // The agent routes VXLAN pools from the datastore, as Felix does.
+        rib_ok = true;
+    } else if !local && let Ok(agent) = &s.agent {
         let paths: Vec<_> = agent
             .routes
             .iter()
@@ -435,11 +439,15 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
                             format!("the kernel has no tabby route for {ip}: packets follow {follows}"),
                             if local {
                                 "the pod's host route is made by CNI ADD; it is missing when ADD did not finish or the pod's veth was deleted"
+                            } else if vxlan {
+                                "the agent programs a VXLAN pool's routes from the datastore (via vxlan.calico, or natively inside the subnet with CrossSubnet)"
                             } else {
                                 "the speaker's FIB sync has not installed the best path"
                             },
                             if local {
                                 format!("recreate the pod (CNI DEL then ADD); `tabby ipam show --ip {ip}` shows who holds the address")
+                            } else if vxlan {
+                                "check that `tabby agent` runs here and its log for 'vxlan'; the owner needs its VTEP (spec.ipv4VXLANTunnelAddr, vxlanTunnelMACAddr on its Node)".to_owned()
                             } else {
                                 "look at the agent's log for FIB errors; `ip route show proto tabby`".to_owned()
                             },
@@ -493,6 +501,8 @@ struct Upstream {
     unallocated: bool,
     /// With no direct session toward the owner: this node's routers.
     routers: Vec<IpAddr>,
+    /// The pool is VXLAN: its routes come from the datastore, not BGP.
+    vxlan: bool,
 }
 
 impl Upstream {
@@ -643,6 +653,7 @@ fn upstream(t: &mut Trace, c: &ClusterState, s: &Snapshot, target: &RouteTarget)
             local: true,
             unallocated,
             routers: Vec::new(),
+            vxlan: false,
         };
     }
     let Some(h) = c.node(&holder) else {
@@ -659,6 +670,39 @@ fn upstream(t: &mut Trace, c: &ClusterState, s: &Snapshot, target: &RouteTarget)
         );
         return Upstream::remote(expected);
     };
+    // VXLAN pools are routed by the agent from the datastore (the owner's
+    // VTEP), not by BGP.
+    if let Some(pool) = c
+        .pool_of(ip)
+        .filter(|p| p.spec.vxlan_mode() != tabby_model::EncapMode::Never && !p.spec.cidr.is_ipv6())
+    {
+        let vtep = h.spec.ipv4_vxlan_tunnel_addr.map(|a| a.0);
+        match vtep {
+            Some(v) => t.ok(
+                "vxlan",
+                format!(
+                    "IPPool {} is vxlanMode {}: the agent routes {expected} from the datastore to node {holder}'s VTEP {v}, no BGP needed",
+                    pool.metadata.name,
+                    pool.spec.vxlan_mode().as_str()
+                ),
+            ),
+            None => t.problem(
+                "vxlan",
+                Finding::new(
+                    Severity::Error,
+                    Check::Encapsulation,
+                    format!("Node {holder} spec.ipv4VXLANTunnelAddr"),
+                    format!("node {holder} has no VXLAN tunnel address, so no node can route {expected} to it"),
+                    "the owner's agent allocates its VTEP address from a VXLAN pool when it starts and whenever the pools change",
+                    format!("check that node {holder}'s agent runs and its log for 'tunnel address'"),
+                ),
+            ),
+        }
+        return Upstream {
+            vxlan: true,
+            ..Upstream::remote(expected)
+        };
+    }
     // Does the holder announce it?
     let exports = c.exports(&holder);
     if exports.originate.contains(&expected) {
@@ -1304,5 +1348,54 @@ mod tests {
             .unwrap_or_else(|| panic!("{r:#?}"));
         assert!(f.problem.contains("no session with them is up"), "{f:?}");
         assert!(f.subject.contains("BGPPeer a-leaf"), "{f:?}");
+    }
+
+    #[test]
+    fn a_vxlan_pool_is_routed_from_the_datastore() {
+        let yaml = TWO_NODES
+            .replace(
+                "spec: {cidr: 10.244.0.0/16}",
+                "spec: {cidr: 10.244.0.0/16, vxlanMode: Always}",
+            )
+            .replace(
+                "spec: {bgp: {ipv4Address: 10.0.0.2/24}}",
+                "spec: {bgp: {ipv4Address: 10.0.0.2/24}, ipv4VXLANTunnelAddr: 10.244.2.0}",
+            );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors.clear();
+            a.routes.truncate(1);
+        }
+        if let Ok(k) = &mut s.kernel {
+            k.routes[2] = kroute(
+                "10.244.2.0/26",
+                201,
+                KernelRouteKind::Unicast,
+                &[("10.244.2.0", "vxlan.calico")],
+            );
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        assert!(r.present && r.findings.is_empty(), "{r:#?}");
+        assert!(
+            r.trace
+                .iter()
+                .any(|s| s.stage == "vxlan" && s.text.contains("VTEP 10.244.2.0")),
+            "{r:#?}"
+        );
+        // Without the owner's VTEP.
+        let mut s = healthy_with(&TWO_NODES.replace(
+            "spec: {cidr: 10.244.0.0/16}",
+            "spec: {cidr: 10.244.0.0/16, vxlanMode: Always}",
+        ));
+        if let Ok(k) = &mut s.kernel {
+            k.routes.truncate(2);
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.check == Check::Encapsulation)
+            .unwrap_or_else(|| panic!("{r:#?}"));
+        assert!(f.subject.contains("ipv4VXLANTunnelAddr"), "{f:?}");
     }
 }

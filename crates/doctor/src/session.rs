@@ -213,6 +213,16 @@ pub fn explain_session(
         "the peer's asNumber".to_owned()
     };
     let err = n.last_error.as_deref().map(parse_last_error);
+    // A NOTIFICATION or a hold timer says what is wrong; anything else may
+    // be a session still on its way up.
+    let settled = matches!(
+        err,
+        Some(
+            SessionError::Sent { .. }
+                | SessionError::Received { .. }
+                | SessionError::HoldTimerExpired
+        )
+    );
     let (cause, fix) = match err {
         Some(SessionError::Sent {
             code: 2,
@@ -374,6 +384,14 @@ pub fn explain_session(
             }
         }
     };
+    // A session that went down (or was configured) moments ago may still
+    // be on its way up: say so rather than send the reader hunting.
+    let cause = match n.uptime_secs {
+        Some(secs) if secs < JUST_CHANGED_SECS && !settled => format!(
+            "{cause} (the state changed {secs} s ago: it may still be coming up, the speaker retries every few seconds; run doctor again)"
+        ),
+        _ => cause,
+    };
     Finding::new(
         Severity::Error,
         Check::SessionDown,
@@ -383,6 +401,10 @@ pub fn explain_session(
         fix,
     )
 }
+
+/// Below this many seconds in its state, a session that is not up may
+/// still be coming up.
+const JUST_CHANGED_SECS: u64 = 15;
 
 fn notification_fix(code: u8, subcode: u8, peer: &IpAddr, my_addr: &str) -> String {
     match (code, subcode) {
@@ -435,5 +457,25 @@ mod tests {
             bad_peer_as_detail("peer AS 65001, expected 65002"),
             Some((65001, 65002))
         );
+    }
+
+    #[test]
+    fn a_session_that_just_changed_may_still_come_up() {
+        let mut n =
+            crate::checks::tests::neighbor("10.0.0.2", 64512, "Active", Some("connection lost"));
+        n.uptime_secs = Some(2);
+        let f = explain_session(&n, None, None);
+        assert!(
+            f.cause.contains("2 s ago: it may still be coming up"),
+            "{f:?}"
+        );
+        n.uptime_secs = Some(600);
+        let f = explain_session(&n, None, None);
+        assert!(!f.cause.contains("coming up"), "{f:?}");
+        // A NOTIFICATION is an answer, not a session on its way up.
+        n.uptime_secs = Some(2);
+        n.last_error = Some("received NOTIFICATION 6/5 (Cease / Connection Rejected)".into());
+        let f = explain_session(&n, None, None);
+        assert!(!f.cause.contains("coming up"), "{f:?}");
     }
 }
