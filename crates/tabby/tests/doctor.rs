@@ -309,7 +309,10 @@ fn a_healthy_mesh_passes_then_ip_forward_off_is_named() {
             "{t}"
         );
         assert!(t.contains("1 of 1 BGP sessions Established"), "{t}");
-        assert!(t.contains("NAT table masquerades the 1 natOutgoing pool"), "{t}");
+        assert!(
+            t.contains("NAT table masquerades the 1 natOutgoing pool"),
+            "{t}"
+        );
         let j = json(&n.doctor(&cluster, &["-o", "json"]));
         assert_eq!(j["status"], "healthy", "{j:#}");
         assert_eq!(j["findings"].as_array().map(Vec::len), Some(0), "{j:#}");
