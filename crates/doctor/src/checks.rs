@@ -336,7 +336,7 @@ fn mesh_with_external_peers(out: &mut Findings, c: &ClusterState) {
             "nodeToNodeMeshEnabled is on and every node also peers with an eBGP router ({})",
             routers.join(", ")
         ),
-        "with Calico's BIRD this leaks every mesh-learned path to the routers (seed 003: 32 paths for 4 blocks); tabby announces only a node's own blocks, so the routers see one path per block, but the routers already carry every block, so each node keeps mesh sessions it does not need",
+        "with Calico's BIRD this leaks every mesh-learned path to the routers (seed 003: 32 paths for 4 blocks); tabby announces only a node's own blocks (one path per block at the routers), but as the routers carry every block anyway, the mesh sessions are redundant",
         "tabby patch bgpconfiguration default -p '{\"spec\":{\"nodeToNodeMeshEnabled\":false}}'",
     ));
 }

@@ -266,6 +266,14 @@ fn carriers(c: &ClusterState, plan: &SpeakerPlan) -> Vec<(IpAddr, String)> {
 
 /// Explains this node's route to `target`.
 pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
+    if let Ok(c) = &s.cluster
+        && !target.address
+        && c.blocks
+            .iter()
+            .any(|b| target.net.contains(&b.cidr) && b.cidr.prefix_len() > target.net.prefix_len())
+    {
+        return explain_span(s, c, target);
+    }
     let mut t = Trace::default();
     let ip = target.net.addr();
     let cluster = s.cluster.as_ref().ok();
@@ -355,7 +363,27 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
         }
     }
     let mut present = false;
-    if let Ok(k) = &s.kernel {
+    let local_block = local && !target.address;
+    if let Ok(k) = &s.kernel
+        && local_block
+    {
+        // A local block as a whole: its blackhole (the step above says
+        // when it is missing); each pod has its own /32.
+        if let Some(r) = k
+            .exact(&expected_net)
+            .into_iter()
+            .find(|r| r.is_tabby() && r.kind == KernelRouteKind::Blackhole)
+        {
+            present = true;
+            t.ok(
+                "kernel",
+                format!(
+                    "{}: the block's drop route; its pods have /32 routes of their own",
+                    r.describe()
+                ),
+            );
+        }
+    } else if let Ok(k) = &s.kernel {
         match k.lookup(ip) {
             Some(r) if r.is_tabby() && r.kind != KernelRouteKind::Blackhole => {
                 present = true;
@@ -373,7 +401,14 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
                 present = true;
                 t.ok(
                     "kernel",
-                    format!("{}: dropped here, as no pod has the address", r.describe()),
+                    if target.address {
+                        format!("{}: dropped here, as no pod has the address", r.describe())
+                    } else {
+                        format!(
+                            "{}: the block's drop route; its pods have /32 routes of their own",
+                            r.describe()
+                        )
+                    },
                 );
             }
             Some(r) if !r.is_tabby() && r.destination.prefix_len() >= expected_net.prefix_len() => {
@@ -484,6 +519,91 @@ pub fn explain_route(s: &Snapshot, target: &RouteTarget) -> RouteReport {
         status,
         present,
         verdict,
+        trace: t.steps,
+        findings: t.findings,
+        unchecked,
+    }
+}
+
+/// A prefix wider than a block (a pool, say): one line per block inside
+/// it, with its owner and whether this node routes it.
+fn explain_span(s: &Snapshot, c: &ClusterState, target: &RouteTarget) -> RouteReport {
+    let mut t = Trace::default();
+    let mut blocks: Vec<_> = c
+        .blocks
+        .iter()
+        .filter(|b| target.net.contains(&b.cidr))
+        .collect();
+    blocks.sort_by_key(|b| b.cidr);
+    let mut unrouted = Vec::new();
+    for b in &blocks {
+        let owner = b.host().unwrap_or("no node");
+        // Each block explained on its own, the way `--route BLOCK` does.
+        let one = explain_route(
+            s,
+            &RouteTarget {
+                net: b.cidr,
+                address: false,
+            },
+        );
+        let how = one
+            .trace
+            .iter()
+            .rev()
+            .find(|st| st.stage == "kernel")
+            .map_or_else(|| one.verdict.clone(), |st| st.text.clone());
+        if one.present && one.findings.is_empty() {
+            t.ok("block", format!("{} (node {owner}): {how}", b.cidr));
+        } else {
+            unrouted.push(b.cidr.to_string());
+            let why = one
+                .findings
+                .first()
+                .map_or_else(|| one.verdict.clone(), |f| f.problem.clone());
+            t.step(
+                "block",
+                StepStatus::Problem,
+                format!("{} (node {owner}): {why}", b.cidr),
+            );
+        }
+    }
+    if !unrouted.is_empty() {
+        let first = unrouted[0].clone();
+        t.findings.push(Finding::new(
+            Severity::Warning,
+            Check::RouteNotLearned,
+            format!("{target}"),
+            format!(
+                "{} of the {} blocks in {target} are not routed here: {}",
+                unrouted.len(),
+                blocks.len(),
+                unrouted.join(", ")
+            ),
+            "each line above gives the first reason; the explanation of one block has them all",
+            format!("tabby doctor --route {first}"),
+        ));
+    }
+    let unchecked = s.unchecked();
+    let present = unrouted.is_empty() && s.kernel.is_ok();
+    RouteReport {
+        node: s.node.clone(),
+        target: target.to_string(),
+        status: Status::of(&t.findings, &unchecked),
+        present,
+        verdict: if present {
+            format!(
+                "node {} routes each of the {} blocks in {target}",
+                s.node,
+                blocks.len()
+            )
+        } else {
+            format!(
+                "{} of the {} blocks in {target} are not routed on node {}",
+                unrouted.len(),
+                blocks.len(),
+                s.node
+            )
+        },
         trace: t.steps,
         findings: t.findings,
         unchecked,
@@ -757,7 +877,7 @@ fn upstream(t: &mut Trace, c: &ClusterState, s: &Snapshot, target: &RouteTarget)
 
 fn local_steps(t: &mut Trace, s: &Snapshot, block: IpNet) {
     t.note(
-        "owner",
+        "local",
         format!("block {block} is this node's: its pods are routed locally"),
     );
     let Ok(k) = &s.kernel else { return };
@@ -1397,5 +1517,32 @@ mod tests {
             .find(|f| f.check == Check::Encapsulation)
             .unwrap_or_else(|| panic!("{r:#?}"));
         assert!(f.subject.contains("ipv4VXLANTunnelAddr"), "{f:?}");
+    }
+
+    #[test]
+    fn a_whole_pool_is_one_line_per_block() {
+        let r = explain_route(&healthy(), &target("10.244.0.0/16"));
+        assert!(r.present && r.findings.is_empty(), "{r:#?}");
+        assert_eq!(r.trace.len(), 2, "{r:#?}");
+        assert!(
+            r.trace[0]
+                .text
+                .starts_with("10.244.1.0/26 (node a): blackhole"),
+            "{r:#?}"
+        );
+        let mut s = healthy();
+        if let Ok(k) = &mut s.kernel {
+            k.routes.remove(2);
+        }
+        let r = explain_route(&s, &target("10.244.0.0/16"));
+        assert!(!r.present);
+        assert!(
+            r.findings[0].problem.contains("1 of the 2 blocks"),
+            "{r:#?}"
+        );
+        assert!(
+            r.findings[0].fix.contains("--route 10.244.2.0/26"),
+            "{r:#?}"
+        );
     }
 }

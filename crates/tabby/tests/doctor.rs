@@ -578,4 +578,12 @@ fn every_node_of_the_seed_004_lab_is_healthy_and_routes_go_through_the_reflector
     assert_eq!(out.status.code(), Some(0), "{t}");
     assert!(t.contains("(route reflector ip-10-20-1-8"), "{t}");
     assert!(t.contains("Verdict: node ip-10-20-1-84 routes"), "{t}");
+    // The whole pool: one line per block, each routed.
+    let out = doctor("ip-10-20-1-84", &["--route", "10.244.0.0/16"]);
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains("Verdict: node ip-10-20-1-84 routes each of the 5 blocks in 10.244.0.0/16"),
+        "{t}"
+    );
 }
