@@ -31,7 +31,13 @@ pub fn diagnose(s: &Snapshot) -> Report {
     let mut me: Option<&Node> = None;
     let mut plan: Option<SpeakerPlan> = None;
     if let Some(c) = cluster {
-        (me, plan) = registration(&mut out, c, &s.node);
+        let agent_id = s
+            .agent
+            .as_ref()
+            .ok()
+            .and_then(|a| a.summary.as_ref())
+            .map(|m| m.router_id);
+        (me, plan) = registration(&mut out, c, &s.node, agent_id);
         pools(&mut out, c);
         ipam(&mut out, c);
         mesh_with_external_peers(&mut out, c);
@@ -98,15 +104,27 @@ fn registration<'c>(
     out: &mut Findings,
     c: &'c ClusterState,
     node: &str,
+    agent_router_id: Option<std::net::Ipv4Addr>,
 ) -> (Option<&'c Node>, Option<SpeakerPlan>) {
     let Some(me) = c.node(node) else {
+        // The agent that answered says who it is by its router id.
+        let running = agent_router_id
+            .and_then(|id| c.node_at(IpAddr::V4(id)))
+            .map(|n| n.metadata.name.clone());
         out.add(Finding::new(
             Severity::Error,
             Check::NodeRegistration,
             format!("Node {node}"),
             format!("no Node resource named {node} in the datastore"),
             "the agent registers its node when it starts: it has not run against this datastore, or runs under another --nodename",
-            format!("start `tabby agent --nodename {node}` with this datastore, or give doctor the agent's name with --nodename"),
+            match running {
+                Some(r) => format!(
+                    "the agent at this socket runs node {r} (its router id is {r}'s address): tabby doctor --nodename {r}"
+                ),
+                None => format!(
+                    "start `tabby agent --nodename {node}` with this datastore, or give doctor the agent's name with --nodename"
+                ),
+            },
         ));
         return (None, None);
     };
@@ -1186,6 +1204,7 @@ spec: {cidr: 10.244.0.0/16}
                     rib("10.244.1.0/26", None, "0.0.0.0", false),
                     rib("10.244.2.0/26", Some("10.0.0.2"), "10.0.0.2", false),
                 ],
+                summary: None,
             }),
             kernel: Ok(KernelState {
                 routes: vec![
@@ -1254,6 +1273,19 @@ spec: {cidr: 10.244.0.0/16}
         let f = only(&diagnose(&s), Check::NodeRegistration);
         assert!(f.problem.contains("no Node resource named c"), "{f:?}");
         assert!(f.fix.contains("--nodename c"), "{f:?}");
+        // The agent's router id names the node it runs.
+        if let Ok(a) = &mut s.agent {
+            a.summary = Some(
+                serde_json::from_value(serde_json::json!({
+                    "asNumber": 64512, "routerId": "10.0.0.1", "locRibPrefixes": 2,
+                    "locRibPaths": 2, "peers": 1, "established": 1, "uptimeSecs": 9,
+                    "fibRoutes": 1
+                }))
+                .expect("summary"),
+            );
+        }
+        let f = only(&diagnose(&s), Check::NodeRegistration);
+        assert!(f.fix.contains("tabby doctor --nodename a"), "{f:?}");
     }
 
     #[test]

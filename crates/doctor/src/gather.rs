@@ -191,7 +191,15 @@ fn agent(o: &GatherOptions) -> Result<AgentState, GatherError> {
         Response::Routes(r) => r,
         other => return Err(GatherError::Unexpected(format!("{other:?}"))),
     };
-    Ok(AgentState { neighbors, routes })
+    let summary = match request(&o.control_socket, &Request::Summary, o.timeout) {
+        Ok(Response::Summary(s)) => Some(s),
+        _ => None,
+    };
+    Ok(AgentState {
+        neighbors,
+        routes,
+        summary,
+    })
 }
 
 fn kernel() -> Result<KernelState, GatherError> {

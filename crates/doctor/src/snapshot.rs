@@ -16,7 +16,7 @@ use tabby_agent::peers::{BgpResources, PlanError, PlanSettings, SpeakerPlan, spe
 use tabby_ipam::{Block, BlockAffinity};
 use tabby_model::bgp_peer::SecretKeyRef;
 use tabby_model::{IpPool, Node};
-use tabby_speaker::control::{NeighborStatus, RouteStatus};
+use tabby_speaker::control::{NeighborStatus, RouteStatus, Summary};
 
 use crate::finding::Unavailable;
 
@@ -159,6 +159,8 @@ pub struct AgentState {
     pub neighbors: Vec<NeighborStatus>,
     /// The Loc-RIB, every path.
     pub routes: Vec<RouteStatus>,
+    /// The speaker's AS and router id, when it answered.
+    pub summary: Option<Summary>,
 }
 
 impl AgentState {

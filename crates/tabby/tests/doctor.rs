@@ -324,6 +324,27 @@ fn a_healthy_mesh_passes_then_ip_forward_off_is_named() {
     assert!(t.contains("Verdict: node dr-a routes"), "{t}");
     assert!(t.contains("node-to-node mesh) Established"), "{t}");
 
+    // The wrong node name: the agent's router id says which node it runs.
+    let out =
+        a.ns.command(TABBY)
+            .args([
+                "--datastore",
+                &cluster.url,
+                "doctor",
+                "--nodename",
+                "nosuch",
+            ])
+            .arg("--socket")
+            .arg(&a.socket)
+            .output()
+            .expect("doctor");
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(
+        t.contains("fix: the agent at this socket runs node dr-a"),
+        "{t}"
+    );
+
     // Forwarding turned off behind the agent's back.
     a.ns.sysctl("net.ipv4.ip_forward=0").expect("sysctl");
     let out = a.doctor(&cluster, &["-o", "json"]);
