@@ -480,6 +480,45 @@ fn a_session_down_for_a_wrong_as_names_the_peer_and_the_fix() {
 }
 
 #[test]
+fn a_node_that_no_bgppeer_selects_has_no_session() {
+    let mut cluster = Cluster::new();
+    cluster.apply(
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.96.0.0/16}\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {name: rack2-tor}\nspec: {nodeSelector: rack == 'r2', peerIP: 10.78.0.254, asNumber: 65000}\n",
+    );
+    let a = cluster.node("dr-a", 1);
+    wait(
+        "the agent",
+        || {
+            Command::new(TABBY)
+                .args(["node", "status", "--socket"])
+                .arg(&a.socket)
+                .output()
+                .is_ok_and(|o| o.status.success())
+        },
+        || cluster.log(&a),
+    );
+    let out = a.doctor(&cluster, &["-o", "json"]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let j = json(&out);
+    let f = j["findings"]
+        .as_array()
+        .and_then(|f| f.iter().find(|f| f["check"] == "no-sessions"))
+        .unwrap_or_else(|| panic!("{j:#}"));
+    assert!(
+        f["cause"]
+            .as_str()
+            .is_some_and(|c| c.contains("nodeToNodeMeshEnabled is false")),
+        "{j:#}"
+    );
+    assert!(
+        f["fix"]
+            .as_str()
+            .is_some_and(|c| c.contains("nodeSelector matches dr-a")),
+        "{j:#}"
+    );
+}
+
+#[test]
 fn an_unreachable_agent_is_a_part_not_checked() {
     let cluster = Cluster::new();
     cluster.apply(
