@@ -300,8 +300,38 @@ pub fn explain_session(
             format!("{} refused this node's router id (Bad BGP Identifier): another speaker uses it", n.address),
             "every speaker needs its own router id (a node's is its spec.bgp.ipv4Address): change the duplicate".to_owned(),
         ),
-        Some(SessionError::Sent { code, subcode, detail }) => (
-            format!("this node closed it with NOTIFICATION {code}/{subcode}: {detail}"),
+        Some(SessionError::Sent {
+            code: 6,
+            subcode,
+            ..
+        }) => (
+            format!(
+                "this node closed it with NOTIFICATION 6/{subcode} (Cease / {})",
+                cease_reason(subcode)
+            ),
+            match subcode {
+                10 => format!(
+                    "BFD on this node stopped hearing {}: check the link; both ends need BFD (BGPPeer annotation tabby.io/bfd and the peer's bfd configuration) with compatible intervals",
+                    n.address
+                ),
+                5 | 7 => format!(
+                    "this node refused a connection from {} (a collision, or the peer connected while this side should): nothing to do if the session comes up; otherwise check that only one side connects (the mesh: the greater address)",
+                    n.address
+                ),
+                1 => "this node's maximum-prefix limit was reached: the peer sends more routes than allowed".to_owned(),
+                _ => "this node's configuration for the peer changed or was removed (a BGPPeer edited or deleted): it comes back if it is still wanted".to_owned(),
+            },
+        ),
+        Some(SessionError::Sent {
+            code,
+            subcode,
+            detail,
+        }) => (
+            if detail.is_empty() {
+                format!("this node closed it with NOTIFICATION {code}/{subcode}")
+            } else {
+                format!("this node closed it with NOTIFICATION {code}/{subcode}: {detail}")
+            },
             notification_fix(code, subcode, &n.address, &my_addr),
         ),
         Some(SessionError::Received { code: 6, subcode }) => (
@@ -414,6 +444,9 @@ fn notification_fix(code: u8, subcode: u8, peer: &IpAddr, my_addr: &str) -> Stri
         ),
         (3, _) => format!("an UPDATE from {peer} was malformed: check the peer's software and export policy"),
         (1, _) => format!("the BGP byte stream from {peer} was corrupt: something between the two rewrites TCP 179"),
+        (4, _) => format!(
+            "{peer} stopped hearing this node's KEEPALIVEs within its hold time: the path loses packets (link, MTU, a firewall on TCP 179) or this node stalled"
+        ),
         _ => format!("see the peer's log for why it sent {code}/{subcode}"),
     }
 }
@@ -477,5 +510,33 @@ mod tests {
         n.last_error = Some("received NOTIFICATION 6/5 (Cease / Connection Rejected)".into());
         let f = explain_session(&n, None, None);
         assert!(!f.cause.contains("coming up"), "{f:?}");
+    }
+
+    #[test]
+    fn ceases_and_hold_timers_either_way() {
+        let n = |err: &str| crate::checks::tests::neighbor("10.0.0.9", 65000, "Idle", Some(err));
+        let f = explain_session(&n("sent NOTIFICATION 6/10 (Cease / BFD Down)"), None, None);
+        assert!(f.cause.contains("6/10 (Cease / BFD down)"), "{f:?}");
+        assert!(
+            f.fix.contains("BFD on this node stopped hearing 10.0.0.9"),
+            "{f:?}"
+        );
+        let f = explain_session(
+            &n("received NOTIFICATION 4/0 (Hold Timer Expired / unspecific)"),
+            None,
+            None,
+        );
+        assert!(
+            f.fix.contains("stopped hearing this node's KEEPALIVEs"),
+            "{f:?}"
+        );
+        let f = explain_session(
+            &n("received NOTIFICATION 6/5 (Cease / Connection Rejected)"),
+            None,
+            None,
+        );
+        assert!(f.fix.contains("configure neighbor"), "{f:?}");
+        let f = explain_session(&n("hold timer expired, sent NOTIFICATION 4/0"), None, None);
+        assert!(f.cause.contains("no KEEPALIVE from 10.0.0.9"), "{f:?}");
     }
 }
