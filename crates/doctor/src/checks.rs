@@ -222,6 +222,50 @@ fn sessions(
         }
         out.add(explain_session(n, cluster, local.as_ref()));
     }
+    for n in agent
+        .neighbors
+        .iter()
+        .filter(|n| n.state == "Established" && n.prefixes_received > n.prefixes_accepted)
+    {
+        // Only where a BGPFilter is in play: without one, the rejected
+        // routes are AS-path loops (this node's AS already in the path),
+        // normal when routers send routes back.
+        let filters: Vec<String> = match (cluster, me) {
+            (Some(c), Some(me)) => {
+                let names = crate::session::bgppeers_toward(c, me, n.address);
+                c.resources
+                    .peers
+                    .iter()
+                    .filter(|p| names.contains(&p.metadata.name))
+                    .flat_map(|p| p.spec.filters.iter().cloned())
+                    .collect()
+            }
+            _ => Vec::new(),
+        };
+        if filters.is_empty() {
+            continue;
+        }
+        let by = format!(
+            "BGPFilter {}, or AS-path loop detection",
+            filters.join(", ")
+        );
+        out.add(Finding::new(
+            Severity::Info,
+            Check::RouteFiltered,
+            format!("peer {}", n.address),
+            format!(
+                "{} of the {} prefixes received from {} are rejected on import ({by})",
+                n.prefixes_received - n.prefixes_accepted,
+                n.prefixes_received,
+                n.address
+            ),
+            "the first matching import rule decides; rejected routes are neither used nor installed",
+            format!(
+                "tabby bgp --socket SOCKET routes shows what was kept; change BGPFilter {} if more should be",
+                filters.join(", ")
+            ),
+        ));
+    }
     if !agent.neighbors.is_empty() && up == agent.neighbors.len() {
         out.pass(format!(
             "{up} of {} BGP sessions Established",
@@ -1779,5 +1823,35 @@ spec: {cidr: 10.244.0.0/16}
         }
         let f = only(&diagnose(&s), Check::RouteNotInKernel);
         assert!(f.problem.contains("10.244.2.0/26 (node b)"), "{f:?}");
+    }
+
+    #[test]
+    fn routes_rejected_on_import_are_a_note() {
+        // Without a filter: loop detection, not worth a word.
+        let mut s = healthy();
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0].prefixes_received = 5;
+            a.neighbors[0].prefixes_accepted = 3;
+        }
+        assert!(diagnose(&s).findings.is_empty());
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: some}}\nspec: {{importV4: [{{action: Reject, matchOperator: In, cidr: 10.99.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65000, filters: [some]}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            let mut tor = neighbor("10.0.0.254", 65000, "Established", None);
+            tor.prefixes_received = 5;
+            tor.prefixes_accepted = 3;
+            a.neighbors.push(tor);
+        }
+        let r = diagnose(&s);
+        let f = only(&r, Check::RouteFiltered);
+        assert_eq!(f.severity, Severity::Info);
+        assert!(
+            f.problem
+                .contains("2 of the 5 prefixes received from 10.0.0.2"),
+            "{f:?}"
+        );
+        assert_eq!(r.status, Status::Healthy);
     }
 }

@@ -1107,6 +1107,63 @@ fn sessions_steps(
         }
         ours = up;
     }
+    // This node's import from each of them.
+    let imports: Vec<&PeerConfig> = my_plan
+        .config
+        .peers
+        .iter()
+        .filter(|p| p.address.is_ipv4() == v4 && ours.iter().any(|(a, _)| *a == p.address))
+        .collect();
+    if !imports.is_empty()
+        && imports.iter().all(|p| {
+            rejects(
+                &p.import,
+                prefix,
+                RouteSource::RemotePeers,
+                if p.as_number != my_as {
+                    PeerType::Ebgp
+                } else {
+                    PeerType::Ibgp
+                },
+            )
+        })
+    {
+        let names: Vec<String> = imports
+            .iter()
+            .flat_map(|p| bgppeers_toward(c, me, p.address))
+            .collect();
+        let by = rejecting_filter(
+            c,
+            &names,
+            prefix,
+            RouteSource::RemotePeers,
+            PeerType::Ebgp,
+            false,
+        )
+        .or_else(|| {
+            rejecting_filter(
+                c,
+                &names,
+                prefix,
+                RouteSource::RemotePeers,
+                PeerType::Ibgp,
+                false,
+            )
+        })
+        .unwrap_or_else(|| "an import filter".to_owned());
+        t.problem(
+            "import",
+            Finding::new(
+                Severity::Error,
+                Check::RouteFiltered,
+                by.clone(),
+                format!("this node drops {expected} from its routers: {by} rejects it on import"),
+                "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
+                format!("change the rule (importV4/importV6) in {by} or remove the filter from the BGPPeer"),
+            ),
+        );
+        return Vec::new();
+    }
     // The holder's export toward each of its routers.
     let toward: Vec<&PeerConfig> = h_plan
         .config
@@ -1544,5 +1601,26 @@ mod tests {
             r.findings[0].fix.contains("--route 10.244.2.0/26"),
             "{r:#?}"
         );
+    }
+
+    #[test]
+    fn an_import_filter_toward_the_routers_is_named() {
+        let yaml = format!(
+            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: deaf}}\nspec: {{importV4: [{{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011, filters: [deaf]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
+        );
+        let mut s = healthy_with(&yaml);
+        if let Ok(a) = &mut s.agent {
+            a.neighbors[0] =
+                crate::checks::tests::neighbor("10.0.0.253", 65011, "Established", None);
+            a.routes.truncate(1);
+        }
+        let r = explain_route(&s, &target("10.244.2.9"));
+        let f = r
+            .findings
+            .iter()
+            .find(|f| f.check == Check::RouteFiltered)
+            .unwrap_or_else(|| panic!("{r:#?}"));
+        assert_eq!(f.subject, "BGPFilter deaf (on BGPPeer a-leaf)");
+        assert!(f.problem.contains("on import"), "{f:?}");
     }
 }
