@@ -539,4 +539,23 @@ mod tests {
         let f = explain_session(&n("hold timer expired, sent NOTIFICATION 4/0"), None, None);
         assert!(f.cause.contains("no KEEPALIVE from 10.0.0.9"), "{f:?}");
     }
+
+    proptest::proptest! {
+        /// The speaker's text is read, never trusted: any string parses to
+        /// something, and explaining it never panics.
+        #[test]
+        fn any_last_error_is_explained(text in ".{0,120}", code in 0u8..8, sub in 0u8..12) {
+            let _ = parse_last_error(&text);
+            for t in [
+                text.clone(),
+                format!("sent NOTIFICATION {code}/{sub} (x / y): {text}"),
+                format!("received NOTIFICATION {code}/{sub}{text}"),
+                format!("sent NOTIFICATION 2/2 (a / b): peer AS {text}, expected {sub}"),
+            ] {
+                let n = crate::checks::tests::neighbor("10.0.0.9", 65000, "Idle", Some(&t));
+                let f = explain_session(&n, None, None);
+                proptest::prop_assert!(!f.cause.is_empty() && !f.fix.is_empty());
+            }
+        }
+    }
 }

@@ -375,3 +375,23 @@ impl Sysctls {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    proptest::proptest! {
+        /// nft's output is read, never trusted.
+        #[test]
+        fn any_nft_text_parses(text in "(set masq-v4 \\{\n|elements = \\{ |[0-9./:, a-f]{0,40}|\\}\n|\n){0,12}") {
+            let t = NatTable::parse(&text);
+            proptest::prop_assert!(t.present);
+        }
+
+        /// `--route` arguments: any string is an answer or a typed error.
+        #[test]
+        fn any_route_argument_parses_or_is_refused(text in ".{0,40}") {
+            let _ = text.parse::<crate::route::RouteTarget>();
+        }
+    }
+}
