@@ -19,6 +19,13 @@ use crate::version::{self, CniVersion};
 /// The MTU used when the configuration gives none (or 0).
 pub const DEFAULT_MTU: u32 = 1500;
 
+/// TX/RX queues of each end of a pod's veth unless `numQueues` says
+/// otherwise. The kernel's default is one per possible CPU, and every queue
+/// is a sysfs object registered when the pair is created (the longest step
+/// of an ADD); a routed pod interface only uses more than one with XDP or
+/// GRO turned on (veth NAPI).
+pub const DEFAULT_VETH_QUEUES: u32 = 1;
+
 /// The pod annotation (Calico's name) that chooses IPv4 pools for a pod.
 pub const ANNOTATION_IPV4_POOLS: &str = "cni.projectcalico.org/ipv4pools";
 /// The pod annotation (Calico's name) that chooses IPv6 pools for a pod.
@@ -108,6 +115,8 @@ pub struct NetConf {
     pub nodename: Option<String>,
     /// `mtu` of the pod interface.
     pub mtu: u32,
+    /// `numQueues`: TX/RX queues of each end of the pod's veth.
+    pub num_queues: u32,
     /// `ipam`.
     pub ipam: IpamConf,
     /// `dns`.
@@ -185,6 +194,18 @@ impl NetConf {
                 }
             },
         };
+        let num_queues = match obj.get("numQueues") {
+            None | Some(Value::Null) => DEFAULT_VETH_QUEUES,
+            Some(v) => match v.as_u64() {
+                Some(q @ 1..=4096) => q as u32,
+                _ => {
+                    return Err(CniError::config(
+                        "numQueues",
+                        format!("{v} is not a queue count (1..4096)"),
+                    ));
+                }
+            },
+        };
         if obj.get("ipMasq").and_then(Value::as_bool) == Some(true) {
             return Err(CniError::new(
                 ErrorCode::UnsupportedField,
@@ -216,6 +237,7 @@ impl NetConf {
             datastore,
             nodename,
             mtu,
+            num_queues,
             ipam,
             dns,
             prev_result,
@@ -488,6 +510,7 @@ mod tests {
             .expect("valid");
         assert_eq!(c.cni_version, CniVersion::V1_0_0);
         assert_eq!(c.mtu, DEFAULT_MTU);
+        assert_eq!(c.num_queues, DEFAULT_VETH_QUEUES);
         assert_eq!(c.ipam, IpamConf::default());
         assert!(c.datastore.is_none() && c.nodename.is_none() && c.prev_result.is_none());
     }
@@ -497,12 +520,13 @@ mod tests {
         let c = parse(json!({
             "cniVersion": "0.3.1", "name": "net", "type": "tabby",
             "datastore": "sqlite:///tmp/x.db", "nodename": "node-1", "mtu": 1440,
-            "log_level": "info", "kubernetes": {"kubeconfig": "/x"},
+            "numQueues": 4, "log_level": "info", "kubernetes": {"kubeconfig": "/x"},
             "ipam": {"type": "calico-ipam", "assign_ipv4": "true", "assign_ipv6": "true",
                      "ipv4_pools": ["10.244.0.0/16", "blue"], "ipv6Pools": ["fd00:10::/48"]}
         }))
         .expect("valid");
         assert_eq!(c.mtu, 1440);
+        assert_eq!(c.num_queues, 4);
         assert_eq!(c.nodename.as_deref(), Some("node-1"));
         assert!(c.ipam.assign_ipv6);
         assert_eq!(
@@ -560,6 +584,16 @@ mod tests {
                 json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtu": "x"}),
                 ErrorCode::InvalidConfig,
                 "mtu",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "numQueues": 0}),
+                ErrorCode::InvalidConfig,
+                "numQueues",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "numQueues": 5000}),
+                ErrorCode::InvalidConfig,
+                "numQueues",
             ),
             (
                 json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "ipMasq": true}),

@@ -459,6 +459,7 @@ impl NodeBackend {
             host_ifname: &host_ifname,
             pod_ifname: &req.ifname,
             mtu: conf.mtu,
+            queues: conf.num_queues,
             addresses: &[],
         };
         // The families this configuration asks for (a repeated ADD that
@@ -733,6 +734,7 @@ impl Backend for NodeBackend {
                 host_ifname: &host_ifname,
                 pod_ifname: &req.ifname,
                 mtu: conf.mtu,
+                queues: conf.num_queues,
                 addresses: &wanted,
             },
         )

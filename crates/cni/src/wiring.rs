@@ -43,6 +43,8 @@ pub struct PodInterface<'a> {
     pub pod_ifname: &'a str,
     /// MTU of both ends.
     pub mtu: u32,
+    /// TX/RX queues of each end.
+    pub queues: u32,
     /// The pod's addresses (host prefixes: /32, /128).
     pub addresses: &'a [IpAddr],
 }
@@ -141,6 +143,7 @@ pub fn create_host_end(
         // The host end up inside the creating request (one round trip
         // less); the pod end goes up in the pod side's burst.
         up: true,
+        queues: Some(pod.queues),
     };
     let host_index = match host.create_veth(&pair, Some(netns)) {
         Ok(i) => i,

@@ -46,6 +46,7 @@ fn attach(
                     host_ifname: host_if,
                     pod_ifname: "eth0",
                     mtu: 1400,
+                    queues: 1,
                     addresses: addrs,
                 },
             )

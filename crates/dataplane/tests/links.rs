@@ -49,6 +49,7 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
                 mac: None,
                 peer_mac: Some(pod_mac),
                 up: false,
+                queues: None,
             },
             Some(&pod_ns),
         )
@@ -138,20 +139,56 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
 }
 
 #[test]
-fn veth_created_up_has_its_near_end_up_at_once() {
+fn veth_created_up_with_its_queue_count() {
     let host = Netns::new("dp-vup").expect("host");
     let pod = Netns::new("dp-vupp").expect("pod");
     let host_ns = DpNetns::named(host.name()).expect("ns");
     let pod_ns = DpNetns::named(pod.name()).expect("ns");
     let mut h = host_ns.netlink().expect("netlink");
-    let pair = |up| VethPair {
+    let pair = |up, queues| VethPair {
         name: "vup0".into(),
         peer: "eth0".into(),
         up,
+        queues,
         ..Default::default()
     };
-    for up in [true, false] {
-        let index = h.create_veth(&pair(up), Some(&pod_ns)).expect("veth");
+    // How many TX/RX queues `ip -d` reports for `dev` in `ns`.
+    let queues = |ns: &str, dev: &str| {
+        let out = std::process::Command::new("ip")
+            .args(["-n", ns, "-d", "link", "show", "dev", dev])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout).into_owned();
+        let field = |name: &str| {
+            let mut words = text.split_whitespace();
+            words.find(|w| *w == name);
+            words.next().map(str::to_owned)
+        };
+        (field("numtxqueues"), field("numrxqueues"))
+    };
+    let one = (Some("1".to_owned()), Some("1".to_owned()));
+    for (up, q) in [(true, Some(1)), (false, None)] {
+        let index = h.create_veth(&pair(up, q), Some(&pod_ns)).expect("veth");
+        if q.is_some() {
+            assert_eq!(queues(host.name(), "vup0"), one, "host end");
+            assert_eq!(queues(pod.name(), "eth0"), one, "pod end");
+        } else {
+            // The kernel's default: one per possible CPU.
+            let possible =
+                std::fs::read_to_string("/sys/devices/system/cpu/possible").expect("possible CPUs");
+            let n = possible
+                .trim()
+                .rsplit(['-', ','])
+                .next()
+                .and_then(|last| last.parse::<u32>().ok())
+                .expect("last possible CPU")
+                + 1;
+            assert_eq!(
+                queues(host.name(), "vup0").0,
+                Some(n.to_string()),
+                "default queues"
+            );
+        }
         let near = h.require_link("vup0").expect("near end");
         let far = pod_ns
             .netlink()
@@ -165,6 +202,13 @@ fn veth_created_up_has_its_near_end_up_at_once() {
         );
         h.delete_link(index).expect("delete");
     }
+    for bad in [0, 4097] {
+        let err = h
+            .create_veth(&pair(true, Some(bad)), Some(&pod_ns))
+            .expect_err("bad queue count");
+        assert!(err.to_string().contains("veth.queues"), "{err}");
+    }
+    assert!(h.link("vup0").expect("lookup").is_none(), "nothing left");
 }
 
 #[test]

@@ -38,6 +38,7 @@ fn a_burst_configures_a_pod_interface_and_names_a_failure() {
                 mac: None,
                 peer_mac: None,
                 up: false,
+                queues: None,
             },
             Some(&pod_ns),
         )

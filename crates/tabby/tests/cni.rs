@@ -371,6 +371,16 @@ fn add_check_del_and_pods_reach_the_host_and_each_other() {
             .expect("link")
             .contains("mtu 1400")
     );
+    // One TX and one RX queue per end unless `numQueues` says otherwise.
+    for details in [
+        a.ip_stdout(["-d", "link", "show", "eth0"])
+            .expect("pod end"),
+        node.ns
+            .ip_stdout(["-d", "link", "show", &host_if])
+            .expect("host end"),
+    ] {
+        assert!(details.contains("numtxqueues 1 numrxqueues 1"), "{details}");
+    }
 
     assert!(a.ping("10.97.0.1", 2), "pod a cannot reach the host");
     assert!(
