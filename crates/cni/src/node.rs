@@ -481,12 +481,12 @@ impl NodeBackend {
         let (ipam, written, host_end, pod_socket) = std::thread::scope(|s| {
             let wiring = netns.spawn_scoped_then(
                 s,
-                || -> Result<(Netlink, u32), CniError> {
+                || -> Result<(Netlink, wiring::HostEnd), CniError> {
                     let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
-                    let index =
+                    let end =
                         wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
                             .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
-                    Ok((nl, index))
+                    Ok((nl, end))
                 },
                 |host| host.is_ok().then(Netlink::open),
             );
@@ -537,7 +537,7 @@ impl NodeBackend {
                 }
             }
         };
-        let ((assigned, fresh), (mut nl, host_index)) = match (ipam, written, host_end) {
+        let ((assigned, fresh), (mut nl, end)) = match (ipam, written, host_end) {
             (Ok(a), Ok(()), Ok(h)) => (a, h),
             (Err(e), _, host) => {
                 if let Ok((mut nl, _)) = host {
@@ -560,7 +560,7 @@ impl NodeBackend {
         let ips: Vec<IpAddr> = assigned.iter().map(|a| a.address).collect();
         let attached = wiring::configure(
             &mut nl,
-            host_index,
+            end,
             families,
             netns,
             pod_socket,
@@ -572,7 +572,7 @@ impl NodeBackend {
         let attached = match attached {
             Ok(a) => a,
             Err(e) => {
-                let _ = nl.delete_link(host_index);
+                let _ = nl.delete_link(end.index);
                 undo(self, fresh);
                 return Err(CniError::new(ErrorCode::Internal, e.to_string()));
             }

@@ -111,29 +111,42 @@ pub fn attach(
     pod: &PodInterface<'_>,
 ) -> Result<Attached, WiringError> {
     let families = Families::of(pod.addresses);
-    let host_index = create_host_end(host, netns, pod, None, families)?;
-    match configure(host, host_index, families, netns, pod_socket, pod) {
+    let end = create_host_end(host, netns, pod, None, families)?;
+    match configure(host, end, families, netns, pod_socket, pod) {
         Ok(a) => Ok(a),
         Err(e) => {
-            let _ = host.delete_link(host_index);
+            let _ = host.delete_link(end.index);
             Err(e)
         }
     }
+}
+
+/// What [`create_host_end`] made: the host end, and what is known of the
+/// pod end without asking the pod's namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HostEnd {
+    /// The host end's index.
+    pub index: u32,
+    /// The pod end's index in the pod's namespace (the host end's
+    /// `IFLA_LINK`), if the kernel reported it.
+    pub pod_index: Option<u32>,
+    /// The pod end's MAC, if the caller chose it.
+    pub pod_mac: Option<MacAddr>,
 }
 
 /// The first half of [`attach`], which needs no address yet (so a caller
 /// can run it while IPAM works): creates the veth pair, the host end up, with
 /// the pod end inside the pod's namespace, and prepares the host end for
 /// `families`. `pod_mac` is the pod end's MAC (`None`: the kernel's
-/// choice). Returns the host end's index. On error nothing is left behind;
-/// on success the caller owns the host end (delete it on a later failure).
+/// choice). On error nothing is left behind; on success the caller owns the
+/// host end (delete it on a later failure).
 pub fn create_host_end(
     host: &mut Netlink,
     netns: &Netns,
     pod: &PodInterface<'_>,
     pod_mac: Option<MacAddr>,
     families: Families,
-) -> Result<u32, WiringError> {
+) -> Result<HostEnd, WiringError> {
     let pair = VethPair {
         name: pod.host_ifname.to_owned(),
         peer: pod.pod_ifname.to_owned(),
@@ -145,8 +158,8 @@ pub fn create_host_end(
         up: true,
         queues: Some(pod.queues),
     };
-    let host_index = match host.create_veth(&pair, Some(netns)) {
-        Ok(i) => i,
+    let created = match host.create_veth(&pair, Some(netns)) {
+        Ok(link) => link,
         Err(dp::Error::Kernel { source, .. }) if source.is_exists() => {
             // A leftover of an earlier ADD of this container (the runtime
             // retried, or the plugin died half way): start again from clean.
@@ -173,10 +186,14 @@ pub fn create_host_end(
     match prepare_host_end(pod.host_ifname, families) {
         Ok(()) => {
             crate::trace::mark("host-prepare");
-            Ok(host_index)
+            Ok(HostEnd {
+                index: created.index,
+                pod_index: created.linked,
+                pod_mac,
+            })
         }
         Err(e) => {
-            let _ = host.delete_link(host_index);
+            let _ = host.delete_link(created.index);
             Err(e)
         }
     }
@@ -201,13 +218,14 @@ fn prepare_host_end(h: &str, families: Families) -> Result<(), WiringError> {
 
 /// The second half of [`attach`], once the addresses are known: the pod
 /// side (through `pod_socket`, a socket inside the pod's namespace, or one
-/// opened here) and the host routes. `prepared` says which families
+/// opened here; the pod end is looked up there only if `end` does not know
+/// its index and MAC) and the host routes. `prepared` says which families
 /// [`create_host_end`] prepared the host end for; any other family of
 /// `pod.addresses` is prepared here. The caller deletes the host end on
 /// error.
 pub fn configure(
     host: &mut Netlink,
-    host_index: u32,
+    end: HostEnd,
     prepared: Families,
     netns: &Netns,
     pod_socket: Option<Netlink>,
@@ -216,6 +234,7 @@ pub fn configure(
     let wanted = Families::of(pod.addresses);
     let (has_v4, has_v6) = (wanted.v4, wanted.v6);
     let h = pod.host_ifname;
+    let host_index = end.index;
     prepare_host_end(
         h,
         Families {
@@ -237,9 +256,15 @@ pub fn configure(
             .map_err(at("open netlink in the pod namespace"))?,
     };
     let p = pod.pod_ifname;
-    let link = podnl
-        .require_link(p)
-        .map_err(at(format!("find {p} in the pod namespace")))?;
+    let (pod_index, pod_mac) = match (end.pod_index, end.pod_mac) {
+        (Some(index), Some(mac)) => (index, Some(mac)),
+        _ => {
+            let link = podnl
+                .require_link(p)
+                .map_err(at(format!("find {p} in the pod namespace")))?;
+            (link.index, link.mac)
+        }
+    };
     if has_v6 {
         let dad = sysctl::conf_path(Family::V6, p, "accept_dad").map_err(at("accept_dad path"))?;
         netns
@@ -252,39 +277,39 @@ pub fn configure(
     // HOST_MAC): a permanent neighbour entry saves the pod its first ARP/NDP
     // exchange and works even where proxy ARP would not answer (a host
     // without a default route).
-    let mut changes = vec![LinkChange::Up(link.index)];
+    let mut changes = vec![LinkChange::Up(pod_index)];
     if has_v4 {
         changes.push(LinkChange::ReplaceNeighbour(
-            link.index,
+            pod_index,
             IpAddr::V4(GATEWAY_V4),
             HOST_MAC,
         ));
     }
     if has_v6 {
         changes.push(LinkChange::ReplaceNeighbour(
-            link.index,
+            pod_index,
             IpAddr::V6(GATEWAY_V6),
             HOST_MAC,
         ));
     }
     for addr in pod.addresses {
-        changes.push(LinkChange::AddAddress(link.index, IpNet::from(*addr)));
+        changes.push(LinkChange::AddAddress(pod_index, IpNet::from(*addr)));
     }
     if has_v4 {
         let gw = IpAddr::V4(GATEWAY_V4);
         changes.push(LinkChange::ReplaceRoute(Route::dev(
             IpNet::from(gw),
-            link.index,
+            pod_index,
         )));
         changes.push(LinkChange::ReplaceRoute(Route::multipath(
             IpNet::V4(Ipv4Net::default()),
-            vec![NextHop::via(gw).with_device(link.index)],
+            vec![NextHop::via(gw).with_device(pod_index)],
         )));
     }
     if has_v6 {
         changes.push(LinkChange::ReplaceRoute(Route::multipath(
             IpNet::V6(Ipv6Net::default()),
-            vec![NextHop::via(IpAddr::V6(GATEWAY_V6)).with_device(link.index)],
+            vec![NextHop::via(IpAddr::V6(GATEWAY_V6)).with_device(pod_index)],
         )));
     }
     podnl
@@ -303,7 +328,7 @@ pub fn configure(
     crate::trace::mark("host-routes");
     Ok(Attached {
         host_mac: HOST_MAC,
-        pod_mac: link.mac,
+        pod_mac,
     })
 }
 

@@ -92,6 +92,12 @@ pub struct Link {
     pub mac: Option<MacAddr>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// `IFLA_LINK`: the link this one is tied to, as the kernel reports it:
+    /// a veth's other end (an index in the other end's namespace when the
+    /// pair spans two, where the kernel always reports it), a VLAN's or
+    /// tunnel's underlay. The kernel leaves it out when it would equal this
+    /// link's own index in the same namespace.
+    pub linked: Option<u32>,
 }
 
 /// A veth pair to create: `name` stays in the namespace of the socket, `peer`
@@ -193,10 +199,12 @@ fn decode_link(m: &LinkMessage) -> Link {
         mtu: 0,
         mac: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        linked: None,
     };
     for a in &m.attributes {
         match a {
             LinkAttribute::IfName(n) => l.name = n.clone(),
+            LinkAttribute::Link(i) if *i != 0 => l.linked = Some(*i),
             LinkAttribute::Mtu(mtu) => l.mtu = *mtu,
             LinkAttribute::Address(mac) => {
                 if let Ok(b) = <[u8; 6]>::try_from(mac.as_slice()) {
@@ -342,9 +350,10 @@ impl Netlink {
     }
 
     /// Creates a veth pair, the peer end moved straight into `peer_netns`
-    /// when given. Returns the near end's index. The near end is up if
+    /// when given. Returns the near end as the kernel reports it (its
+    /// [`Link::linked`] is the far end's index). The near end is up if
     /// `pair.up` says so, the far end is down.
-    pub fn create_veth(&mut self, pair: &VethPair, peer_netns: Option<&Netns>) -> Result<u32> {
+    pub fn create_veth(&mut self, pair: &VethPair, peer_netns: Option<&Netns>) -> Result<Link> {
         check_name("veth.name", &pair.name)?;
         check_name("veth.peer", &pair.peer)?;
         let mut m = LinkMessage::default();
@@ -390,7 +399,7 @@ impl Netlink {
         self.request_ok(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m, || {
             format!("create veth {} peer {}", pair.name, pair.peer)
         })?;
-        self.link_index(&pair.name)
+        self.require_link(&pair.name)
     }
 
     /// Creates a VXLAN device; returns its index. Left down.

@@ -54,6 +54,7 @@ fn veth_into_pod_namespace_and_pod_reaches_host() {
             Some(&pod_ns),
         )
         .expect("create veth");
+    let hidx = hidx.index;
     assert!(
         h.link("tmp5").expect("lookup").is_none(),
         "peer left in the host"
@@ -168,7 +169,19 @@ fn veth_created_up_with_its_queue_count() {
     };
     let one = (Some("1".to_owned()), Some("1".to_owned()));
     for (up, q) in [(true, Some(1)), (false, None)] {
-        let index = h.create_veth(&pair(up, q), Some(&pod_ns)).expect("veth");
+        let near = h.create_veth(&pair(up, q), Some(&pod_ns)).expect("veth");
+        let index = near.index;
+        // The far end's index, as the pod's namespace knows it.
+        assert_eq!(
+            near.linked,
+            Some(
+                pod_ns
+                    .netlink()
+                    .expect("pod netlink")
+                    .link_index("eth0")
+                    .expect("far end")
+            )
+        );
         if q.is_some() {
             assert_eq!(queues(host.name(), "vup0"), one, "host end");
             assert_eq!(queues(pod.name(), "eth0"), one, "pod end");
@@ -227,7 +240,8 @@ fn move_existing_link_and_errors_name_the_object() {
             },
             None,
         )
-        .expect("veth");
+        .expect("veth")
+        .index;
     let b = h.link_index("mv1").expect("peer here");
     h.move_to_netns(b, &other_ns).expect("move");
     assert!(h.link("mv1").expect("lookup").is_none());

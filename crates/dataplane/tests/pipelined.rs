@@ -42,7 +42,8 @@ fn a_burst_configures_a_pod_interface_and_names_a_failure() {
             },
             Some(&pod_ns),
         )
-        .expect("create veth");
+        .expect("create veth")
+        .index;
     let mut p = pod_socket
         .join()
         .expect("entered the pod namespace")
