@@ -482,7 +482,9 @@ impl NodeBackend {
             let wiring = netns.spawn_scoped_then(
                 s,
                 || -> Result<(Netlink, wiring::HostEnd), CniError> {
+                    crate::trace::mark("veth-thread");
                     let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
+                    crate::trace::mark("host-socket");
                     let end =
                         wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
                             .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
