@@ -1280,6 +1280,50 @@ spec: {cidr: 10.244.0.0/16}
         healthy_with(TWO_NODES)
     }
 
+    /// One more YAML document (after a `---`) of the given kind.
+    pub(crate) fn doc(kind: &str, metadata: &str, spec: &str) -> String {
+        format!(
+            "---\napiVersion: projectcalico.org/v3\nkind: {kind}\nmetadata: {metadata}\nspec: {spec}\n"
+        )
+    }
+
+    /// [`TWO_NODES`] followed by the given documents.
+    pub(crate) fn two_nodes_and(docs: &[String]) -> String {
+        format!("{TWO_NODES}{}", docs.concat())
+    }
+
+    /// The BGPConfiguration that turns the node-to-node mesh off.
+    pub(crate) fn mesh_off() -> String {
+        doc(
+            "BGPConfiguration",
+            "{name: default}",
+            "{nodeToNodeMeshEnabled: false}",
+        )
+    }
+
+    pub(crate) fn peer(name: &str, spec: &str) -> String {
+        doc("BGPPeer", &format!("{{name: {name}}}"), spec)
+    }
+
+    pub(crate) fn filter(name: &str, spec: &str) -> String {
+        doc("BGPFilter", &format!("{{name: {name}}}"), spec)
+    }
+
+    /// The snapshot's agent part, which the tests' snapshots always have.
+    pub(crate) fn agent(s: &mut Snapshot) -> &mut AgentState {
+        s.agent.as_mut().expect("agent part")
+    }
+
+    /// The snapshot's kernel part, which the tests' snapshots always have.
+    pub(crate) fn kernel(s: &mut Snapshot) -> &mut KernelState {
+        s.kernel.as_mut().expect("kernel part")
+    }
+
+    /// The snapshot's sysctls, which the tests' snapshots always have.
+    pub(crate) fn sysctls(s: &mut Snapshot) -> &mut Sysctls {
+        s.sysctls.as_mut().expect("sysctls part")
+    }
+
     fn only(r: &Report, check: Check) -> Finding {
         let f = r.of(check);
         assert_eq!(f.len(), 1, "{check:?}: {:#?}", r.findings);
@@ -1318,34 +1362,29 @@ spec: {cidr: 10.244.0.0/16}
         assert!(f.problem.contains("no Node resource named c"), "{f:?}");
         assert!(f.fix.contains("--nodename c"), "{f:?}");
         // The agent's router id names the node it runs.
-        if let Ok(a) = &mut s.agent {
-            a.summary = Some(
-                serde_json::from_value(serde_json::json!({
-                    "asNumber": 64512, "routerId": "10.0.0.1", "locRibPrefixes": 2,
-                    "locRibPaths": 2, "peers": 1, "established": 1, "uptimeSecs": 9,
-                    "fibRoutes": 1
-                }))
-                .expect("summary"),
-            );
-        }
+        let a = agent(&mut s);
+        a.summary = Some(
+            serde_json::from_value(serde_json::json!({
+                "asNumber": 64512, "routerId": "10.0.0.1", "locRibPrefixes": 2,
+                "locRibPaths": 2, "peers": 1, "established": 1, "uptimeSecs": 9,
+                "fibRoutes": 1
+            }))
+            .expect("summary"),
+        );
         let f = only(&diagnose(&s), Check::NodeRegistration);
         assert!(f.fix.contains("tabby doctor --nodename a"), "{f:?}");
     }
 
     #[test]
     fn wrong_as_toward_a_router_names_the_bgppeer_and_the_as() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65002}}\n"
-        );
+        let yaml = two_nodes_and(&[peer("tor", "{peerIP: 10.0.0.254, asNumber: 65002}")]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors.push(neighbor(
-                "10.0.0.254",
-                65002,
-                "Active",
-                Some("sent NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS): peer AS 65001, expected 65002"),
-            ));
-        }
+        agent(&mut s).neighbors.push(neighbor(
+            "10.0.0.254",
+            65002,
+            "Active",
+            Some("sent NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS): peer AS 65001, expected 65002"),
+        ));
         let r = diagnose(&s);
         let f = only(&r, Check::SessionDown);
         assert_eq!(f.severity, Severity::Error);
@@ -1366,18 +1405,15 @@ spec: {cidr: 10.244.0.0/16}
 
     #[test]
     fn router_refusing_our_as_names_the_node_as_field() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65002}}\n"
-        );
+        let yaml = two_nodes_and(&[peer("tor", "{peerIP: 10.0.0.254, asNumber: 65002}")]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors.push(neighbor(
-                "10.0.0.254",
-                65002,
-                "Idle",
-                Some("received NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS)"),
-            ));
-        }
+        let a = agent(&mut s);
+        a.neighbors.push(neighbor(
+            "10.0.0.254",
+            65002,
+            "Idle",
+            Some("received NOTIFICATION 2/2 (OPEN Message Error / Bad Peer AS)"),
+        ));
         let f = only(&diagnose(&s), Check::SessionDown);
         assert!(f.cause.contains("this node uses AS 64512"), "{f:?}");
         assert!(f.fix.contains("set Node a spec.bgp.asNumber"), "{f:?}");
@@ -1388,9 +1424,7 @@ spec: {cidr: 10.244.0.0/16}
     fn mesh_peer_waiting_for_the_other_node() {
         // a (10.0.0.1) is passive toward b (10.0.0.2): b connects.
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] = neighbor("10.0.0.2", 64512, "Active", None);
-        }
+        agent(&mut s).neighbors[0] = neighbor("10.0.0.2", 64512, "Active", None);
         let f = only(&diagnose(&s), Check::SessionDown);
         assert!(f.subject.contains("node b"), "{f:?}");
         assert!(f.cause.contains("waits for 10.0.0.2"), "{f:?}");
@@ -1400,31 +1434,24 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn connection_refused_says_nothing_listens() {
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] = neighbor(
-                "10.0.0.2",
-                64512,
-                "Active",
-                Some("connect: Connection refused (os error 111)"),
-            );
-        }
+        agent(&mut s).neighbors[0] = neighbor(
+            "10.0.0.2",
+            64512,
+            "Active",
+            Some("connect: Connection refused (os error 111)"),
+        );
         let f = only(&diagnose(&s), Check::SessionDown);
         assert!(f.fix.contains("nothing listens on 10.0.0.2:179"), "{f:?}");
     }
 
     #[test]
     fn a_node_with_no_session_at_all() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n"
-        );
+        let yaml = two_nodes_and(&[mesh_off()]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors.clear();
-            a.routes.truncate(1);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.truncate(2);
-        }
+        let a = agent(&mut s);
+        a.neighbors.clear();
+        a.routes.truncate(1);
+        kernel(&mut s).routes.truncate(2);
         let r = diagnose(&s);
         let f = only(&r, Check::NoSessions);
         assert!(f.cause.contains("nodeToNodeMeshEnabled is false"), "{f:?}");
@@ -1434,14 +1461,14 @@ spec: {cidr: 10.244.0.0/16}
 
     #[test]
     fn mesh_kept_while_every_node_peers_with_a_router_is_a_note() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-tor}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            peer("a-tor", "{node: a, peerIP: 10.0.0.253, asNumber: 65011}"),
+            peer("b-tor", "{node: b, peerIP: 10.0.0.254, asNumber: 65012}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors
-                .push(neighbor("10.0.0.253", 65011, "Established", None));
-        }
+        let a = agent(&mut s);
+        a.neighbors
+            .push(neighbor("10.0.0.253", 65011, "Established", None));
         let r = diagnose(&s);
         let f = only(&r, Check::MeshWithExternalPeers);
         assert_eq!(f.severity, Severity::Info);
@@ -1452,20 +1479,19 @@ spec: {cidr: 10.244.0.0/16}
             .replace("asNumber: 65011", "asNumber: 64512")
             .replace("asNumber: 65012", "asNumber: 64512");
         let mut s = healthy_with(&ibgp);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors
-                .push(neighbor("10.0.0.253", 64512, "Established", None));
-        }
+        let a = agent(&mut s);
+        a.neighbors
+            .push(neighbor("10.0.0.253", 64512, "Established", None));
         assert!(diagnose(&s).of(Check::MeshWithExternalPeers).is_empty());
         // Only one node with a router: no note.
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n"
-        );
+        let yaml = two_nodes_and(&[peer(
+            "a-tor",
+            "{node: a, peerIP: 10.0.0.253, asNumber: 65011}",
+        )]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors
-                .push(neighbor("10.0.0.253", 65011, "Established", None));
-        }
+        agent(&mut s)
+            .neighbors
+            .push(neighbor("10.0.0.253", 65011, "Established", None));
         assert!(diagnose(&s).of(Check::MeshWithExternalPeers).is_empty());
     }
 
@@ -1507,9 +1533,7 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn forwarding_off() {
         let mut s = healthy();
-        if let Ok(sys) = &mut s.sysctls {
-            sys.ipv4_forward = Some(false);
-        }
+        sysctls(&mut s).ipv4_forward = Some(false);
         let r = diagnose(&s);
         let f = only(&r, Check::Forwarding);
         assert_eq!(f.subject, "sysctl net.ipv4.ip_forward");
@@ -1520,29 +1544,27 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn strict_rp_filter_with_ecmp() {
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.routes[2] = kroute(
-                "10.244.2.0/26",
-                201,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.2", "eth0"), ("10.0.1.2", "eth1")],
-            );
-        }
+        kernel(&mut s).routes[2] = kroute(
+            "10.244.2.0/26",
+            201,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.2", "eth0"), ("10.0.1.2", "eth1")],
+        );
         let f = only(&diagnose(&s), Check::RpFilter);
         assert!(f.problem.contains("eth0"), "{f:?}");
         assert!(f.fix.contains("rp_filter=2"), "{f:?}");
         // Loose on all: the max is 2, not strict.
-        if let Ok(sys) = &mut s.sysctls {
-            sys.rp_filter.insert("all".into(), 2);
-        }
+        sysctls(&mut s).rp_filter.insert("all".into(), 2);
         assert!(diagnose(&s).of(Check::RpFilter).is_empty());
     }
 
     #[test]
     fn pools_that_overlap_do_not_fit_or_cover_the_node_network() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: lan}}\nspec: {{cidr: 10.0.0.0/16, blockSize: 26}}\n"
-        );
+        let yaml = two_nodes_and(&[doc(
+            "IPPool",
+            "{name: lan}",
+            "{cidr: 10.0.0.0/16, blockSize: 26}",
+        )]);
         let r = diagnose(&healthy_with(&yaml));
         let f = r.of(Check::Pools);
         assert!(
@@ -1595,20 +1617,16 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn a_local_block_without_blackhole() {
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(1);
-        }
+        kernel(&mut s).routes.remove(1);
         let f = only(&diagnose(&s), Check::Blackhole);
         assert!(f.subject.contains("10.244.1.0/26"), "{f:?}");
         // Held by a static route instead.
-        if let Ok(k) = &mut s.kernel {
-            k.routes.push(kroute(
-                "10.244.1.0/26",
-                4,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.9", "eth0")],
-            ));
-        }
+        kernel(&mut s).routes.push(kroute(
+            "10.244.1.0/26",
+            4,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.9", "eth0")],
+        ));
         let f = only(&diagnose(&s), Check::Blackhole);
         assert!(f.cause.contains("proto static"), "{f:?}");
         assert!(
@@ -1620,12 +1638,8 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn learned_route_with_an_unreachable_next_hop() {
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.2"), "10.3.33.1", true);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(2);
-        }
+        agent(&mut s).routes[1] = rib("10.244.2.0/26", Some("10.0.0.2"), "10.3.33.1", true);
+        kernel(&mut s).routes.remove(2);
         let f = only(&diagnose(&s), Check::NextHopUnreachable);
         assert!(f.problem.contains("next hop 10.3.33.1"), "{f:?}");
         assert!(f.fix.contains("BGPPeer"), "{f:?}");
@@ -1634,19 +1648,15 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn learned_route_missing_or_shadowed_in_the_kernel() {
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(2);
-        }
+        kernel(&mut s).routes.remove(2);
         let f = only(&diagnose(&s), Check::RouteNotInKernel);
         assert!(f.problem.contains("10.244.2.0/26"), "{f:?}");
-        if let Ok(k) = &mut s.kernel {
-            k.routes.push(kroute(
-                "10.244.2.0/26",
-                4,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.9", "eth0")],
-            ));
-        }
+        kernel(&mut s).routes.push(kroute(
+            "10.244.2.0/26",
+            4,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.9", "eth0")],
+        ));
         let f = only(&diagnose(&s), Check::RouteShadowed);
         assert!(f.problem.contains("proto static"), "{f:?}");
     }
@@ -1668,9 +1678,7 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn node_address_on_no_interface() {
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.links[1].addresses = vec![net("172.17.0.1/16")];
-        }
+        kernel(&mut s).links[1].addresses = vec![net("172.17.0.1/16")];
         let f = only(&diagnose(&s), Check::NodeAddress);
         assert_eq!(f.subject, "Node a spec.bgp.ipv4Address");
         assert!(
@@ -1699,18 +1707,14 @@ spec: {cidr: 10.244.0.0/16}
         );
         assert!(f.fix.contains("vxlanMode"), "{f:?}");
         let mut s = healthy_with(&yaml);
-        if let Ok(k) = &mut s.kernel {
-            k.links.push(link("tunl0", 1480, &[]));
-        }
+        kernel(&mut s).links.push(link("tunl0", 1480, &[]));
         assert!(diagnose(&s).of(Check::Encapsulation).is_empty());
     }
 
     #[test]
     fn pods_with_a_larger_mtu_than_the_path() {
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.links[1].mtu = 1420;
-        }
+        kernel(&mut s).links[1].mtu = 1420;
         let f = only(&diagnose(&s), Check::Mtu);
         assert!(
             f.problem.contains("MTU 1500") && f.problem.contains("eth0 with MTU 1420"),
@@ -1722,9 +1726,7 @@ spec: {cidr: 10.244.0.0/16}
     #[test]
     fn announcements_that_differ_from_the_ipam_state() {
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.routes[0] = rib("10.244.9.0/26", None, "0.0.0.0", false);
-        }
+        agent(&mut s).routes[0] = rib("10.244.9.0/26", None, "0.0.0.0", false);
         let r = diagnose(&s);
         let f = r.of(Check::Announcements);
         assert_eq!(f.len(), 2, "{f:#?}");
@@ -1737,14 +1739,20 @@ spec: {cidr: 10.244.0.0/16}
 
     #[test]
     fn an_export_filter_keeping_own_blocks_from_a_peer() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: quiet}}\nspec: {{exportV4: [{{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65000, filters: [quiet]}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            filter(
+                "quiet",
+                "{exportV4: [{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}]}",
+            ),
+            peer(
+                "tor",
+                "{peerIP: 10.0.0.254, asNumber: 65000, filters: [quiet]}",
+            ),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors
-                .push(neighbor("10.0.0.254", 65000, "Established", None));
-        }
+        agent(&mut s)
+            .neighbors
+            .push(neighbor("10.0.0.254", 65000, "Established", None));
         let f = only(&diagnose(&s), Check::RouteFiltered);
         assert_eq!(f.subject, "BGPFilter quiet (on BGPPeer tor)");
         assert!(
@@ -1766,11 +1774,10 @@ spec: {cidr: 10.244.0.0/16}
             "{f:?}"
         );
         let mut s = healthy_with(&yaml);
-        if let Ok(k) = &mut s.kernel {
-            k.nat = Some(crate::snapshot::NatTable::parse(
-                "table inet tabby-nat {\n\tset masq-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.244.0.0/16, 10.9.9.9 }\n\t}\n\n\tset pools-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.250.0.0/16 }\n\t}\n}\n",
-            ));
-        }
+        let k = kernel(&mut s);
+        k.nat = Some(crate::snapshot::NatTable::parse(
+            "table inet tabby-nat {\n\tset masq-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.244.0.0/16, 10.9.9.9 }\n\t}\n\n\tset pools-v4 {\n\t\ttype ipv4_addr\n\t\tflags interval\n\t\telements = { 10.250.0.0/16 }\n\t}\n}\n",
+        ));
         let r = diagnose(&s);
         assert!(r.of(Check::Nat).is_empty(), "{:#?}", r.findings);
         assert!(
@@ -1804,10 +1811,9 @@ spec: {cidr: 10.244.0.0/16}
                 "spec: {bgp: {ipv4Address: 10.0.0.2/24}, ipv4VXLANTunnelAddr: 10.244.2.0}",
             );
         let mut s = healthy_with(&yaml);
-        if let Ok(k) = &mut s.kernel {
-            k.links.push(link("vxlan.calico", 1450, &["10.244.1.0/32"]));
-            k.links[2].mtu = 1450;
-        }
+        let k = kernel(&mut s);
+        k.links.push(link("vxlan.calico", 1450, &["10.244.1.0/32"]));
+        k.links[2].mtu = 1450;
         let r = diagnose(&s);
         assert!(r.findings.is_empty(), "{:#?}", r.findings);
         assert!(
@@ -1815,12 +1821,8 @@ spec: {cidr: 10.244.0.0/16}
             "{:?}",
             r.passed
         );
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(2);
-        }
-        if let Ok(a) = &mut s.agent {
-            a.routes.truncate(1);
-        }
+        kernel(&mut s).routes.remove(2);
+        agent(&mut s).routes.truncate(1);
         let f = only(&diagnose(&s), Check::RouteNotInKernel);
         assert!(f.problem.contains("10.244.2.0/26 (node b)"), "{f:?}");
     }
@@ -1829,21 +1831,26 @@ spec: {cidr: 10.244.0.0/16}
     fn routes_rejected_on_import_are_a_note() {
         // Without a filter: loop detection, not worth a word.
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0].prefixes_received = 5;
-            a.neighbors[0].prefixes_accepted = 3;
-        }
+        let a = agent(&mut s);
+        a.neighbors[0].prefixes_received = 5;
+        a.neighbors[0].prefixes_accepted = 3;
         assert!(diagnose(&s).findings.is_empty());
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: some}}\nspec: {{importV4: [{{action: Reject, matchOperator: In, cidr: 10.99.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: tor}}\nspec: {{peerIP: 10.0.0.254, asNumber: 65000, filters: [some]}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            filter(
+                "some",
+                "{importV4: [{action: Reject, matchOperator: In, cidr: 10.99.0.0/16}]}",
+            ),
+            peer(
+                "tor",
+                "{peerIP: 10.0.0.254, asNumber: 65000, filters: [some]}",
+            ),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            let mut tor = neighbor("10.0.0.254", 65000, "Established", None);
-            tor.prefixes_received = 5;
-            tor.prefixes_accepted = 3;
-            a.neighbors.push(tor);
-        }
+        let a = agent(&mut s);
+        let mut tor = neighbor("10.0.0.254", 65000, "Established", None);
+        tor.prefixes_received = 5;
+        tor.prefixes_accepted = 3;
+        a.neighbors.push(tor);
         let r = diagnose(&s);
         let f = only(&r, Check::RouteFiltered);
         assert_eq!(f.severity, Severity::Info);

@@ -1221,10 +1221,21 @@ fn sessions_steps(
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::checks::tests::{TWO_NODES, healthy, healthy_with, kroute, rib};
+    use crate::checks::tests::{
+        TWO_NODES, agent, doc, filter, healthy, healthy_with, kernel, kroute, mesh_off, neighbor,
+        peer, rib, two_nodes_and,
+    };
 
     fn target(s: &str) -> RouteTarget {
         s.parse().expect("target")
+    }
+
+    /// The report's finding of `check`; panics with the report if none.
+    fn finding(r: &RouteReport, check: Check) -> &Finding {
+        r.findings
+            .iter()
+            .find(|f| f.check == check)
+            .unwrap_or_else(|| panic!("no {check:?} finding: {r:#?}"))
     }
 
     #[test]
@@ -1263,12 +1274,8 @@ mod tests {
             "spec: {cidr: 10.244.0.0/16, disableBGPExport: true}",
         );
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.routes.truncate(1);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.truncate(2);
-        }
+        agent(&mut s).routes.truncate(1);
+        kernel(&mut s).routes.truncate(2);
         let r = explain_route(&s, &target("10.244.2.0/26"));
         assert!(!r.present);
         assert_eq!(r.status, Status::Problems);
@@ -1282,19 +1289,23 @@ mod tests {
 
     #[test]
     fn an_export_filter_is_named() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: no-pods}}\nspec: {{exportV4: [{{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-to-a}}\nspec: {{node: b, peerIP: 10.0.0.1, asNumber: 64512, filters: [no-pods]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-to-b}}\nspec: {{node: a, peerIP: 10.0.0.2, asNumber: 64512}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            mesh_off(),
+            filter(
+                "no-pods",
+                "{exportV4: [{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}]}",
+            ),
+            peer(
+                "b-to-a",
+                "{node: b, peerIP: 10.0.0.1, asNumber: 64512, filters: [no-pods]}",
+            ),
+            peer("a-to-b", "{node: a, peerIP: 10.0.0.2, asNumber: 64512}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.routes.truncate(1);
-        }
+        let a = agent(&mut s);
+        a.routes.truncate(1);
         let r = explain_route(&s, &target("10.244.2.9"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::RouteFiltered)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::RouteFiltered);
         assert!(
             f.subject.contains("BGPFilter no-pods (on BGPPeer b-to-a)"),
             "{f:?}"
@@ -1303,31 +1314,22 @@ mod tests {
 
     #[test]
     fn no_session_toward_anyone_that_carries_it() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-tor}}\nspec: {{node: a, peerIP: 10.0.0.254, asNumber: 65000}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            mesh_off(),
+            peer("a-tor", "{node: a, peerIP: 10.0.0.254, asNumber: 65000}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.routes.truncate(1);
-        }
+        agent(&mut s).routes.truncate(1);
         let r = explain_route(&s, &target("10.244.2.9"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::RouteNoPath)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::RouteNoPath);
         assert!(f.problem.contains("node b peers with no router"), "{f:?}");
     }
 
     #[test]
     fn unreachable_next_hop_and_shadowing_routes() {
         let mut s = healthy();
-        if let Ok(a) = &mut s.agent {
-            a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.2"), "10.3.33.1", true);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(2);
-        }
+        agent(&mut s).routes[1] = rib("10.244.2.0/26", Some("10.0.0.2"), "10.3.33.1", true);
+        kernel(&mut s).routes.remove(2);
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(
             r.findings
@@ -1337,20 +1339,14 @@ mod tests {
         );
 
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.routes.push(kroute(
-                "10.244.2.0/27",
-                4,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.9", "eth0")],
-            ));
-        }
+        kernel(&mut s).routes.push(kroute(
+            "10.244.2.0/27",
+            4,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.9", "eth0")],
+        ));
         let r = explain_route(&s, &target("10.244.2.9"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::RouteShadowed)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::RouteShadowed);
         assert!(f.problem.contains("proto static"), "{f:?}");
         assert!(!r.present);
     }
@@ -1393,11 +1389,7 @@ mod tests {
             assert!(c.blocks[0].assign_ip("10.244.1.5".parse().expect("ip"), attr));
         }
         let r = explain_route(&s, &target("10.244.1.5"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::PodRoute)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::PodRoute);
         assert!(f.fix.contains("recreate the pod"), "{f:?}");
         assert!(
             r.trace
@@ -1405,14 +1397,12 @@ mod tests {
                 .any(|s| s.text.contains("allocated by pod default/web")),
             "{r:#?}"
         );
-        if let Ok(k) = &mut s.kernel {
-            k.routes.push(kroute(
-                "10.244.1.5/32",
-                201,
-                KernelRouteKind::Unicast,
-                &[("", "tby0")],
-            ));
-        }
+        kernel(&mut s).routes.push(kroute(
+            "10.244.1.5/32",
+            201,
+            KernelRouteKind::Unicast,
+            &[("", "tby0")],
+        ));
         let r = explain_route(&s, &target("10.244.1.5"));
         assert!(r.present && r.findings.is_empty(), "{r:#?}");
     }
@@ -1421,24 +1411,23 @@ mod tests {
     fn behind_routers_a_default_toward_them_is_enough() {
         // Seed 003: mesh off, each node peers with its own leaf; the leaves
         // route the blocks among themselves, the node goes by its default.
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            mesh_off(),
+            peer("a-leaf", "{node: a, peerIP: 10.0.0.253, asNumber: 65011}"),
+            peer("b-leaf", "{node: b, peerIP: 10.0.0.254, asNumber: 65012}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] =
-                crate::checks::tests::neighbor("10.0.0.253", 65011, "Established", None);
-            a.routes.truncate(1);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.truncate(2);
-            k.routes.push(kroute(
-                "0.0.0.0/0",
-                3,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.253", "eth0")],
-            ));
-        }
+        let a = agent(&mut s);
+        a.neighbors[0] = neighbor("10.0.0.253", 65011, "Established", None);
+        a.routes.truncate(1);
+        let k = kernel(&mut s);
+        k.routes.truncate(2);
+        k.routes.push(kroute(
+            "0.0.0.0/0",
+            3,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.253", "eth0")],
+        ));
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(r.present, "{r:#?}");
         assert_eq!(r.status, Status::Healthy, "{r:#?}");
@@ -1450,22 +1439,17 @@ mod tests {
             "{r:#?}"
         );
         // A default toward something else: not learned, and not sent to a router.
-        if let Ok(k) = &mut s.kernel {
-            k.routes.pop();
-            k.routes.push(kroute(
-                "0.0.0.0/0",
-                3,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.99", "eth0")],
-            ));
-        }
+        let k = kernel(&mut s);
+        k.routes.pop();
+        k.routes.push(kroute(
+            "0.0.0.0/0",
+            3,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.99", "eth0")],
+        ));
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(!r.present, "{r:#?}");
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::RouteNotLearned)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::RouteNotLearned);
         assert!(
             f.problem.contains("not one of its routers (10.0.0.253)"),
             "{f:?}"
@@ -1474,14 +1458,22 @@ mod tests {
 
     #[test]
     fn a_route_reflector_node_carries_it() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: r, labels: {{route-reflector: 'true'}}}}\nspec: {{bgp: {{ipv4Address: 10.0.0.3/24, routeReflectorClusterID: 244.0.0.1}}}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: to-rr}}\nspec: {{nodeSelector: \"!has(route-reflector)\", peerSelector: route-reflector == 'true'}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            doc(
+                "Node",
+                "{name: r, labels: {route-reflector: 'true'}}",
+                "{bgp: {ipv4Address: 10.0.0.3/24, routeReflectorClusterID: 244.0.0.1}}",
+            ),
+            mesh_off(),
+            peer(
+                "to-rr",
+                "{nodeSelector: \"!has(route-reflector)\", peerSelector: route-reflector == 'true'}",
+            ),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] = crate::checks::tests::neighbor("10.0.0.3", 64512, "Established", None);
-            a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.3"), "10.0.0.2", false);
-        }
+        let a = agent(&mut s);
+        a.neighbors[0] = neighbor("10.0.0.3", 64512, "Established", None);
+        a.routes[1] = rib("10.244.2.0/26", Some("10.0.0.3"), "10.0.0.2", false);
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(r.present && r.findings.is_empty(), "{r:#?}");
         assert!(
@@ -1494,35 +1486,31 @@ mod tests {
 
     #[test]
     fn behind_routers_with_every_router_session_down() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            mesh_off(),
+            peer("a-leaf", "{node: a, peerIP: 10.0.0.253, asNumber: 65011}"),
+            peer("b-leaf", "{node: b, peerIP: 10.0.0.254, asNumber: 65012}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] = crate::checks::tests::neighbor(
-                "10.0.0.253",
-                65011,
-                "Idle",
-                Some("received NOTIFICATION 6/2 (Cease / Administrative Shutdown)"),
-            );
-            a.routes.truncate(1);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes.truncate(2);
-            k.routes.push(kroute(
-                "0.0.0.0/0",
-                3,
-                KernelRouteKind::Unicast,
-                &[("10.0.0.253", "eth0")],
-            ));
-        }
+        let a = agent(&mut s);
+        a.neighbors[0] = neighbor(
+            "10.0.0.253",
+            65011,
+            "Idle",
+            Some("received NOTIFICATION 6/2 (Cease / Administrative Shutdown)"),
+        );
+        a.routes.truncate(1);
+        let k = kernel(&mut s);
+        k.routes.truncate(2);
+        k.routes.push(kroute(
+            "0.0.0.0/0",
+            3,
+            KernelRouteKind::Unicast,
+            &[("10.0.0.253", "eth0")],
+        ));
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(!r.present, "{r:#?}");
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::SessionDown)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::SessionDown);
         assert!(f.problem.contains("no session with them is up"), "{f:?}");
         assert!(f.subject.contains("BGPPeer a-leaf"), "{f:?}");
     }
@@ -1539,18 +1527,15 @@ mod tests {
                 "spec: {bgp: {ipv4Address: 10.0.0.2/24}, ipv4VXLANTunnelAddr: 10.244.2.0}",
             );
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors.clear();
-            a.routes.truncate(1);
-        }
-        if let Ok(k) = &mut s.kernel {
-            k.routes[2] = kroute(
-                "10.244.2.0/26",
-                201,
-                KernelRouteKind::Unicast,
-                &[("10.244.2.0", "vxlan.calico")],
-            );
-        }
+        let a = agent(&mut s);
+        a.neighbors.clear();
+        a.routes.truncate(1);
+        kernel(&mut s).routes[2] = kroute(
+            "10.244.2.0/26",
+            201,
+            KernelRouteKind::Unicast,
+            &[("10.244.2.0", "vxlan.calico")],
+        );
         let r = explain_route(&s, &target("10.244.2.9"));
         assert!(r.present && r.findings.is_empty(), "{r:#?}");
         assert!(
@@ -1564,15 +1549,9 @@ mod tests {
             "spec: {cidr: 10.244.0.0/16}",
             "spec: {cidr: 10.244.0.0/16, vxlanMode: Always}",
         ));
-        if let Ok(k) = &mut s.kernel {
-            k.routes.truncate(2);
-        }
+        kernel(&mut s).routes.truncate(2);
         let r = explain_route(&s, &target("10.244.2.9"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::Encapsulation)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::Encapsulation);
         assert!(f.subject.contains("ipv4VXLANTunnelAddr"), "{f:?}");
     }
 
@@ -1588,9 +1567,7 @@ mod tests {
             "{r:#?}"
         );
         let mut s = healthy();
-        if let Ok(k) = &mut s.kernel {
-            k.routes.remove(2);
-        }
+        kernel(&mut s).routes.remove(2);
         let r = explain_route(&s, &target("10.244.0.0/16"));
         assert!(!r.present);
         assert!(
@@ -1605,21 +1582,24 @@ mod tests {
 
     #[test]
     fn an_import_filter_toward_the_routers_is_named() {
-        let yaml = format!(
-            "{TWO_NODES}---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {{name: default}}\nspec: {{nodeToNodeMeshEnabled: false}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPFilter\nmetadata: {{name: deaf}}\nspec: {{importV4: [{{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}}]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: a-leaf}}\nspec: {{node: a, peerIP: 10.0.0.253, asNumber: 65011, filters: [deaf]}}\n---\napiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata: {{name: b-leaf}}\nspec: {{node: b, peerIP: 10.0.0.254, asNumber: 65012}}\n"
-        );
+        let yaml = two_nodes_and(&[
+            mesh_off(),
+            filter(
+                "deaf",
+                "{importV4: [{action: Reject, matchOperator: In, cidr: 10.244.0.0/16}]}",
+            ),
+            peer(
+                "a-leaf",
+                "{node: a, peerIP: 10.0.0.253, asNumber: 65011, filters: [deaf]}",
+            ),
+            peer("b-leaf", "{node: b, peerIP: 10.0.0.254, asNumber: 65012}"),
+        ]);
         let mut s = healthy_with(&yaml);
-        if let Ok(a) = &mut s.agent {
-            a.neighbors[0] =
-                crate::checks::tests::neighbor("10.0.0.253", 65011, "Established", None);
-            a.routes.truncate(1);
-        }
+        let a = agent(&mut s);
+        a.neighbors[0] = neighbor("10.0.0.253", 65011, "Established", None);
+        a.routes.truncate(1);
         let r = explain_route(&s, &target("10.244.2.9"));
-        let f = r
-            .findings
-            .iter()
-            .find(|f| f.check == Check::RouteFiltered)
-            .unwrap_or_else(|| panic!("{r:#?}"));
+        let f = finding(&r, Check::RouteFiltered);
         assert_eq!(f.subject, "BGPFilter deaf (on BGPPeer a-leaf)");
         assert!(f.problem.contains("on import"), "{f:?}");
     }
