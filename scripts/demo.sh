@@ -464,9 +464,13 @@ YAML
       && ip -n "$NN" route show proto tabby | grep -q blackhole && break
     sleep 0.2
   done
+  # node1's doctor, then its exit status.
+  node1_doctor() {
+    ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" "$@" \
+      && echo "exit 0" || echo "exit $?"
+  }
   echo "-- tabby doctor (exit status 1: problems found)"
-  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
-    && echo "exit 0" || echo "exit $?"
+  node1_doctor
   echo "-- the fix doctor gave: tabby patch bgppeer tor -p '{\"spec\":{\"asNumber\":65001}}'"
   $TABBY --datastore "$DS" patch bgppeer tor -p '{"spec":{"asNumber":65001}}'
   for _ in $(seq 1 100); do
@@ -474,11 +478,9 @@ YAML
     sleep 0.2
   done
   echo "-- tabby doctor (exit status 0)"
-  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" \
-    && echo "exit 0" || echo "exit $?"
+  node1_doctor
   echo "-- tabby doctor --route $POD (the pod's own node)"
-  ip netns exec "$NN" "$TABBY" --datastore "$DS" doctor --nodename node1 --socket "$D/node1.sock" --route "$POD" \
-    && echo "exit 0" || echo "exit $?"
+  node1_doctor --route "$POD"
   echo "-- the ToR learned the pod block:"; $TABBY bgp --socket "$D/tor.sock" routes
 )
 
