@@ -747,6 +747,22 @@ fn ipam_error(e: tabby_ipam::IpamError) -> AgentError {
 mod tests {
     use super::*;
 
+    /// The one resource a YAML document holds.
+    fn resource(yaml: &str) -> Resource {
+        tabby_model::parse_manifest("test", yaml)
+            .expect("manifest")
+            .pop()
+            .expect("one")
+            .resource
+    }
+
+    fn node_from(yaml: &str) -> Node {
+        match resource(yaml) {
+            Resource::Node(n) => n,
+            other => panic!("not a node: {other:?}"),
+        }
+    }
+
     fn pool(name: &str, cidr: &str, ipip: &str, vxlan: &str) -> IpPool {
         pool_with(name, cidr, ipip, vxlan, "")
     }
@@ -755,12 +771,7 @@ mod tests {
         let yaml = format!(
             "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: {name}}}\nspec: {{cidr: {cidr}, ipipMode: {ipip}, vxlanMode: {vxlan}{extra}}}\n"
         );
-        match tabby_model::parse_manifest("test", &yaml)
-            .expect("manifest")
-            .pop()
-            .expect("one")
-            .resource
-        {
+        match resource(&yaml) {
             Resource::IpPool(p) => p,
             other => panic!("not a pool: {other:?}"),
         }
@@ -774,18 +785,9 @@ mod tests {
             ));
         }
         spec.push('}');
-        let yaml = format!(
+        node_from(&format!(
             "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec: {spec}\n"
-        );
-        match tabby_model::parse_manifest("test", &yaml)
-            .expect("manifest")
-            .pop()
-            .expect("one")
-            .resource
-        {
-            Resource::Node(n) => n,
-            other => panic!("not a node: {other:?}"),
-        }
+        ))
     }
 
     fn block(cidr: &str, host: &str) -> Block {
@@ -937,18 +939,9 @@ mod tests {
     #[test]
     fn ipv6_vxlan_uses_the_v6_addresses_vtep_and_pools() {
         let v6node = |name: &str, ip: &str, tunnel: &str, mac: &str| {
-            let yaml = format!(
+            node_from(&format!(
                 "apiVersion: projectcalico.org/v3\nkind: Node\nmetadata: {{name: {name}}}\nspec: {{bgp: {{ipv4Address: 10.1.0.1/24, ipv6Address: \"{ip}\"}}, ipv6VXLANTunnelAddr: \"{tunnel}\", vxlanTunnelMACAddrV6: \"{mac}\"}}\n"
-            );
-            match tabby_model::parse_manifest("test", &yaml)
-                .expect("manifest")
-                .pop()
-                .expect("one")
-                .resource
-            {
-                Resource::Node(n) => n,
-                other => panic!("{other:?}"),
-            }
+            ))
         };
         let nodes = vec![
             v6node("a", "fd00:1::1/64", "fd00:90::", "02:00:00:00:00:1a"),
