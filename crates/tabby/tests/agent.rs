@@ -8,45 +8,21 @@
 //! (mesh test), 10.81.0.0/16 (ToR test) and others per test; all inside the test's
 //! namespaces.
 
+mod support;
+
 use std::collections::BTreeSet;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::Duration;
 
 use serde_json::Value;
-use tabby_testbed::{Netns, Process, wait_until};
+use support::{
+    Segment, TABBY, agent_command, cni_command, cni_conf, node_status, run_with_stdin, wait,
+};
+use tabby_testbed::{Netns, Process};
 
-const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
 const BIRD2: &str = "/opt/bird2/usr/sbin/bird";
 const BIRDC2: &str = "/opt/bird2/usr/sbin/birdc";
-const WAIT: Duration = Duration::from_secs(60);
-
-/// An L2 segment: a bridge in a namespace of its own.
-struct Segment {
-    ns: Netns,
-    ports: usize,
-}
-
-impl Segment {
-    fn new() -> Segment {
-        let ns = Netns::new("agsw").expect("switch netns");
-        ns.ip(["link", "add", "br0", "type", "bridge"])
-            .expect("bridge");
-        ns.ip(["link", "set", "br0", "up"]).expect("bridge up");
-        Segment { ns, ports: 0 }
-    }
-
-    /// Plugs `host` in with `eth0` addressed `addr`.
-    fn plug(&mut self, host: &Netns, addr: &str) {
-        self.ports += 1;
-        let port = format!("p{}", self.ports);
-        tabby_testbed::veth(host, "eth0", Some(addr), &self.ns, &port, None).expect("veth");
-        self.ns
-            .ip(["link", "set", &port, "master", "br0"])
-            .expect("enslave");
-    }
-}
 
 /// Temporary state: the datastore file and sockets.
 struct Cluster {
@@ -81,22 +57,10 @@ impl Cluster {
             }
             None => Command::new(TABBY),
         };
-        let mut child = cmd
-            .arg("--datastore")
-            .arg(&self.url)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("spawn tabby");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("write stdin");
-        let out = child.wait_with_output().expect("tabby");
+        let out = run_with_stdin(
+            cmd.arg("--datastore").arg(&self.url).args(args),
+            stdin.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "tabby {args:?} failed: {}",
@@ -128,7 +92,7 @@ struct Node {
 impl Node {
     fn new(cluster: &Cluster, seg: &mut Segment, name: &str, ip: &str) -> Node {
         let ns = Netns::new("agnode").expect("node netns");
-        seg.plug(&ns, &format!("{ip}/24"));
+        seg.plug(&ns, "eth0", &format!("{ip}/24"));
         Node {
             name: name.to_owned(),
             ns,
@@ -147,19 +111,16 @@ impl Node {
 
     fn start_agent_with(&mut self, cluster: &Cluster, extra: &[&str]) {
         let log = std::fs::File::create(cluster.path(&format!("{}.log", self.name))).expect("log");
-        let mut cmd = self.ns.command(TABBY);
-        cmd.args(["--datastore", &cluster.url, "--log", "info", "agent"])
-            .args(["--nodename", &self.name, "--ip", &format!("{}/24", self.ip)])
-            .arg("--control-socket")
-            .arg(&self.socket)
-            .arg("--state-dir")
-            .arg(cluster.path(&format!("{}-state", self.name)))
-            .args(["--poll-ms", "200"])
-            .arg("--cni-socket")
-            .arg(&self.cni_socket)
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut cmd = agent_command(
+            &self.ns,
+            &cluster.url,
+            &self.name,
+            &self.ip,
+            &self.socket,
+            &cluster.path(&format!("{}-state", self.name)),
+            log,
+        );
+        cmd.arg("--cni-socket").arg(&self.cni_socket).args(extra);
         self.agent = Some(self.ns.spawn(&mut cmd).expect("agent"));
     }
 
@@ -169,15 +130,7 @@ impl Node {
 
     /// `tabby node status -o json`, or None while the agent is not answering.
     fn status(&self) -> Option<Vec<Value>> {
-        let out = Command::new(TABBY)
-            .args(["node", "status", "-o", "json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()?;
-        if !out.status.success() {
-            return None;
-        }
-        serde_json::from_slice(&out.stdout).ok()
+        node_status(&self.socket)
     }
 
     fn established(&self) -> BTreeSet<String> {
@@ -197,28 +150,10 @@ impl Node {
     /// Runs the CNI plugin in this node's namespace, pointed at the
     /// agent's CNI service and traced; asserts it succeeded.
     fn cni(&self, command: &str, id: &str, pod: &Netns, conf: &Value) -> std::process::Output {
-        let mut child = self
-            .ns
-            .command(TABBY)
-            .env("CNI_COMMAND", command)
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env("TABBY_CNI_SOCKET", &self.cni_socket)
-            .env("TABBY_CNI_TRACE", "1")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("conf");
-        let out = child.wait_with_output().expect("cni");
+        let out = run_with_stdin(
+            cni_command(&self.ns, command, id, pod, &self.cni_socket).env("TABBY_CNI_TRACE", "1"),
+            conf.to_string().as_bytes(),
+        );
         assert!(
             out.status.success(),
             "CNI {command} on {}: {} {}",
@@ -236,11 +171,7 @@ impl Node {
         if v6 {
             ipam["assign_ipv6"] = "true".into();
         }
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
-            "datastore": cluster.url, "nodename": self.name,
-            "ipam": ipam
-        });
+        let conf = cni_conf(&cluster.url, &self.name, ipam);
         let out = self.cni("ADD", id, &pod, &conf);
         self.last_cni_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
@@ -260,11 +191,11 @@ impl Node {
     /// Deletes the pod `id` (in `pod`) through the CNI plugin, pointed at
     /// the agent's CNI service; returns the plugin's (traced) stderr.
     fn del_pod(&self, cluster: &Cluster, id: &str, pod: &Netns) -> String {
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
-            "datastore": cluster.url, "nodename": self.name,
-            "ipam": {"type": "tabby-ipam"}
-        });
+        let conf = cni_conf(
+            &cluster.url,
+            &self.name,
+            serde_json::json!({"type": "tabby-ipam"}),
+        );
         let out = self.cni("DEL", id, pod, &conf);
         String::from_utf8_lossy(&out.stderr).into_owned()
     }
@@ -281,12 +212,6 @@ fn block_of(addr: &str) -> String {
     let ip: std::net::Ipv4Addr = addr.parse().expect("ip");
     let net = ipnet::Ipv4Net::new(ip, 26).expect("net").trunc();
     net.to_string()
-}
-
-fn wait(what: &str, cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    if wait_until(WAIT, what, cond).is_err() {
-        panic!("timed out waiting for {what}\n{}", context());
-    }
 }
 
 fn logs(cluster: &Cluster, nodes: &[Node]) -> String {
@@ -315,7 +240,7 @@ fn nodes_on(cluster: &Cluster, seg: &mut Segment, names: &[&str]) -> Vec<Node> {
 #[test]
 fn the_agent_serves_cni_requests_and_a_second_agent_on_its_socket_runs_on_without() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.86.0.0/16}\n",
     );
@@ -375,7 +300,7 @@ fn the_agent_serves_cni_requests_and_a_second_agent_on_its_socket_runs_on_withou
 #[test]
 fn three_agents_mesh_program_routes_and_pods_ping_across_nodes() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.80.0.0/16, natOutgoing: true}\n",
     );
@@ -595,7 +520,7 @@ fn bird_prefixes(sock: &Path) -> BTreeSet<String> {
 #[test]
 fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(concat!(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\n",
         "spec: {nodeToNodeMeshEnabled: false, asNumber: 64512}\n---\n",
@@ -605,7 +530,7 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
         "spec: {peerIP: 10.79.0.254, asNumber: 65000}\n",
     ));
     let tor = Netns::new("agtor").expect("tor netns");
-    seg.plug(&tor, "10.79.0.254/24");
+    seg.plug(&tor, "eth0", "10.79.0.254/24");
     let conf = cluster.path("bird.conf");
     let sock = cluster.path("bird.ctl");
     std::fs::write(
@@ -726,7 +651,7 @@ fn tor_learns_exactly_the_pod_blocks_and_a_deleted_bgppeer_closes_its_session() 
 #[test]
 fn route_reflector_node_reflects_between_clients_and_keeps_its_labels() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     // The RR's Node exists before its agent starts (labels and cluster id
     // set by the operator); registration must keep them.
     cluster.apply(concat!(
@@ -791,7 +716,7 @@ fn route_reflector_node_reflects_between_clients_and_keeps_its_labels() {
 #[test]
 fn dual_stack_mesh_carries_ipv6_blocks() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(concat!(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.84.0.0/16}\n---\n",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:84::/48\"}\n",
@@ -861,7 +786,7 @@ fn dual_stack_mesh_carries_ipv6_blocks() {
 #[test]
 fn borrowed_address_is_announced_as_a_host_route() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     // Two /30 blocks in the whole pool: the third node has to borrow.
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: tiny}\nspec: {cidr: 10.85.0.0/29, blockSize: 30}\n",
@@ -921,10 +846,10 @@ fn borrowed_address_is_announced_as_a_host_route() {
 #[test]
 fn agents_share_an_etcd_datastore() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     // etcd in a namespace of its own on the segment, as on a real cluster.
     let ds_ns = Netns::new("agetcd").expect("etcd netns");
-    seg.plug(&ds_ns, "10.79.0.250/24");
+    seg.plug(&ds_ns, "eth0", "10.79.0.250/24");
     let log = std::fs::File::create(dir.path().join("etcd.log")).expect("log");
     let mut etcd_cmd = ds_ns.command("etcd");
     etcd_cmd
@@ -993,7 +918,7 @@ fn ping_counts(out: &str) -> Option<(u32, u32)> {
 #[test]
 fn agent_restart_with_graceful_restart_loses_no_ping() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.87.0.0/16}\n",
     );
@@ -1108,7 +1033,7 @@ fn agent_restart_with_graceful_restart_loses_no_ping() {
 #[test]
 fn bfd_from_a_bgppeer_annotation_closes_the_session_when_the_link_dies() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(concat!(
         "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false}\n---\n",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/16}\n---\n",
@@ -1158,17 +1083,14 @@ struct TwoSubnets {
 impl TwoSubnets {
     /// 10.79.1.0/24 and 10.79.2.0/24, the router at .254 on both.
     fn new() -> TwoSubnets {
-        let mut segs = [Segment::new(), Segment::new()];
+        let mut segs = [Segment::new("agsw"), Segment::new("agsw")];
         let router = Netns::new("agrtr").expect("router netns");
         for (i, seg) in segs.iter_mut().enumerate() {
-            seg.ports += 1;
-            let port = format!("p{}", seg.ports);
-            let dev = format!("eth{i}");
-            let addr = format!("10.79.{}.254/24", i + 1);
-            tabby_testbed::veth(&router, &dev, Some(&addr), &seg.ns, &port, None).expect("veth");
-            seg.ns
-                .ip(["link", "set", &port, "master", "br0"])
-                .expect("enslave");
+            seg.plug(
+                &router,
+                &format!("eth{i}"),
+                &format!("10.79.{}.254/24", i + 1),
+            );
         }
         router.sysctl("net.ipv4.ip_forward=1").expect("forwarding");
         TwoSubnets {
@@ -1512,7 +1434,7 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
 #[test]
 fn ipip_on_a_kernel_without_it_is_reported_and_routed_natively() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: ipip}\nspec: {cidr: 10.88.0.0/16, ipipMode: Always}\n",
     );
@@ -1626,7 +1548,7 @@ fn ipip_on_a_kernel_without_it_is_reported_and_routed_natively() {
 #[test]
 fn vxlan_borrowed_addresses_are_routed_to_the_borrowers_vtep() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     // Two /30 blocks in the whole pool, three nodes each needing a tunnel
     // address and a pod address: at least one node has to borrow.
     cluster.apply(
@@ -1735,7 +1657,7 @@ fn vxlan_borrowed_addresses_are_routed_to_the_borrowers_vtep() {
 #[test]
 fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
     let cluster = Cluster::new();
-    let mut seg = Segment::new();
+    let mut seg = Segment::new("agsw");
     cluster.apply(concat!(
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v4}\nspec: {cidr: 10.83.0.0/16}\n---\n",
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:83::/48\", vxlanMode: Always}\n",

@@ -8,23 +8,22 @@
 //! Addresses: node segment 10.78.0.0/24, pools 10.92.0.0/16 and up; all
 //! inside the test's namespaces.
 
-use std::io::Write;
+mod support;
+
 use std::path::PathBuf;
 use std::process::{Command, Output, Stdio};
-use std::time::Duration;
 
 use serde_json::Value;
-use tabby_testbed::{Netns, Process, wait_until};
-
-const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
-const WAIT: Duration = Duration::from_secs(60);
+use support::{
+    Segment, TABBY, agent_command, cni_command, cni_conf, node_status, run_with_stdin, wait,
+};
+use tabby_testbed::{Netns, Process};
 
 /// The segment, the datastore and the nodes of one test.
 struct Cluster {
     dir: tempfile::TempDir,
     url: String,
-    switch: Netns,
-    ports: usize,
+    segment: Segment,
 }
 
 /// A node namespace with its agent.
@@ -41,16 +40,10 @@ impl Cluster {
     fn new() -> Cluster {
         let dir = tempfile::tempdir().expect("tempdir");
         let url = format!("sqlite://{}/tabby.db", dir.path().display());
-        let switch = Netns::new("drsw").expect("switch netns");
-        switch
-            .ip(["link", "add", "br0", "type", "bridge"])
-            .expect("bridge");
-        switch.ip(["link", "set", "br0", "up"]).expect("bridge up");
         Cluster {
             dir,
             url,
-            switch,
-            ports: 0,
+            segment: Segment::new("drsw"),
         }
     }
 
@@ -60,32 +53,18 @@ impl Cluster {
 
     /// Plugs `host` into the segment with `eth0` addressed `addr`.
     fn plug(&mut self, host: &Netns, addr: &str) {
-        self.ports += 1;
-        let port = format!("p{}", self.ports);
-        tabby_testbed::veth(host, "eth0", Some(addr), &self.switch, &port, None).expect("veth");
-        self.switch
-            .ip(["link", "set", &port, "master", "br0"])
-            .expect("enslave");
+        self.segment.plug(host, "eth0", addr);
     }
 
     /// `tabby --datastore URL <args>` with `stdin`; panics on failure.
     fn tabby(&self, args: &[&str], stdin: &str) {
-        let mut child = Command::new(TABBY)
-            .arg("--datastore")
-            .arg(&self.url)
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("tabby");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(stdin.as_bytes())
-            .expect("stdin");
-        let out = child.wait_with_output().expect("tabby");
+        let out = run_with_stdin(
+            Command::new(TABBY)
+                .arg("--datastore")
+                .arg(&self.url)
+                .args(args),
+            stdin.as_bytes(),
+        );
         assert!(
             out.status.success(),
             "tabby {args:?}: {}",
@@ -104,16 +83,16 @@ impl Cluster {
         self.plug(&ns, &format!("{ip}/24"));
         let socket = self.path(&format!("{name}.sock"));
         let log = std::fs::File::create(self.path(&format!("{name}.log"))).expect("log");
-        let mut cmd = ns.command(TABBY);
-        cmd.args(["--datastore", &self.url, "--log", "info", "agent"])
-            .args(["--nodename", name, "--ip", &format!("{ip}/24")])
-            .arg("--control-socket")
-            .arg(&socket)
-            .arg("--state-dir")
-            .arg(self.path(&format!("{name}-state")))
-            .args(["--poll-ms", "200", "--cni-socket", "off"])
-            .stdout(Stdio::null())
-            .stderr(log);
+        let mut cmd = agent_command(
+            &ns,
+            &self.url,
+            name,
+            &ip,
+            &socket,
+            &self.path(&format!("{name}-state")),
+            log,
+        );
+        cmd.args(["--cni-socket", "off"]);
         let agent = ns.spawn(&mut cmd).expect("agent");
         Node {
             name: name.to_owned(),
@@ -134,32 +113,15 @@ impl Node {
     /// Adds a pod through the CNI plugin; returns its IPv4 address.
     fn add_pod(&mut self, cluster: &Cluster, id: &str) -> String {
         let pod = Netns::new("drpod").expect("pod netns");
-        let conf = serde_json::json!({
-            "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
-            "datastore": cluster.url, "nodename": self.name,
-            "ipam": {"type": "tabby-ipam"}
-        });
-        let mut child = self
-            .ns
-            .command(TABBY)
-            .env("CNI_COMMAND", "ADD")
-            .env("CNI_CONTAINERID", id)
-            .env("CNI_NETNS", format!("/var/run/netns/{}", pod.name()))
-            .env("CNI_IFNAME", "eth0")
-            .env("CNI_PATH", "/opt/cni/bin")
-            .env("TABBY_CNI_SOCKET", "off")
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cni");
-        child
-            .stdin
-            .take()
-            .expect("stdin")
-            .write_all(conf.to_string().as_bytes())
-            .expect("conf");
-        let out = child.wait_with_output().expect("cni");
+        let conf = cni_conf(
+            &cluster.url,
+            &self.name,
+            serde_json::json!({"type": "tabby-ipam"}),
+        );
+        let out = run_with_stdin(
+            &mut cni_command(&self.ns, "ADD", id, &pod, "off"),
+            conf.to_string().as_bytes(),
+        );
         assert!(
             out.status.success(),
             "CNI ADD on {}: {}",
@@ -178,14 +140,7 @@ impl Node {
 
     /// `tabby node status -o json` rows.
     fn status(&self) -> Vec<Value> {
-        Command::new(TABBY)
-            .args(["node", "status", "-o", "json", "--socket"])
-            .arg(&self.socket)
-            .output()
-            .ok()
-            .filter(|o| o.status.success())
-            .and_then(|o| serde_json::from_slice(&o.stdout).ok())
-            .unwrap_or_default()
+        node_status(&self.socket).unwrap_or_default()
     }
 
     fn established_with(&self, peer: &str) -> bool {
@@ -230,12 +185,6 @@ fn text(o: &Output) -> String {
 
 fn json(o: &Output) -> Value {
     serde_json::from_slice(&o.stdout).unwrap_or_else(|e| panic!("{e}: {}", text(o)))
-}
-
-fn wait(what: &str, cond: impl FnMut() -> bool, context: impl Fn() -> String) {
-    if wait_until(WAIT, what, cond).is_err() {
-        panic!("timed out waiting for {what}\n{}", context());
-    }
 }
 
 /// Two nodes in a mesh with one pod each; waits until each has the other's
