@@ -45,32 +45,13 @@ const CHECKS: &[&str] = &[
 ];
 
 fn main() -> ExitCode {
-    let args: Vec<String> = std::env::args().skip(1).collect();
-    if args.first().map(String::as_str) == Some("--guest") {
-        return guest();
-    }
-    if args.iter().any(|a| a == "--list") {
-        println!("{TEST}: test");
-        return ExitCode::SUCCESS;
-    }
-    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
-    if !filters.is_empty() && !filters.iter().any(|f| TEST.contains(f.as_str())) {
-        println!("\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 1 filtered out\n");
-        return ExitCode::SUCCESS;
-    }
-    println!("\nrunning 1 test");
-    host();
-    println!("test {TEST} ... ok\n\ntest result: ok. 1 passed; 0 failed\n");
-    ExitCode::SUCCESS
+    tabby_testbed::vm::test_main(TEST, host, guest)
 }
 
 fn host() {
     let kernel = Kernel::installed().expect("guest kernel (scripts/install-deps.sh unpacks it)");
     let me = std::env::current_exe().expect("own path");
-    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
-        .into_iter()
-        .find(|p| std::path::Path::new(p).exists())
-        .expect("iproute2 ip");
+    let ip = tabby_testbed::vm::host_ip().expect("iproute2 ip");
     let run = Vm::new(kernel)
         .module("ipip")
         .module("veth")
@@ -86,23 +67,19 @@ fn host() {
         "vm: accel {} ({}), guest done at {:.2?}",
         run.accel, run.accel_reason, run.total_time
     );
-    for line in run.output.lines() {
-        println!("guest| {line}");
-    }
+    run.print_output();
     assert!(
         run.success(),
         "guest exited with {}\n--- console ---\n{}",
         run.exit_code,
         run.console
     );
-    for name in CHECKS {
-        let want = format!("{CHECK} {name} ok");
-        assert!(
-            run.output.lines().any(|l| l.trim() == want),
-            "guest did not report `{want}`\n--- console ---\n{}",
-            run.console
-        );
-    }
+    let missing = run.missing_checks(CHECKS.iter().copied());
+    assert!(
+        missing.is_empty(),
+        "guest did not report {missing:?}\n--- console ---\n{}",
+        run.console
+    );
 }
 
 fn guest() -> ExitCode {

@@ -12,7 +12,6 @@
 //! blocks) with tunl0's counters moving; `tabby ipam check` must be clean.
 //! Each step prints `tabby-guest: check NAME ok`; the host asserts them.
 
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -122,10 +121,7 @@ fn agents_route_an_ipip_cross_subnet_pool_through_tunl0_in_a_vm() {
     assert!(stripped.success(), "objcopy --strip-debug failed");
     let script = dir.path().join("guest.sh");
     std::fs::write(&script, GUEST).expect("write the guest script");
-    let ip = ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
-        .into_iter()
-        .find(|p| Path::new(p).exists())
-        .expect("iproute2 ip");
+    let ip = tabby_testbed::vm::host_ip().expect("iproute2 ip");
     let run = Vm::new(kernel)
         .module("ipip")
         .module("veth")
@@ -141,9 +137,7 @@ fn agents_route_an_ipip_cross_subnet_pool_through_tunl0_in_a_vm() {
         "vm: accel {} ({}), guest done at {:.2?}",
         run.accel, run.accel_reason, run.total_time
     );
-    for line in run.output.lines() {
-        println!("guest| {line}");
-    }
+    run.print_output();
     assert!(
         run.success(),
         "guest exited with {}\n--- output ---\n{}\n--- console ---\n{}",
@@ -151,14 +145,12 @@ fn agents_route_an_ipip_cross_subnet_pool_through_tunl0_in_a_vm() {
         run.output,
         run.console
     );
-    for name in CHECKS {
-        let want = format!("tabby-guest: check {name} ok");
-        assert!(
-            run.output.lines().any(|l| l.trim() == want),
-            "guest did not report `{want}`\n{}",
-            run.output
-        );
-    }
+    let missing = run.missing_checks(CHECKS.iter().copied());
+    assert!(
+        missing.is_empty(),
+        "guest did not report {missing:?}\n{}",
+        run.output
+    );
     assert!(
         run.output
             .lines()

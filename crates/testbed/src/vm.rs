@@ -323,6 +323,63 @@ impl VmRun {
     pub fn success(&self) -> bool {
         self.exit_code == 0
     }
+
+    /// Prints the command's output, each line as `guest| LINE`.
+    pub fn print_output(&self) {
+        for line in self.output.lines() {
+            println!("guest| {line}");
+        }
+    }
+
+    /// The names among `checks` that the guest did not report with a line
+    /// `tabby-guest: check NAME ok` (the convention of the VM tests).
+    pub fn missing_checks<'a>(&self, checks: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
+        checks
+            .into_iter()
+            .filter(|name| {
+                let want = format!("tabby-guest: check {name} ok");
+                !self.output.lines().any(|l| l.trim() == want)
+            })
+            .collect()
+    }
+}
+
+/// The host's iproute2 `ip`, to copy into a guest (busybox's own applet
+/// has no `netns`), if it is installed.
+pub fn host_ip() -> Option<&'static str> {
+    ["/usr/sbin/ip", "/usr/bin/ip", "/sbin/ip", "/bin/ip"]
+        .into_iter()
+        .find(|p| Path::new(p).exists())
+}
+
+/// `main` of a VM test binary built with `harness = false`, which is both
+/// sides of one test named `test`: with `--guest` first it runs `guest`
+/// (inside the VM) and returns its status; otherwise it answers enough of
+/// libtest's command line for `cargo test`: `--list` lists the test, free
+/// arguments are name filters (none matching: the test is filtered out),
+/// and else `host` runs it (a failure panics, as in a test).
+pub fn test_main(
+    test: &str,
+    host: impl FnOnce(),
+    guest: impl FnOnce() -> std::process::ExitCode,
+) -> std::process::ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    if args.first().map(String::as_str) == Some("--guest") {
+        return guest();
+    }
+    if args.iter().any(|a| a == "--list") {
+        println!("{test}: test");
+        return std::process::ExitCode::SUCCESS;
+    }
+    let filters: Vec<&String> = args.iter().filter(|a| !a.starts_with('-')).collect();
+    if !filters.is_empty() && !filters.iter().any(|f| test.contains(f.as_str())) {
+        println!("\nrunning 0 tests\n\ntest result: ok. 0 passed; 0 failed; 1 filtered out\n");
+        return std::process::ExitCode::SUCCESS;
+    }
+    println!("\nrunning 1 test");
+    host();
+    println!("test {test} ... ok\n\ntest result: ok. 1 passed; 0 failed\n");
+    std::process::ExitCode::SUCCESS
 }
 
 /// Quotes a word for `/bin/sh`.
