@@ -228,6 +228,25 @@ fn logs(cluster: &Cluster, nodes: &[Node]) -> String {
         .collect()
 }
 
+/// Gives the i-th node (from 0) `fd00:79::(i+1)/64` on `eth0` and starts
+/// its agent with that as `--ip6`.
+fn start_dual_stack(cluster: &Cluster, nodes: &mut [Node]) {
+    for (i, n) in nodes.iter_mut().enumerate() {
+        let v6 = format!("fd00:79::{}", i + 1);
+        n.ns.ip([
+            "-6",
+            "addr",
+            "add",
+            &format!("{v6}/64"),
+            "dev",
+            "eth0",
+            "nodad",
+        ])
+        .expect("v6 address");
+        n.start_agent_with(cluster, &["--ip6", &format!("{v6}/64")]);
+    }
+}
+
 /// Nodes named `names` on the segment, the i-th (from 0) at 10.79.0.(i+1).
 fn nodes_on(cluster: &Cluster, seg: &mut Segment, names: &[&str]) -> Vec<Node> {
     names
@@ -722,20 +741,7 @@ fn dual_stack_mesh_carries_ipv6_blocks() {
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:84::/48\"}\n",
     ));
     let mut nodes = nodes_on(&cluster, &mut seg, &["n1", "n2"]);
-    for (i, n) in nodes.iter_mut().enumerate() {
-        let v6 = format!("fd00:79::{}", i + 1);
-        n.ns.ip([
-            "-6",
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .expect("v6 address");
-        n.start_agent_with(&cluster, &["--ip6", &format!("{v6}/64")]);
-    }
+    start_dual_stack(&cluster, &mut nodes);
     let a = nodes[0].add_pod_with(&cluster, "d1", true);
     let b = nodes[1].add_pod_with(&cluster, "d2", true);
     assert_eq!((a.len(), b.len()), (2, 2), "{a:?} {b:?}");
@@ -1663,20 +1669,7 @@ fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: v6}\nspec: {cidr: \"fd00:83::/48\", vxlanMode: Always}\n",
     ));
     let mut nodes = nodes_on(&cluster, &mut seg, &["v6a", "v6b"]);
-    for (i, n) in nodes.iter_mut().enumerate() {
-        let v6 = format!("fd00:79::{}", i + 1);
-        n.ns.ip([
-            "-6",
-            "addr",
-            "add",
-            &format!("{v6}/64"),
-            "dev",
-            "eth0",
-            "nodad",
-        ])
-        .expect("v6 address");
-        n.start_agent_with(&cluster, &["--ip6", &format!("{v6}/64")]);
-    }
+    start_dual_stack(&cluster, &mut nodes);
     let a = nodes[0].add_pod_with(&cluster, "v6p1", true);
     let b = nodes[1].add_pod_with(&cluster, "v6p2", true);
     let b6: std::net::Ipv6Addr = b[1].parse().expect("v6");
