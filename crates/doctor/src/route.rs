@@ -17,6 +17,7 @@ use tabby_bgp::attribute::PathAttributes;
 use tabby_bgp::policy::{PeerType, RouteContext, RouteSource, Verdict};
 use tabby_model::Node;
 use tabby_speaker::config::PeerConfig;
+use tabby_speaker::control::NeighborStatus;
 
 use crate::checks::IPAM_FIX;
 use crate::finding::{Check, Finding, Severity, Status, Unavailable};
@@ -241,6 +242,30 @@ fn peer_toward<'p>(plan: &'p SpeakerPlan, node: &Node, family_v4: bool) -> Optio
 /// The peers of a plan that can pass a route on: routers (not cluster
 /// nodes) and route-reflector nodes (a plain node never passes on what it
 /// learned), as `address (AS n)` or `address (route reflector node)`.
+/// Why this node's session `n` is down, seen from this node (`me` in AS
+/// `my_as`, whose plan says which peers it waits for).
+fn explain_from_here(
+    n: &NeighborStatus,
+    c: &ClusterState,
+    me: &Node,
+    my_as: u32,
+    my_plan: &SpeakerPlan,
+) -> Finding {
+    let passive = |a: IpAddr| {
+        my_plan
+            .config
+            .peers
+            .iter()
+            .any(|p| p.address == a && p.passive)
+    };
+    let local = LocalSide {
+        node: me,
+        as_number: my_as,
+        passive_toward: &passive,
+    };
+    explain_session(n, Some(c), Some(&local))
+}
+
 fn carriers(c: &ClusterState, plan: &SpeakerPlan) -> Vec<(IpAddr, String)> {
     plan.config
         .peers
@@ -1008,20 +1033,7 @@ fn sessions_steps(
                     );
                 }
                 Some(n) => {
-                    let passive = |a: IpAddr| {
-                        my_plan
-                            .config
-                            .peers
-                            .iter()
-                            .any(|p| p.address == a && p.passive)
-                    };
-                    let local = LocalSide {
-                        node: me,
-                        as_number: my_as,
-                        passive_toward: &passive,
-                    };
-                    let f = explain_session(n, Some(c), Some(&local));
-                    t.problem("session", f);
+                    t.problem("session", explain_from_here(n, c, me, my_as, &my_plan));
                 }
                 None => t.note(
                     "session",
@@ -1079,19 +1091,7 @@ fn sessions_steps(
             let down = ours.iter().find_map(|(a, _)| agent.neighbor(*a));
             match down {
                 Some(n) => {
-                    let passive = |a: IpAddr| {
-                        my_plan
-                            .config
-                            .peers
-                            .iter()
-                            .any(|p| p.address == a && p.passive)
-                    };
-                    let local = LocalSide {
-                        node: me,
-                        as_number: my_as,
-                        passive_toward: &passive,
-                    };
-                    let mut f = explain_session(n, Some(c), Some(&local));
+                    let mut f = explain_from_here(n, c, me, my_as, &my_plan);
                     f.problem = format!(
                         "{expected} can only come through routers or reflectors, and no session with them is up: {}",
                         f.problem
