@@ -67,19 +67,7 @@ fn host() {
         "vm: accel {} ({}), guest done at {:.2?}",
         run.accel, run.accel_reason, run.total_time
     );
-    run.print_output();
-    assert!(
-        run.success(),
-        "guest exited with {}\n--- console ---\n{}",
-        run.exit_code,
-        run.console
-    );
-    let missing = run.missing_checks(CHECKS.iter().copied());
-    assert!(
-        missing.is_empty(),
-        "guest did not report {missing:?}\n--- console ---\n{}",
-        run.console
-    );
+    run.assert_checks_passed(CHECKS.iter().copied());
 }
 
 fn guest() -> ExitCode {

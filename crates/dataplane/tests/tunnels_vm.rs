@@ -95,19 +95,7 @@ fn host() {
         run.total_time,
         run.initramfs_bytes >> 20
     );
-    run.print_output();
-    assert!(
-        run.success(),
-        "guest exited with {}\n--- console ---\n{}",
-        run.exit_code,
-        run.console
-    );
-    let missing = run.missing_checks(IPIP_CHECKS.iter().chain(VXLAN_CHECKS).copied());
-    assert!(
-        missing.is_empty(),
-        "guest did not report {missing:?}\n--- console ---\n{}",
-        run.console
-    );
+    run.assert_checks_passed(IPIP_CHECKS.iter().chain(VXLAN_CHECKS).copied());
     assert!(
         run.output
             .lines()

@@ -137,20 +137,7 @@ fn agents_route_an_ipip_cross_subnet_pool_through_tunl0_in_a_vm() {
         "vm: accel {} ({}), guest done at {:.2?}",
         run.accel, run.accel_reason, run.total_time
     );
-    run.print_output();
-    assert!(
-        run.success(),
-        "guest exited with {}\n--- output ---\n{}\n--- console ---\n{}",
-        run.exit_code,
-        run.output,
-        run.console
-    );
-    let missing = run.missing_checks(CHECKS.iter().copied());
-    assert!(
-        missing.is_empty(),
-        "guest did not report {missing:?}\n{}",
-        run.output
-    );
+    run.assert_checks_passed(CHECKS.iter().copied());
     assert!(
         run.output
             .lines()

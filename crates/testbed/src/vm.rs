@@ -331,6 +331,28 @@ impl VmRun {
         }
     }
 
+    /// Prints the output ([`VmRun::print_output`]) and panics unless the
+    /// guest exited with 0 and reported every one of `checks`
+    /// ([`VmRun::missing_checks`]); the panic carries the output and the
+    /// console. What every VM test asserts first.
+    pub fn assert_checks_passed<'a>(&self, checks: impl IntoIterator<Item = &'a str>) {
+        self.print_output();
+        assert!(
+            self.success(),
+            "guest exited with {}\n--- output ---\n{}\n--- console ---\n{}",
+            self.exit_code,
+            self.output,
+            self.console
+        );
+        let missing = self.missing_checks(checks);
+        assert!(
+            missing.is_empty(),
+            "guest did not report {missing:?}\n--- output ---\n{}\n--- console ---\n{}",
+            self.output,
+            self.console
+        );
+    }
+
     /// The names among `checks` that the guest did not report with a line
     /// `tabby-guest: check NAME ok` (the convention of the VM tests).
     pub fn missing_checks<'a>(&self, checks: impl IntoIterator<Item = &'a str>) -> Vec<&'a str> {
