@@ -239,7 +239,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
             if speaker_down {
                 speaker_retry = Instant::now() + SPEAKER_RETRY;
             }
-            match read_state(&store, &ds, &options.node).await {
+            match read_state(&store, &ds, Some(&options.node)).await {
                 Ok(state) => {
                     last_revision = revision;
                     if !node.reconcile(&state).await {
@@ -499,18 +499,28 @@ fn signal(
     tokio::signal::unix::signal(kind).map_err(AgentError::Runtime)
 }
 
-/// Everything the agent computes from, read from the datastore.
-struct ClusterState {
-    bgp: BgpResources,
-    pools: Vec<IpPool>,
-    blocks: Vec<Block>,
-    affinities: Vec<BlockAffinity>,
+/// Everything a node's routing is computed from, as the datastore holds
+/// it (the agent's input; `tabby doctor` reads the same).
+#[derive(Debug, Clone)]
+pub struct ClusterState {
+    /// Nodes, BGPConfigurations, BGPPeers, BGPFilters.
+    pub bgp: BgpResources,
+    /// Every IPPool.
+    pub pools: Vec<IpPool>,
+    /// Every IPAM block.
+    pub blocks: Vec<Block>,
+    /// The block affinities read ([`read_state`]'s `affinities_of`).
+    pub affinities: Vec<BlockAffinity>,
 }
 
-async fn read_state(
+/// Reads the [`ClusterState`]: every BGP resource, pool and IPAM block,
+/// and the block affinities of the node `affinities_of` (`None`: of every
+/// node). An IPAM record that does not decode is skipped with a warning
+/// (`tabby ipam check` reports it).
+pub async fn read_state(
     store: &ResourceStore,
     ds: &Datastore,
-    node: &str,
+    affinities_of: Option<&str>,
 ) -> Result<ClusterState, AgentError> {
     let bgp = BgpResources {
         nodes: store.list_typed().await?,
@@ -532,7 +542,7 @@ async fn read_state(
     }
     let mut affinities = Vec::new();
     for kv in ds
-        .list(&tabby_ipam::records::affinities_prefix(Some(node), None))
+        .list(&tabby_ipam::records::affinities_prefix(affinities_of, None))
         .await?
         .items
     {

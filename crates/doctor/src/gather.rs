@@ -14,10 +14,9 @@ use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tabby_agent::peers::BgpResources;
 use tabby_dataplane::{Netlink, RouteKind, RouteTable};
 use tabby_datastore::Datastore;
-use tabby_ipam::{Block, BlockAffinity, Ipam};
+use tabby_ipam::Ipam;
 use tabby_model::store::ResourceStore;
 use tabby_speaker::control::{Request, Response, request};
 
@@ -62,6 +61,9 @@ pub enum GatherError {
     /// The agent's control socket failed.
     #[error("{0}")]
     Agent(#[from] tabby_speaker::control::ClientError),
+    /// The datastore's contents could not be read.
+    #[error("{0}")]
+    Read(#[from] tabby_agent::AgentError),
     /// The agent answered something unexpected.
     #[error("unexpected answer: {0}")]
     Unexpected(String),
@@ -140,28 +142,9 @@ fn cluster(o: &GatherOptions) -> Result<ClusterState, GatherError> {
 async fn read_cluster(url: &str) -> Result<ClusterState, GatherError> {
     let ds = Datastore::connect(url).await?;
     let store = ResourceStore::new(ds.clone());
-    let resources = BgpResources {
-        nodes: store.list_typed().await?,
-        configurations: store.list_typed().await?,
-        peers: store.list_typed().await?,
-        filters: store.list_typed().await?,
-    };
-    let pools = store.list_typed().await?;
-    // Undecodable records are skipped here; `ipam check` reports them.
-    let blocks: Vec<Block> = ds
-        .list(&tabby_ipam::records::blocks_prefix(None))
-        .await?
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect();
-    let affinities: Vec<BlockAffinity> = ds
-        .list(&tabby_ipam::records::affinities_prefix(None, None))
-        .await?
-        .items
-        .iter()
-        .filter_map(|kv| serde_json::from_slice(&kv.value).ok())
-        .collect();
+    // The agent's own reading of the same records: every node's
+    // affinities, since doctor looks at other nodes' blocks too.
+    let state = tabby_agent::daemon::read_state(&store, &ds, None).await?;
     let ipam = async {
         let env = tabby_ipam::resources::load_environment(&ds).await?;
         let in_use = tabby_ipam::resources::workload_addresses(&ds).await?;
@@ -170,10 +153,10 @@ async fn read_cluster(url: &str) -> Result<ClusterState, GatherError> {
     .await
     .map_err(|e| e.to_string());
     Ok(ClusterState {
-        resources,
-        pools,
-        blocks,
-        affinities,
+        resources: state.bgp,
+        pools: state.pools,
+        blocks: state.blocks,
+        affinities: state.affinities,
         ipam: Some(ipam),
     })
 }
