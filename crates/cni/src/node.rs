@@ -209,6 +209,87 @@ fn encode_endpoint(e: &NewEndpoint<'_>) -> Vec<u8> {
     serde_json::to_vec(&Resource::WorkloadEndpoint(wep).to_value()).unwrap_or_default()
 }
 
+/// The host side of a pod's veth as the pod side needs it: the host's
+/// netlink socket and the host end it made (or why not), and a netlink
+/// socket inside the pod's namespace if one could be opened (`configure`
+/// opens one itself otherwise, and reports why if it cannot).
+type HostSide = (HostEndResult, Option<Netlink>);
+
+/// A netlink socket opened inside the pod's namespace.
+type PodSocket = dp::Result<Netlink>;
+
+/// The host's netlink socket and the host end made through it.
+type HostEndResult = Result<(Netlink, wiring::HostEnd), CniError>;
+
+/// Creates the host end of the veth, in the calling thread's namespace.
+fn make_host_end(
+    netns: &dp::Netns,
+    names: &PodInterface<'_>,
+    pod_mac: dp::MacAddr,
+    families: wiring::Families,
+) -> HostEndResult {
+    crate::trace::mark("veth-thread");
+    let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
+    crate::trace::mark("host-socket");
+    let end = wiring::create_host_end(&mut nl, netns, names, Some(pod_mac), families)
+        .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
+    Ok((nl, end))
+}
+
+/// [`make_host_end`] and the pod's netlink socket as a job for the
+/// service's [`dp::NetnsWorker`] (which outlives the request, so the job
+/// owns what it needs).
+struct HostEndJob {
+    netns: dp::Netns,
+    host_ifname: String,
+    pod_ifname: String,
+    mtu: u32,
+    queues: u32,
+    pod_mac: dp::MacAddr,
+    families: wiring::Families,
+}
+
+impl HostEndJob {
+    fn run(self, visitor: &dp::Visitor) -> HostSide {
+        let names = PodInterface {
+            host_ifname: &self.host_ifname,
+            pod_ifname: &self.pod_ifname,
+            mtu: self.mtu,
+            queues: self.queues,
+            addresses: &[],
+        };
+        let host = make_host_end(&self.netns, &names, self.pod_mac, self.families);
+        let pod = host
+            .is_ok()
+            .then(|| visitor.netlink_in(&self.netns).ok())
+            .flatten();
+        (host, pod)
+    }
+}
+
+/// The host side being made, on the service's worker or on a thread of
+/// the request's own.
+enum PendingHostSide<'scope> {
+    /// Queued on the service's warm worker.
+    Worker(dp::WorkerTask<HostSide>),
+    /// On a thread of the request's scope.
+    Scoped(std::thread::ScopedJoinHandle<'scope, (HostEndResult, dp::Result<Option<PodSocket>>)>),
+}
+
+impl PendingHostSide<'_> {
+    /// Waits for it.
+    fn join(self) -> HostSide {
+        let lost = |why: String| (Err(CniError::new(ErrorCode::Internal, why)), None);
+        match self {
+            PendingHostSide::Worker(task) => task.join().unwrap_or_else(|e| lost(e.to_string())),
+            PendingHostSide::Scoped(handle) => match handle.join() {
+                Ok((host, pod)) => (host, pod.ok().flatten().and_then(Result::ok)),
+                Err(_) => lost("the thread creating the host veth panicked".to_owned()),
+            },
+        }
+    }
+}
+
 /// What drives the datastore's futures.
 #[derive(Debug)]
 enum Driver {
@@ -291,6 +372,8 @@ pub struct NodeBackend {
     runtime: Driver,
     store: Option<Datastore>,
     cache: Option<StoreCache>,
+    /// The CNI service's warm thread for the host side of the veth.
+    veth_worker: Option<Arc<dp::NetnsWorker>>,
 }
 
 impl NodeBackend {
@@ -304,19 +387,22 @@ impl NodeBackend {
             role,
             std::env::var(tabby_datastore::URL_ENV).ok(),
             None,
+            None,
         )
     }
 
     /// Like [`NodeBackend::open`] for the CNI service: `env_datastore` is
-    /// the caller's `TABBY_DATASTORE`, and SQLite stores come from (and go
-    /// into) `cache`.
+    /// the caller's `TABBY_DATASTORE`, SQLite stores come from (and go
+    /// into) `cache`, and the host side of a pod's veth is made on
+    /// `veth_worker` when there is one.
     pub fn for_service(
         conf: &NetConf,
         role: Role,
         env_datastore: Option<String>,
         cache: &StoreCache,
+        veth_worker: Option<Arc<dp::NetnsWorker>>,
     ) -> Result<NodeBackend, CniError> {
-        NodeBackend::prepare(conf, role, env_datastore, Some(cache.clone()))
+        NodeBackend::prepare(conf, role, env_datastore, Some(cache.clone()), veth_worker)
     }
 
     fn prepare(
@@ -324,6 +410,7 @@ impl NodeBackend {
         role: Role,
         env_datastore: Option<String>,
         cache: Option<StoreCache>,
+        veth_worker: Option<Arc<dp::NetnsWorker>>,
     ) -> Result<NodeBackend, CniError> {
         let url = conf
             .datastore
@@ -344,6 +431,7 @@ impl NodeBackend {
             runtime,
             store: None,
             cache,
+            veth_worker,
         })
     }
 
@@ -475,23 +563,31 @@ impl NodeBackend {
             req.pod.as_ref(),
             &req.ifname,
         ));
-        // While IPAM works and the WorkloadEndpoint is written here, one
-        // thread creates the host end in this namespace, then enters the
-        // pod's and opens a netlink socket there for the pod side.
-        let (ipam, written, host_end, pod_socket) = std::thread::scope(|s| {
-            let wiring = netns.spawn_scoped_then(
-                s,
-                || -> Result<(Netlink, wiring::HostEnd), CniError> {
-                    crate::trace::mark("veth-thread");
-                    let mut nl = Netlink::open().map_err(|e| kernel_error("open netlink", &e))?;
-                    crate::trace::mark("host-socket");
-                    let end =
-                        wiring::create_host_end(&mut nl, netns, &names, Some(pod_mac), families)
-                            .map_err(|e| CniError::new(ErrorCode::Internal, e.to_string()))?;
-                    Ok((nl, end))
-                },
-                |host| host.is_ok().then(Netlink::open),
-            );
+        // While IPAM works and the WorkloadEndpoint is written here, the
+        // host end is created in this namespace, then a netlink socket is
+        // opened in the pod's for the pod side: on the service's warm
+        // worker if there is one, else on a thread of its own.
+        let (ipam, written, (host_end, pod_socket)) = std::thread::scope(|s| {
+            let owned = self.veth_worker.as_ref().and_then(|worker| {
+                let job = HostEndJob {
+                    netns: netns.try_clone().ok()?,
+                    host_ifname: host_ifname.clone(),
+                    pod_ifname: req.ifname.clone(),
+                    mtu: conf.mtu,
+                    queues: conf.num_queues,
+                    pod_mac,
+                    families,
+                };
+                worker.submit(move |visitor| job.run(visitor)).ok()
+            });
+            let pending = match owned {
+                Some(task) => PendingHostSide::Worker(task),
+                None => PendingHostSide::Scoped(netns.spawn_scoped_then(
+                    s,
+                    || make_host_end(netns, &names, pod_mac, families),
+                    |host| host.is_ok().then(Netlink::open),
+                )),
+            };
             let ipam = self.addresses_for(req, &handle);
             let written = match &ipam {
                 Ok((assigned, _)) => {
@@ -509,19 +605,7 @@ impl NodeBackend {
                 }
                 Err(_) => Ok(()),
             };
-            let (host_end, pod_socket) = wiring.join().unwrap_or_else(|_| {
-                (
-                    Err(CniError::new(
-                        ErrorCode::Internal,
-                        "the thread creating the host veth panicked",
-                    )),
-                    Ok(None),
-                )
-            });
-            // No socket (the namespace could not be entered): `configure`
-            // opens one itself and reports why if it cannot.
-            let pod_socket = pod_socket.ok().flatten().and_then(Result::ok);
-            (ipam, written, host_end, pod_socket)
+            (ipam, written, pending.join())
         });
         crate::trace::mark("joined");
         // Undoes this call's datastore writes: the addresses and the

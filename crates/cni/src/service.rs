@@ -24,9 +24,11 @@ use std::io::{Read, Write};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
+use tabby_dataplane::NetnsWorker;
 
 use crate::node::{NodeBackend, StoreCache};
 use crate::plugin::{self, Role};
@@ -197,22 +199,25 @@ impl Service {
     }
 
     fn accept_loop(&self) -> std::io::Result<()> {
+        // Each accept thread has its own warm thread for the host side of
+        // the veth (without one, each ADD starts a thread of its own).
+        let veth_worker = NetnsWorker::start("tabby-cni-veth").ok().map(Arc::new);
         loop {
             match self.listener.accept() {
-                Ok((stream, _)) => self.handle(stream),
+                Ok((stream, _)) => self.handle(stream, veth_worker.as_ref()),
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
         }
     }
 
-    fn handle(&self, mut stream: UnixStream) {
+    fn handle(&self, mut stream: UnixStream, veth_worker: Option<&Arc<NetnsWorker>>) {
         let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
         let Ok(body) = read_frame(&mut stream) else {
             return;
         };
         let reply = match serde_json::from_slice::<Request>(&body) {
-            Ok(req) => self.run(&req),
+            Ok(req) => self.run_with(&req, veth_worker),
             // Not ours to answer: the plugin falls back to the direct path.
             Err(_) => Reply {
                 served: false,
@@ -228,6 +233,12 @@ impl Service {
 
     /// Runs one request, as the plugin would have.
     pub fn run(&self, req: &Request) -> Reply {
+        self.run_with(req, None)
+    }
+
+    /// [`Service::run`], with the host side of a pod's veth made on
+    /// `veth_worker` if given.
+    fn run_with(&self, req: &Request, veth_worker: Option<&Arc<NetnsWorker>>) -> Reply {
         if req.netns != self.netns {
             return Reply {
                 served: false,
@@ -253,7 +264,7 @@ impl Service {
         // them).
         crate::trace::start();
         let out = plugin::run(role, var, req.stdin.as_bytes(), |conf, role| {
-            NodeBackend::for_service(conf, role, env_datastore, &self.cache)
+            NodeBackend::for_service(conf, role, env_datastore, &self.cache, veth_worker.cloned())
         });
         crate::trace::mark("served");
         crate::trace::report();
@@ -307,7 +318,7 @@ mod tests {
                 // The refused second bind's probe, then two requests.
                 for _ in 0..3 {
                     let (stream, _) = service.listener.accept().expect("accept");
-                    service.handle(stream);
+                    service.handle(stream, None);
                 }
             });
             // A request the dispatcher answers without a backend: an

@@ -67,5 +67,12 @@ pub fn report() {
         return;
     };
     let parts: Vec<String> = phases.iter().map(|(n, us)| format!("{n}@{us}")).collect();
-    eprintln!("tabby cni trace (us since start): {}", parts.join(" "));
+    let epoch = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.as_micros())
+        .unwrap_or(0);
+    eprintln!(
+        "tabby cni trace (us since start): {} now={epoch}",
+        parts.join(" ")
+    );
 }

@@ -100,6 +100,11 @@ pub enum Error {
     /// The worker thread that entered a namespace panicked.
     #[error("the thread working inside network namespace {0} panicked")]
     NetnsThread(PathBuf),
+    /// A long-lived namespace worker ([`crate::NetnsWorker`]) has stopped:
+    /// a job panicked, or the thread could not return to its home
+    /// namespace (so it runs nothing more).
+    #[error("namespace worker {0:?} has stopped")]
+    NetnsWorkerStopped(String),
     /// A sysctl under /proc/sys could not be read or written.
     #[error("sysctl {path}: {source}")]
     Sysctl {

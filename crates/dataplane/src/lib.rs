@@ -25,7 +25,7 @@ pub use error::{Error, KernelError, Result};
 pub use link::{FdbEntry, IpipTunnel, Link, LinkChange, MacAddr, Neighbour, VethPair, Vxlan};
 pub use monitor::{RouteEvent, RouteMonitor};
 pub use netlink::Netlink;
-pub use netns::{Netns, NetnsTask};
+pub use netns::{Netns, NetnsTask, NetnsWorker, Visitor, WorkerTask};
 pub use route::{
     BatchReport, InstalledRoute, NextHop, ReconcileReport, Route, RouteChange, RouteKey, RouteKind,
     RouteTable, TABBY_PROTOCOL, is_already_gone,

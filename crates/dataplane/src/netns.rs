@@ -3,7 +3,14 @@
 //! The only way tabby works inside another network namespace is
 //! [`Netns::run`]: it spawns a thread, moves *that thread* into the
 //! namespace with `setns(2)`, runs the closure there and returns its result;
-//! the thread then ends. The caller's threads never change namespace. A
+//! the thread then ends. The caller's threads never change namespace.
+//!
+//! Work that recurs many times a second (the CNI service wiring pods) goes
+//! to a [`NetnsWorker`] instead: one long-lived thread of its own, which
+//! stays in its home namespace and steps into another only to open a
+//! netlink socket there ([`Visitor::netlink_in`]), returning home before
+//! the job goes on. That saves a thread start per request and keeps the
+//! thread warm; a worker that cannot return home stops for good. A
 //! netlink socket created this way ([`Netns::netlink`]) stays bound to the
 //! namespace it was created in and can be used from any thread afterwards;
 //! files under `/proc/sys/net` opened there, and child processes started
@@ -12,9 +19,11 @@
 //! This module needs no `unsafe`: `nix::sched::setns` is a safe wrapper
 //! over a borrowed namespace file descriptor that this struct keeps open.
 
+use std::cell::Cell;
 use std::fs::File;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, RawFd};
 use std::path::{Path, PathBuf};
+use std::sync::mpsc;
 
 use nix::sched::{CloneFlags, setns};
 
@@ -56,6 +65,27 @@ impl Netns {
         Netns::open("/proc/thread-self/ns/net")
     }
 
+    /// A second handle on the same namespace (the file descriptor
+    /// duplicated), e.g. to hand to a [`NetnsWorker`] job.
+    pub fn try_clone(&self) -> Result<Netns> {
+        let file = self.file.try_clone().map_err(|source| Error::Netns {
+            path: self.path.clone(),
+            source,
+        })?;
+        Ok(Netns {
+            path: self.path.clone(),
+            file,
+        })
+    }
+
+    /// Moves the calling thread into this namespace.
+    fn enter(&self) -> Result<()> {
+        setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Netns {
+            path: self.path.clone(),
+            source: errno.into(),
+        })
+    }
+
     /// The file this namespace was opened from.
     pub fn path(&self) -> &Path {
         &self.path
@@ -80,12 +110,7 @@ impl Netns {
     {
         std::thread::scope(|s| {
             let worker = s.spawn(|| -> Result<T> {
-                setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| {
-                    Error::Netns {
-                        path: self.path.clone(),
-                        source: errno.into(),
-                    }
-                })?;
+                self.enter()?;
                 Ok(work())
             });
             worker
@@ -108,11 +133,7 @@ impl Netns {
         let handle = std::thread::Builder::new()
             .name("tabby-netns".into())
             .spawn(move || -> Result<T> {
-                let ns = Netns::open(&p)?;
-                setns(ns.file.as_fd(), CloneFlags::CLONE_NEWNET).map_err(|errno| Error::Netns {
-                    path: p.clone(),
-                    source: errno.into(),
-                })?;
+                Netns::open(&p)?.enter()?;
                 Ok(work())
             });
         NetnsTask { path, handle }
@@ -139,12 +160,7 @@ impl Netns {
     {
         s.spawn(move || {
             let a = first();
-            let t = setns(self.file.as_fd(), CloneFlags::CLONE_NEWNET)
-                .map_err(|errno| Error::Netns {
-                    path: self.path.clone(),
-                    source: errno.into(),
-                })
-                .map(|()| then(&a));
+            let t = self.enter().map(|()| then(&a));
             (a, t)
         })
     }
@@ -157,6 +173,124 @@ impl Netns {
     /// Opens a netlink route socket inside this namespace.
     pub fn netlink(&self) -> Result<Netlink> {
         self.run(Netlink::open)?
+    }
+}
+
+/// One job for a [`NetnsWorker`].
+type Job = Box<dyn FnOnce(&Visitor) + Send>;
+
+/// A long-lived thread for namespace work that recurs: it runs submitted
+/// jobs one after the other in its home namespace (the namespace of the
+/// thread that started it), and a job steps into other namespaces only
+/// through [`Visitor::netlink_in`], which returns home before the job goes
+/// on. If the thread ever fails to return home, or a job panics, it stops
+/// and every later [`NetnsWorker::submit`] fails with
+/// [`Error::NetnsWorkerStopped`] (the caller can then fall back to
+/// [`Netns::spawn_scoped_then`] or [`Netns::run`]). Dropping the worker
+/// lets the thread finish the jobs already submitted and end.
+#[derive(Debug)]
+pub struct NetnsWorker {
+    name: String,
+    jobs: mpsc::Sender<Job>,
+}
+
+/// What a [`NetnsWorker`] job may do outside the worker's home namespace.
+#[derive(Debug)]
+pub struct Visitor {
+    home: Netns,
+    /// Set when a return home failed: the thread is in a foreign namespace.
+    lost: Cell<bool>,
+}
+
+impl Visitor {
+    /// Opens a netlink route socket inside `ns` (which stays bound to it):
+    /// the thread enters `ns`, opens the socket and returns home. Fails
+    /// without trying if an earlier return home failed.
+    pub fn netlink_in(&self, ns: &Netns) -> Result<Netlink> {
+        if self.lost.get() {
+            return Err(Error::Netns {
+                path: self.home.path.clone(),
+                source: std::io::Error::other("the worker could not return to its home namespace"),
+            });
+        }
+        ns.enter()?;
+        let socket = Netlink::open();
+        if let Err(e) = self.home.enter() {
+            self.lost.set(true);
+            return Err(e);
+        }
+        socket
+    }
+}
+
+impl NetnsWorker {
+    /// Starts the worker thread, named `name`, at home in the calling
+    /// thread's namespace.
+    pub fn start(name: &str) -> Result<NetnsWorker> {
+        let home = Netns::current()?;
+        let (jobs, queue) = mpsc::channel::<Job>();
+        std::thread::Builder::new()
+            .name(name.to_owned())
+            .spawn(move || -> Result<()> {
+                // A new thread starts in its creator's namespace; entering
+                // the home explicitly makes that a checked fact.
+                home.enter()?;
+                let visitor = Visitor {
+                    home,
+                    lost: Cell::new(false),
+                };
+                while let Ok(job) = queue.recv() {
+                    job(&visitor);
+                    if visitor.lost.get() {
+                        break;
+                    }
+                }
+                Ok(())
+            })
+            .map_err(|source| Error::Netns {
+                path: PathBuf::from("/proc/thread-self/ns/net"),
+                source,
+            })?;
+        Ok(NetnsWorker {
+            name: name.to_owned(),
+            jobs,
+        })
+    }
+
+    /// Queues `job` on the worker; [`WorkerTask::join`] waits for its
+    /// result. Fails if the worker has stopped.
+    pub fn submit<T, F>(&self, job: F) -> Result<WorkerTask<T>>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Visitor) -> T + Send + 'static,
+    {
+        let (done, result) = mpsc::sync_channel(1);
+        self.jobs
+            .send(Box::new(move |v: &Visitor| {
+                let _ = done.send(job(v));
+            }))
+            .map_err(|_| Error::NetnsWorkerStopped(self.name.clone()))?;
+        Ok(WorkerTask {
+            name: self.name.clone(),
+            result,
+        })
+    }
+}
+
+/// A job queued on a [`NetnsWorker`].
+#[derive(Debug)]
+pub struct WorkerTask<T> {
+    name: String,
+    result: mpsc::Receiver<T>,
+}
+
+impl<T> WorkerTask<T> {
+    /// Waits for the job's result; fails if the worker stopped before
+    /// finishing it (the job panicked).
+    pub fn join(self) -> Result<T> {
+        self.result
+            .recv()
+            .map_err(|_| Error::NetnsWorkerStopped(self.name))
     }
 }
 
