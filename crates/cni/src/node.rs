@@ -299,6 +299,10 @@ enum Driver {
     Inline,
     /// etcd: a current-thread tokio runtime (its client needs the reactor).
     Tokio(tokio::runtime::Runtime),
+    /// etcd in the CNI service: the service's runtime, whose reactor the
+    /// cached clients' connections live on; the future runs on the calling
+    /// thread.
+    Shared(tokio::runtime::Handle),
 }
 
 /// Wakes a parked thread.
@@ -325,9 +329,15 @@ fn runtime_kind(url: &str) -> RuntimeKind {
 }
 
 impl Driver {
-    fn for_url(url: &str) -> Result<Driver, CniError> {
+    /// The driver for `url`: inline for SQLite; for etcd the runtime of
+    /// `cache` if given (started with its first etcd store), else a
+    /// runtime of its own.
+    fn for_url(url: &str, cache: Option<&StoreCache>) -> Result<Driver, CniError> {
         if let RuntimeKind::Inline = runtime_kind(url) {
             return Ok(Driver::Inline);
+        }
+        if let Some(cache) = cache {
+            return cache.runtime().map(Driver::Shared);
         }
         tokio::runtime::Builder::new_current_thread()
             .enable_all()
@@ -339,6 +349,7 @@ impl Driver {
     fn block_on<F: std::future::Future>(&self, fut: F) -> F::Output {
         match self {
             Driver::Tokio(rt) => rt.block_on(fut),
+            Driver::Shared(handle) => handle.block_on(fut),
             Driver::Inline => {
                 let mut fut = std::pin::pin!(fut);
                 let waker = std::task::Waker::from(std::sync::Arc::new(ThreadWaker(
@@ -356,12 +367,56 @@ impl Driver {
     }
 }
 
-/// SQLite datastores kept open between requests by a long-running process
-/// (the CNI service), by URL; clones share them. A store opened once skips
-/// the open, the schema read and the WAL-index rebuild on every later
-/// request.
+/// Datastores kept open between requests by a long-running process (the
+/// CNI service), by URL; clones share them. A SQLite store opened once
+/// skips the open, the schema read and the WAL-index rebuild on every later
+/// request; an etcd store keeps its client and its gRPC connection (a new
+/// runtime and connection per request cost several milliseconds).
 #[derive(Debug, Default, Clone)]
-pub struct StoreCache(Arc<Mutex<HashMap<String, Datastore>>>);
+pub struct StoreCache(Arc<Mutex<CachedStores>>);
+
+/// What a [`StoreCache`] holds.
+#[derive(Debug, Default)]
+struct CachedStores {
+    /// The stores, by URL.
+    stores: HashMap<String, Datastore>,
+    /// The runtime the cached etcd clients run on (one worker thread, which
+    /// drives their connections; each request's future runs on the
+    /// request's own thread), started with the first.
+    runtime: Option<tokio::runtime::Runtime>,
+}
+
+impl StoreCache {
+    fn get(&self, url: &str) -> Option<Datastore> {
+        self.0.lock().ok()?.stores.get(url).cloned()
+    }
+
+    fn insert(&self, url: &str, store: Datastore) {
+        if let Ok(mut c) = self.0.lock() {
+            c.stores.insert(url.to_owned(), store);
+        }
+    }
+
+    /// The cache's runtime, started on first use.
+    fn runtime(&self) -> Result<tokio::runtime::Handle, CniError> {
+        let mut c = self
+            .0
+            .lock()
+            .map_err(|_| CniError::new(ErrorCode::Internal, "the datastore cache is poisoned"))?;
+        if let Some(rt) = &c.runtime {
+            return Ok(rt.handle().clone());
+        }
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .thread_name("tabby-cni-datastore")
+            .enable_all()
+            .build()
+            .map_err(|e| CniError::new(ErrorCode::Io, format!("cannot start the runtime: {e}")))?;
+        let handle = rt.handle().clone();
+        c.runtime = Some(rt);
+        Ok(handle)
+    }
+}
 
 /// The backend that does the real work on this node.
 #[derive(Debug)]
@@ -422,8 +477,7 @@ impl NodeBackend {
             None => hostname()?,
         };
         crate::trace::mark("parse");
-        let runtime = Driver::for_url(&url)?;
-        let cache = cache.filter(|_| matches!(runtime_kind(&url), RuntimeKind::Inline));
+        let runtime = Driver::for_url(&url, cache.as_ref())?;
         Ok(NodeBackend {
             role,
             url,
@@ -440,8 +494,7 @@ impl NodeBackend {
             return Ok(s.clone());
         }
         if let Some(cache) = &self.cache {
-            let cached = cache.0.lock().ok().and_then(|m| m.get(&self.url).cloned());
-            if let Some(s) = cached {
+            if let Some(s) = cache.get(&self.url) {
                 self.store = Some(s.clone());
                 return Ok(s);
             }
@@ -460,9 +513,7 @@ impl NodeBackend {
             .map_err(|e| datastore_error(e, "connect"))?;
         self.store = Some(store.clone());
         if let Some(cache) = &self.cache {
-            if let Ok(mut m) = cache.0.lock() {
-                m.insert(self.url.clone(), store.clone());
-            }
+            cache.insert(&self.url, store.clone());
         }
         crate::trace::mark("ds-open");
         Ok(store)
@@ -964,14 +1015,31 @@ mod tests {
 
     #[test]
     fn the_inline_driver_runs_ready_and_pending_futures() {
-        let d = Driver::for_url("sqlite:///tmp/x.db").expect("driver");
+        let d = Driver::for_url("sqlite:///tmp/x.db", None).expect("driver");
         assert!(matches!(d, Driver::Inline));
         assert_eq!(d.block_on(async { 3 }), 3);
         assert_eq!(d.block_on(WakeLater(false)), 7);
         assert!(matches!(
-            Driver::for_url("etcd://127.0.0.1:2379").expect("driver"),
+            Driver::for_url("etcd://127.0.0.1:2379", None).expect("driver"),
             Driver::Tokio(_)
         ));
+        // The service's cache: SQLite still inline, etcd on the cache's
+        // one runtime (the same for every request).
+        let cache = StoreCache::default();
+        assert!(matches!(
+            Driver::for_url("sqlite:///tmp/x.db", Some(&cache)).expect("driver"),
+            Driver::Inline
+        ));
+        let Driver::Shared(a) = Driver::for_url("etcd://127.0.0.1:2379", Some(&cache)).expect("a")
+        else {
+            panic!("etcd in the service should share the cache's runtime");
+        };
+        let Driver::Shared(b) = Driver::for_url("etcd://127.0.0.1:2379", Some(&cache)).expect("b")
+        else {
+            panic!("etcd in the service should share the cache's runtime");
+        };
+        assert_eq!(a.id(), b.id());
+        assert_eq!(Driver::Shared(a).block_on(WakeLater(false)), 7);
     }
 
     #[test]

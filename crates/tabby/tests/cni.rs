@@ -1063,3 +1063,188 @@ fn pools_come_from_the_config_or_the_pod_annotation() {
     assert!(in_net(got, "10.98.0.0/16"), "{got}");
     cluster.ipam_check_is_clean();
 }
+
+/// etcd inside a node's namespace, on that namespace's loopback (so the
+/// plugin and the service reach it, and nothing outside the test does);
+/// killed by PID on drop.
+struct NodeEtcd {
+    dir: tempfile::TempDir,
+    process: Option<Process>,
+}
+
+/// The client port of [`NodeEtcd`] (private to the node's namespace).
+const NODE_ETCD_PORT: u16 = 23979;
+
+impl NodeEtcd {
+    fn start(node: &Node) -> NodeEtcd {
+        let mut etcd = NodeEtcd {
+            dir: tempfile::tempdir().expect("tempdir"),
+            process: None,
+        };
+        etcd.start_again(node);
+        etcd
+    }
+
+    fn url() -> String {
+        format!("etcd://127.0.0.1:{NODE_ETCD_PORT}")
+    }
+
+    /// Starts the member (again, on the same data directory) and waits
+    /// until it answers.
+    fn start_again(&mut self, node: &Node) {
+        let client = format!("http://127.0.0.1:{NODE_ETCD_PORT}");
+        let peer = format!("http://127.0.0.1:{}", NODE_ETCD_PORT + 1);
+        let log = std::fs::File::create(self.dir.path().join("etcd.log")).expect("log");
+        let mut cmd = node.ns.command("etcd");
+        cmd.args(["--name", "n1", "--data-dir"])
+            .arg(self.dir.path().join("data"))
+            .args(["--listen-client-urls", &client])
+            .args(["--advertise-client-urls", &client])
+            .args(["--listen-peer-urls", &peer])
+            .args(["--initial-advertise-peer-urls", &peer])
+            .args(["--initial-cluster", &format!("n1={peer}")])
+            .stdout(Stdio::null())
+            .stderr(log);
+        self.process = Some(node.ns.spawn(&mut cmd).expect("etcd"));
+        let endpoint = format!("127.0.0.1:{NODE_ETCD_PORT}");
+        wait_until(std::time::Duration::from_secs(30), "etcd to answer", || {
+            node.ns
+                .exec("etcdctl", ["--endpoints", &endpoint, "endpoint", "health"])
+                .is_ok()
+        })
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {}",
+                std::fs::read_to_string(self.dir.path().join("etcd.log")).unwrap_or_default()
+            )
+        });
+    }
+
+    fn stop(&mut self) {
+        self.process = None;
+    }
+}
+
+/// Runs `tabby ARGS...` (not as a plugin) inside the node's namespace with
+/// `stdin`; returns stdout, panicking with stderr on failure.
+fn tabby_in(node: &Node, args: &[&str], stdin: &str) -> String {
+    let mut cmd = node.ns.command(TABBY);
+    cmd.args(args)
+        .env_remove("CNI_COMMAND")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped());
+    let mut child = cmd.spawn().expect("spawn tabby");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(stdin.as_bytes())
+        .expect("write stdin");
+    let out = child.wait_with_output().expect("tabby output");
+    let text = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "tabby {args:?}: {text}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    text
+}
+
+/// Established TCP connections from `pid` to the node's etcd.
+fn etcd_connections_of(node: &Node, pid: u32) -> usize {
+    let dst = format!("dst 127.0.0.1:{NODE_ETCD_PORT}");
+    let out = node
+        .ns
+        .exec("ss", ["-Htnp", "state", "established", &dst])
+        .expect("ss");
+    String::from_utf8_lossy(&out.stdout)
+        .lines()
+        .filter(|l| l.contains(&format!("pid={pid},")))
+        .count()
+}
+
+#[test]
+fn the_node_service_keeps_its_etcd_client_between_requests() {
+    let cluster = Cluster::new(false); // only for Node::new; the pods use etcd
+    let mut node = Node::new("cni-sve", "node-e", &cluster);
+    let mut etcd = NodeEtcd::start(&node);
+    let url = NodeEtcd::url();
+    node.datastore = url.clone();
+    tabby_in(
+        &node,
+        &["--datastore", &url, "apply", "-f", "-"],
+        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool-e\nspec:\n  cidr: 10.96.0.0/16\n  blockSize: 26\n",
+    );
+    give_host_address(&node, "10.97.0.1/24");
+    let mut service = Service::start(&node);
+    let sock = service.socket.clone();
+    let service_pid = service.process.id();
+    let pods: Vec<Netns> = (0..3)
+        .map(|_| Netns::new("cni-pse").expect("pod"))
+        .collect();
+    let pool: IpNet = "10.96.0.0/16".parse().expect("pool");
+
+    // Two ADDs through the service: distinct addresses from the etcd pool,
+    // and the service keeps one client (its connection stays open and is
+    // reused, not one per request).
+    let mut addresses = BTreeSet::new();
+    let mut connections = Vec::new();
+    for (i, pod) in pods.iter().take(2).enumerate() {
+        let id = format!("ctr-e{i}");
+        let (add, forwarded) = node.call_via(&sock, "ADD", &id, Some(pod), &node.conf("1.0.0"));
+        assert!(forwarded, "ADD was not forwarded: {}", add.stderr);
+        let addr = add.address();
+        assert!(pool.contains(&addr.addr()), "{addr} not from the pool");
+        addresses.insert(addr.addr());
+        connections.push(etcd_connections_of(&node, service_pid));
+    }
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert!(pods[0].ping("10.97.0.1", 2), "pod cannot reach the host");
+    assert!(
+        connections[0] >= 1,
+        "the service holds no connection to etcd after a request"
+    );
+    assert_eq!(
+        connections[0], connections[1],
+        "the service opened another etcd connection for the second request"
+    );
+
+    // etcd restarts: the cached client reconnects, as a runtime retrying
+    // ADD would see it (a retry on code 11, "try again later", is allowed).
+    etcd.stop();
+    etcd.start_again(&node);
+    let mut third = None;
+    for _ in 0..20 {
+        let (add, forwarded) =
+            node.call_via(&sock, "ADD", "ctr-e2", Some(&pods[2]), &node.conf("1.0.0"));
+        assert!(forwarded, "{}", add.stderr);
+        if add.code == 0 {
+            third = Some(add.address());
+            break;
+        }
+        assert_eq!(add.error_code(), 11, "{} {}", add.raw, add.stderr);
+        std::thread::sleep(std::time::Duration::from_millis(250));
+    }
+    let third = third.expect("ADD never succeeded after etcd came back");
+    assert!(
+        !addresses.contains(&third.addr()),
+        "{third} handed out twice"
+    );
+
+    for (i, pod) in pods.iter().enumerate() {
+        let (del, forwarded) = node.call_via(
+            &sock,
+            "DEL",
+            &format!("ctr-e{i}"),
+            Some(pod),
+            &node.conf("1.0.0"),
+        );
+        assert!(forwarded);
+        assert_eq!(del.code, 0, "{} {}", del.raw, del.stderr);
+    }
+    assert_eq!(node.host_veths(), 0, "{}", node.links());
+    let check = tabby_in(&node, &["--datastore", &url, "ipam", "check"], "");
+    assert!(check.contains("Found 0 problems."), "{check}");
+    service.process.signal("KILL").expect("kill the service");
+}
