@@ -1177,7 +1177,7 @@ fn the_node_service_keeps_its_etcd_client_between_requests() {
         "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata:\n  name: pool-e\nspec:\n  cidr: 10.96.0.0/16\n  blockSize: 26\n",
     );
     give_host_address(&node, "10.97.0.1/24");
-    let mut service = Service::start(&node);
+    let service = Service::start(&node);
     let sock = service.socket.clone();
     let service_pid = service.process.id();
     let pods: Vec<Netns> = (0..3)
