@@ -396,10 +396,18 @@ impl Netlink {
             LinkInfo::Kind(InfoKind::Veth),
             LinkInfo::Data(InfoData::Veth(InfoVeth::Peer(peer))),
         ]));
-        self.request_ok(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m, || {
-            format!("create veth {} peer {}", pair.name, pair.peer)
-        })?;
-        self.require_link(&pair.name)
+        let echoed = self
+            .request_echo(RTM_NEWLINK, NLM_F_CREATE | NLM_F_EXCL, &m, RTM_NEWLINK)?
+            .map_err(|source| Error::Kernel {
+                operation: format!("create veth {} peer {}", pair.name, pair.peer),
+                source,
+            })?;
+        // The kernel's echo of the new link (Linux 6.3+) is the link as a
+        // look-up would report it; older kernels need the look-up.
+        match echoed.as_deref().map(LinkMessage::parse) {
+            Some(Ok(m)) => Ok(decode_link(&m)),
+            _ => self.require_link(&pair.name),
+        }
     }
 
     /// Creates a VXLAN device; returns its index. Left down.

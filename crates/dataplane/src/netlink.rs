@@ -22,6 +22,9 @@ const NLMSG_DONE: u16 = 3;
 pub(crate) const NLM_F_REQUEST: u16 = 0x1;
 const NLM_F_MULTI: u16 = 0x2;
 pub(crate) const NLM_F_ACK: u16 = 0x4;
+/// Asks the kernel to send the requester the notification of the change
+/// (Linux 6.3 and later for `RTM_NEWLINK`; older kernels ignore it).
+const NLM_F_ECHO: u16 = 0x8;
 const NLM_F_DUMP_INTR: u16 = 0x10;
 pub(crate) const NLM_F_REPLACE: u16 = 0x100;
 pub(crate) const NLM_F_EXCL: u16 = 0x200;
@@ -263,6 +266,44 @@ impl Netlink {
             for m in split(&self.rx)? {
                 if m.seq == seq && m.kind == NLMSG_ERROR {
                     return decode_error(m.flags, m.payload);
+                }
+            }
+        }
+    }
+
+    /// Like [`Netlink::request`], with `NLM_F_ECHO`: also returns the last
+    /// message of type `echo` the kernel sent back for this request before
+    /// its answer (the new object as the kernel reports it), if the kernel
+    /// echoes such requests. Saves the look-up round trip after a create.
+    pub(crate) fn request_echo(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        body: &dyn Emitable,
+        echo: u16,
+    ) -> Result<Result<Option<Vec<u8>>, KernelError>> {
+        let seq = self.next_seq();
+        self.tx.clear();
+        Self::push(
+            &mut self.tx,
+            kind,
+            flags | NLM_F_ACK | NLM_F_ECHO,
+            seq,
+            body,
+        );
+        self.send_tx()?;
+        let mut echoed = None;
+        loop {
+            self.recv().map_err(Error::Socket)?;
+            for m in split(&self.rx)? {
+                if m.seq != seq {
+                    continue;
+                }
+                if m.kind == NLMSG_ERROR {
+                    return Ok(decode_error(m.flags, m.payload)?.map(|()| echoed));
+                }
+                if m.kind == echo {
+                    echoed = Some(m.payload.to_vec());
                 }
             }
         }
