@@ -339,7 +339,7 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
     ip -n "$N" addr add "10.245.0.$i/24" dev eth0; ip -n "$N" link set eth0 up
     ip netns exec "$N" "$TABBY" --datastore "$DS" agent --nodename "node$i" --ip "10.245.0.$i/24" \
       --control-socket "$DIR/node$i.sock" --state-dir "$DIR/node$i" --cni-socket "$DIR/node$i-cni.sock" \
-      2>"$DIR/node$i.log" &
+      --mtu-file "$DIR/node$i.mtu" 2>"$DIR/node$i.log" &
     PIDS+=($!)
   done
   for _ in $(seq 1 100); do
@@ -350,7 +350,7 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
   ADDRS=()
   for i in 1 2 3; do
     N=${NODES[$((i-1))]} POD=${PODS[$((i-1))]}; ip netns add "$POD"
-    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
+    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node$i\",\"mtuFile\":\"$DIR/node$i.mtu\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
     ADDRS+=("$(echo "$CONF" | ip netns exec "$N" env CNI_COMMAND=ADD CNI_CONTAINERID="pod$i" \
       CNI_NETNS="/var/run/netns/$POD" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin \
       TABBY_CNI_SOCKET="$DIR/node$i-cni.sock" TABBY_CNI_TRACE=1 "$TABBY" \
@@ -395,13 +395,20 @@ echo "== vxlan: three agents on two subnets (a router between, no pod routes on 
   printf 'apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: vx}\nspec: {cidr: 10.243.0.0/16, vxlanMode: CrossSubnet}\n' \
     | $TABBY --datastore "$DS" apply -f -
   for i in 1 2 3; do
-    ip netns exec "${NODES[$((i-1))]}" "$TABBY" --datastore "$DS" agent --nodename "vx$i" \
+    ip netns exec "${NODES[$((i-1))]}" "$TABBY" --datastore "$DS" --log info agent --nodename "vx$i" \
       --ip "${NODE_IPS[$((i-1))]}/24" --control-socket "$D/vx$i.sock" --state-dir "$D/vx$i" \
-      --cni-socket "$D/vx$i-cni.sock" 2>"$D/vx$i.log" &
+      --cni-socket "$D/vx$i-cni.sock" --mtu-file "$D/vx$i.mtu" 2>"$D/vx$i.log" &
+  done
+  # Each agent writes the pod MTU it detects (the underlay eth0's 1500
+  # minus VXLAN's 50) to its MTU file (Calico's /var/lib/calico/mtu by
+  # default); the plugin reads it, the configuration has no "mtu".
+  for _ in $(seq 1 100); do
+    [ -s "$D/vx1.mtu" ] && [ -s "$D/vx2.mtu" ] && [ -s "$D/vx3.mtu" ] && break
+    sleep 0.1
   done
   ADDRS=()
   for i in 1 2 3; do
-    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"vx$i\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
+    CONF="{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"vx$i\",\"mtuFile\":\"$D/vx$i.mtu\",\"ipam\":{\"type\":\"tabby-ipam\"}}"
     ADDRS+=("$(echo "$CONF" | ip netns exec "${NODES[$((i-1))]}" env CNI_COMMAND=ADD CNI_CONTAINERID="vxpod$i" \
       CNI_NETNS="/var/run/netns/${PODS[$((i-1))]}" CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=/nonexistent \
       "$TABBY" | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')")
@@ -424,6 +431,15 @@ echo "== vxlan: three agents on two subnets (a router between, no pod routes on 
   ip netns exec "${PODS[0]}" ping -c 2 -i 0.2 -W 1 "${ADDRS[2]}" | tail -2
   echo "   vxlan.calico tx packets: $T1 -> $(tx)"
   $TABBY --datastore "$DS" ipam check | tail -1
+  echo "-- the detected MTU (no \"mtu\" in the CNI configuration): vx1's MTU file, vxlan.calico, the pod's veth (both ends)"
+  grep -m1 -h 'pod MTU [0-9]* (' "$D/vx1.log" | sed -E 's/^.*(pod MTU [0-9]+ \([^)]*\)).*$/   agent log: \1/'
+  echo "   $D/vx1.mtu: $(cat "$D/vx1.mtu")"
+  ip -n "${NODES[0]}" -o link show vxlan.calico | grep -o 'vxlan.calico: .* mtu [0-9]*' | sed -E 's/:.* mtu/ mtu/; s/^/   /'
+  ip -n "${PODS[0]}" -o link show eth0 | grep -o 'mtu [0-9]*' | sed 's/^/   pod eth0 /'
+  ip -n "${NODES[0]}" -o link show | grep -o 'tby[0-9a-f]*@[^:]*: .* mtu [0-9]*' | sed -E 's/@[^:]*:.* mtu/ mtu/; s/^/   host end /'
+  echo "-- tabby doctor on vx1 (its MTU check expects what the agent detects)"
+  ip netns exec "${NODES[0]}" "$TABBY" --datastore "$DS" doctor --nodename vx1 --socket "$D/vx1.sock" \
+    && echo "exit 0" || echo "exit $?"
 )
 
 # --- doctor: what is wrong on a node and what to change --------------------
@@ -454,8 +470,9 @@ metadata: {name: tor}
 spec: {peerIP: 10.248.0.2, asNumber: 65002}
 YAML
   ip netns exec "$NN" "$TABBY" --datastore "$DS" agent --nodename node1 --ip 10.248.0.1/24 \
-    --control-socket "$D/node1.sock" --state-dir "$D/node1" --cni-socket off 2>"$D/node1.log" &
-  POD=$(echo "{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node1\",\"ipam\":{\"type\":\"tabby-ipam\"}}" \
+    --control-socket "$D/node1.sock" --state-dir "$D/node1" --cni-socket off --mtu-file "$D/node1.mtu" \
+    2>"$D/node1.log" &
+  POD=$(echo "{\"cniVersion\":\"1.0.0\",\"name\":\"k8s-pod-network\",\"type\":\"tabby\",\"datastore\":\"$DS\",\"nodename\":\"node1\",\"mtu\":1500,\"ipam\":{\"type\":\"tabby-ipam\"}}" \
     | ip netns exec "$NN" env CNI_COMMAND=ADD CNI_CONTAINERID=pod1 CNI_NETNS="/var/run/netns/$NP" \
       CNI_IFNAME=eth0 CNI_PATH=/opt/cni/bin TABBY_CNI_SOCKET=off "$TABBY" \
     | sed -E 's/.*"address":"([0-9.]+)\/32".*/\1/')

@@ -17,6 +17,12 @@
 //!    blackholes are the agent's: CNI device routes and the speaker's
 //!    gateway routes are never touched) and the NAT table.
 //!
+//! The MTU ([`crate::mtu`]) comes first in each round: the pod MTU is
+//! detected from the kernel's links and the pools' modes, logged and
+//! written to the MTU file when it changes (the CNI plugin reads it when
+//! its configuration has no `mtu`), and the tunnel devices get the host
+//! MTU minus their overhead.
+//!
 //! Tunnels ([`crate::tunnels`]) come before the speaker in each round: the
 //! node's tunnel addresses are allocated or released, `tunl0` and
 //! `vxlan.calico` with the VXLAN peers and routes are programmed, and the
@@ -51,6 +57,9 @@ use tokio::task::JoinHandle;
 
 use crate::AgentError;
 use crate::exports::{NodeExports, node_exports};
+use crate::mtu::{
+    EncapsulationsInUse, IfacePattern, MtuPlan, host_interfaces, pod_mtu, write_mtu_file,
+};
 use crate::peers::{BgpResources, NoSecrets, PlanSettings, SecretSource, SecretsDir, speaker_plan};
 use crate::registration::{AutodetectMethod, Registration, autodetect, register};
 use crate::status::{AgentCounters, render_metrics, session_rows};
@@ -105,6 +114,11 @@ pub struct AgentOptions {
     /// Graceful restart on every session (the default): peers keep this
     /// node's routes while the agent restarts.
     pub graceful_restart: bool,
+    /// Where the detected pod MTU is written ([`crate::mtu::DEFAULT_MTU_FILE`],
+    /// Calico's, by default).
+    pub mtu_file: PathBuf,
+    /// Which interfaces the MTU detection looks at (`mtuIfacePattern`).
+    pub mtu_iface_pattern: IfacePattern,
 }
 
 /// A running in-process speaker.
@@ -206,6 +220,11 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         tunnel_outcome: KernelTunnelsOutcome::default(),
         tunnel_error: None,
         tunnel_address_error: None,
+        mtu_file: options.mtu_file.clone(),
+        mtu_pattern: options.mtu_iface_pattern.clone(),
+        mtu: None,
+        mtu_written: None,
+        mtu_error: None,
     };
     if let Some(addr) = options.metrics_listen {
         let listener = tokio::net::TcpListener::bind(addr)
@@ -235,6 +254,7 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
                 node.exports = None;
                 node.nat_pools = None;
                 node.tunnels = None;
+                node.mtu_written = None;
             }
             if speaker_down {
                 speaker_retry = Instant::now() + SPEAKER_RETRY;
@@ -289,13 +309,24 @@ struct NodeState {
     tunnel_error: Option<String>,
     /// The last tunnel address error logged.
     tunnel_address_error: Option<String>,
+    /// Where the pod MTU is written.
+    mtu_file: PathBuf,
+    /// The interfaces the MTU detection looks at.
+    mtu_pattern: IfacePattern,
+    /// The MTUs detected last (logged when they change).
+    mtu: Option<MtuPlan>,
+    /// The pod MTU in the file, as last written or found there.
+    mtu_written: Option<u32>,
+    /// The last MTU error logged.
+    mtu_error: Option<String>,
 }
 
 impl NodeState {
     /// Brings the speaker and the kernel in line with `state`; false when
     /// something should be tried again at the next poll.
     async fn reconcile(&mut self, state: &ClusterState) -> bool {
-        let mut done = self.reconcile_tunnels(state).await;
+        let mut done = self.reconcile_mtu(state).await;
+        done &= self.reconcile_tunnels(state).await;
         match speaker_plan(&state.bgp, &self.settings, self.secrets.as_ref()) {
             Ok(plan) => {
                 self.error = None;
@@ -378,6 +409,84 @@ impl NodeState {
             .find(|n| n.metadata.name == self.settings.node)
     }
 
+    /// Logs an MTU problem once (not at every poll).
+    fn mtu_problem(&mut self, msg: Option<String>) {
+        if let Some(m) = &msg
+            && self.mtu_error.as_ref() != Some(m)
+        {
+            tracing::error!("{m}");
+        }
+        self.mtu_error = msg;
+    }
+
+    /// Detects the MTUs from the kernel's links and the pools' modes and
+    /// writes the pod MTU to the MTU file when it changed; false when the
+    /// file should be tried again at the next poll.
+    async fn reconcile_mtu(&mut self, state: &ClusterState) -> bool {
+        let listed = tokio::task::spawn_blocking(|| {
+            Netlink::open().and_then(|mut nl| host_interfaces(&mut nl))
+        })
+        .await;
+        let interfaces = match listed {
+            Ok(Ok(i)) => i,
+            Ok(Err(e)) => {
+                self.mtu_problem(Some(format!("MTU detection: netlink: {e}")));
+                return false;
+            }
+            Err(e) => {
+                self.mtu_problem(Some(format!("MTU detection: {e}")));
+                return false;
+            }
+        };
+        let plan = pod_mtu(
+            &interfaces,
+            &self.mtu_pattern,
+            EncapsulationsInUse::from_pools(&state.pools),
+        );
+        if self.mtu.as_ref() != Some(&plan) {
+            if plan.host_interface.is_none() {
+                tracing::warn!(
+                    pattern = self.mtu_pattern.as_str(),
+                    "no up interface matches the MTU interface pattern (--mtu-iface-pattern): host MTU {}",
+                    plan.host_mtu
+                );
+            }
+            tracing::info!(
+                pod_mtu = plan.pod_mtu,
+                host_mtu = plan.host_mtu,
+                "pod MTU {plan}"
+            );
+            self.mtu = Some(plan.clone());
+        }
+        if self.mtu_written == Some(plan.pod_mtu) {
+            return true;
+        }
+        let path = self.mtu_file.clone();
+        let mtu = plan.pod_mtu;
+        let written = tokio::task::spawn_blocking(move || write_mtu_file(&path, mtu)).await;
+        match written {
+            Ok(Ok(changed)) => {
+                if changed {
+                    tracing::info!(mtu, "pod MTU written to {}", self.mtu_file.display());
+                }
+                self.mtu_written = Some(mtu);
+                self.mtu_problem(None);
+                true
+            }
+            Ok(Err(e)) => {
+                self.mtu_problem(Some(format!(
+                    "cannot write the pod MTU to {}: {e}; pods whose CNI configuration has no mtu get 1500",
+                    self.mtu_file.display()
+                )));
+                false
+            }
+            Err(e) => {
+                self.mtu_problem(Some(format!("MTU file: {e}")));
+                false
+            }
+        }
+    }
+
     /// Logs a tunnel problem once (not at every poll).
     fn tunnel_problem(&mut self, msg: Option<String>) {
         if let Some(m) = &msg
@@ -434,6 +543,7 @@ impl NodeState {
             vxlan_wanted: !tunnel_pools(TunnelKind::Vxlan, &state.pools, &me).is_empty(),
             vxlan_v6: vxlan_plan(&me, &state.bgp.nodes, &state.pools, &state.blocks, true),
             vxlan_v6_wanted: !tunnel_pools(TunnelKind::VxlanV6, &state.pools, &me).is_empty(),
+            mtu: self.mtu.clone(),
         };
         if self.tunnels.as_ref() == Some(&want) {
             return done;

@@ -9,10 +9,12 @@
 //! [`exports::node_exports`] (IPAM state to announcements and blackholes).
 //! [`daemon`] is the loop that feeds them and applies their output;
 //! [`registration`] writes the Node resource; [`status`] renders sessions;
-//! [`tunnels`] owns IPIP and VXLAN (tunnel addresses, devices, VXLAN routes).
+//! [`tunnels`] owns IPIP and VXLAN (tunnel addresses, devices, VXLAN routes);
+//! [`mtu`] detects the pod MTU (Felix's rule) and writes Calico's MTU file.
 
 pub mod daemon;
 pub mod exports;
+pub mod mtu;
 pub mod peers;
 pub mod registration;
 pub mod status;

@@ -45,6 +45,7 @@ use tabby_model::{
 use tabby_speaker::config::{EncapsulatedPool, FibEncapsulation};
 
 use crate::AgentError;
+use crate::mtu::MtuPlan;
 
 /// A tunnel type.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
@@ -408,6 +409,10 @@ pub struct KernelTunnels {
     pub vxlan_v6: VxlanPlan,
     /// Whether any IPv6 pool needs VXLAN on this node.
     pub vxlan_v6_wanted: bool,
+    /// The detected MTUs ([`crate::mtu::pod_mtu`]): each device gets the
+    /// host MTU minus its overhead. `None`: the underlay interface's MTU
+    /// minus the overhead.
+    pub mtu: Option<MtuPlan>,
 }
 
 /// What [`apply_kernel`] achieved.
@@ -431,16 +436,32 @@ pub struct KernelTunnelsOutcome {
 /// reported in the outcome and the other parts still go on.
 pub fn apply_kernel(nl: &mut Netlink, want: &KernelTunnels) -> KernelTunnelsOutcome {
     let mut out = KernelTunnelsOutcome {
-        ipip: apply_ipip(nl, want.ipip, want.node_ip),
+        ipip: apply_ipip(
+            nl,
+            want.ipip,
+            want.node_ip,
+            want.mtu.as_ref().map(|m| m.tunnel_mtu(TunnelKind::Ipip)),
+        ),
         ..Default::default()
     };
     for v6 in [false, true] {
-        let (plan, wanted, device) = if v6 {
-            (&want.vxlan_v6, want.vxlan_v6_wanted, VXLAN_V6_DEVICE)
+        let (plan, wanted, device, kind) = if v6 {
+            (
+                &want.vxlan_v6,
+                want.vxlan_v6_wanted,
+                VXLAN_V6_DEVICE,
+                TunnelKind::VxlanV6,
+            )
         } else {
-            (&want.vxlan, want.vxlan_wanted, VXLAN_DEVICE)
+            (
+                &want.vxlan,
+                want.vxlan_wanted,
+                VXLAN_DEVICE,
+                TunnelKind::Vxlan,
+            )
         };
-        let state = match apply_vxlan(nl, plan, wanted, v6) {
+        let mtu = want.mtu.as_ref().map(|m| m.tunnel_mtu(kind));
+        let state = match apply_vxlan(nl, plan, wanted, v6, mtu) {
             Ok((state, routes)) => {
                 out.vxlan_routes += routes;
                 state
@@ -463,6 +484,7 @@ fn apply_ipip(
     nl: &mut Netlink,
     want: Option<Option<Ipv4Addr>>,
     node_ip: Option<IpAddr>,
+    mtu: Option<u32>,
 ) -> DeviceState {
     let Some(address) = want else {
         // tunl0 cannot be deleted (the module's fallback device): it only
@@ -474,9 +496,11 @@ fn apply_ipip(
         }
         return DeviceState::Off;
     };
-    let mtu = node_ip
-        .and_then(|ip| underlay_mtu(nl, ip))
-        .map(|m| m.saturating_sub(IPIP_OVERHEAD));
+    let mtu = mtu.or_else(|| {
+        node_ip
+            .and_then(|ip| underlay_mtu(nl, ip))
+            .map(|m| m.saturating_sub(IPIP_OVERHEAD))
+    });
     match nl.ensure_ipip_device(address, mtu) {
         Ok(_) if address.is_none() => DeviceState::Pending,
         Ok(_) => DeviceState::Up,
@@ -499,6 +523,7 @@ fn apply_vxlan(
     plan: &VxlanPlan,
     wanted: bool,
     v6: bool,
+    mtu: Option<u32>,
 ) -> Result<(DeviceState, usize), DpError> {
     let (device, vni, overhead) = if v6 {
         (VXLAN_V6_DEVICE, VXLAN_V6_VNI, VXLAN_V6_OVERHEAD)
@@ -512,9 +537,10 @@ fn apply_vxlan(
     let (state, desired) = match (&plan.local, wanted) {
         (Some((node_ip, tunnel, mac)), true) => {
             let underlay = nl.link_with_address(*node_ip)?;
-            let mtu = match underlay {
-                Some(i) => nl.link_by_index(i)?.map(|l| l.mtu.saturating_sub(overhead)),
-                None => None,
+            let mtu = match (mtu, underlay) {
+                (Some(m), _) => Some(m),
+                (None, Some(i)) => nl.link_by_index(i)?.map(|l| l.mtu.saturating_sub(overhead)),
+                (None, None) => None,
             };
             let index = nl.ensure_vxlan_device(&VxlanDevice {
                 name: device.into(),

@@ -59,6 +59,9 @@ fn host() {
         .program(&me, "/usr/local/bin/ipip-guest")
         .program(ip, "/usr/sbin/ip")
         .command(["ipip-guest", "--guest"])
+        // The debug test binary (over 150 MB) is unpacked into the
+        // guest's RAM: 512 MiB no longer holds it with the kernel.
+        .memory_mib(1024)
         .env("RUST_BACKTRACE", "1")
         .timeout(Duration::from_secs(600))
         .run()

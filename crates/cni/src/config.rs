@@ -2,6 +2,13 @@
 //! ([`NetConf`]); every problem is reported with the path of the offending
 //! field (`ipam.ipv4Pools[1]`).
 //!
+//! `mtu` absent or 0 means "the detected MTU", as in Calico: parsing
+//! records the MTU file to read (`mtuFile`, default [`DEFAULT_MTU_FILE`],
+//! which `tabby agent` and calico-node write) and
+//! [`NetConf::resolve_mtu`] reads it; no file gives [`DEFAULT_MTU`]
+//! silently, an unreadable or garbage one gives [`DEFAULT_MTU`] with a
+//! warning naming the file. An explicit `mtu` always wins.
+//!
 //! Fields tabby does not know (a Calico configuration's `log_level`,
 //! `kubernetes`, `policy`, ...) are ignored, as the spec allows, so that a
 //! Calico `.conflist` works with its `type` changed. Both tabby's camelCase
@@ -9,6 +16,7 @@
 //! (`assign_ipv4: "true"`, `ipv4_pools`) are accepted.
 
 use std::net::IpAddr;
+use std::path::{Path, PathBuf};
 
 use ipnet::IpNet;
 use serde_json::{Map, Value};
@@ -16,8 +24,14 @@ use serde_json::{Map, Value};
 use crate::error::{CniError, ErrorCode};
 use crate::version::{self, CniVersion};
 
-/// The MTU used when the configuration gives none (or 0).
+/// The MTU used when the configuration gives none (or 0) and no MTU file
+/// says otherwise.
 pub const DEFAULT_MTU: u32 = 1500;
+
+/// Where the MTU detected on the node is read from when `mtu` is absent or
+/// 0 (Calico's file: `tabby agent` and calico-node write it); `mtuFile`
+/// overrides it.
+pub const DEFAULT_MTU_FILE: &str = "/var/lib/calico/mtu";
 
 /// TX/RX queues of each end of a pod's veth unless `numQueues` says
 /// otherwise. The kernel's default is one per possible CPU, and every queue
@@ -113,8 +127,12 @@ pub struct NetConf {
     pub datastore: Option<String>,
     /// `nodename`: this node's name; `None` means the host name.
     pub nodename: Option<String>,
-    /// `mtu` of the pod interface.
+    /// `mtu` of the pod interface: the configured one, or once
+    /// [`NetConf::resolve_mtu`] ran, the detected one.
     pub mtu: u32,
+    /// `mtu` absent or 0: the file the detected MTU is read from
+    /// (`mtuFile`, default [`DEFAULT_MTU_FILE`]); `None` when `mtu` is set.
+    pub mtu_file: Option<PathBuf>,
     /// `numQueues`: TX/RX queues of each end of the pod's veth.
     pub num_queues: u32,
     /// `ipam`.
@@ -182,17 +200,26 @@ impl NetConf {
             return Err(CniError::config("nodename", "must not be empty"));
         }
         let mtu = match obj.get("mtu") {
-            None | Some(Value::Null) => DEFAULT_MTU,
+            None | Some(Value::Null) => None,
             Some(v) => match v.as_u64() {
-                Some(0) => DEFAULT_MTU,
-                Some(m @ 68..=65535) => m as u32,
+                Some(0) => None,
+                Some(m @ 68..=65535) => Some(m as u32),
                 _ => {
                     return Err(CniError::config(
                         "mtu",
-                        format!("{v} is not an MTU (68..65535, or 0 for the default)"),
+                        format!(
+                            "{v} is not an MTU (68..65535, or 0 for the MTU detected on the node)"
+                        ),
                     ));
                 }
             },
+        };
+        let mtu_file = match opt_str(obj, "mtuFile", "mtuFile")? {
+            Some(f) if f.is_empty() => {
+                return Err(CniError::config("mtuFile", "must not be empty"));
+            }
+            Some(f) => PathBuf::from(f),
+            None => PathBuf::from(DEFAULT_MTU_FILE),
         };
         let num_queues = match obj.get("numQueues") {
             None | Some(Value::Null) => DEFAULT_VETH_QUEUES,
@@ -236,7 +263,8 @@ impl NetConf {
             kind,
             datastore,
             nodename,
-            mtu,
+            mtu: mtu.unwrap_or(DEFAULT_MTU),
+            mtu_file: mtu.is_none().then_some(mtu_file),
             num_queues,
             ipam,
             dns,
@@ -244,6 +272,54 @@ impl NetConf {
             valid_attachments,
             pod_annotations,
         })
+    }
+}
+
+impl NetConf {
+    /// With `mtu` absent or 0, sets [`NetConf::mtu`] from the MTU file. A
+    /// missing file leaves [`DEFAULT_MTU`] (the agent has not written it
+    /// yet, or the node runs without one), as Calico's plugin does; an
+    /// unreadable or garbage file leaves it too, and the returned warning
+    /// names the file (pod creation goes on: a wrong MTU is better than no
+    /// pod, and the warning says what to repair).
+    pub fn resolve_mtu(&mut self) -> Option<String> {
+        let path = self.mtu_file.as_deref()?;
+        match read_mtu_file(path) {
+            Ok(Some(mtu)) => {
+                self.mtu = mtu;
+                None
+            }
+            Ok(None) => None,
+            Err(why) => Some(format!(
+                "mtu: not set, and the MTU file {} {why}; using {DEFAULT_MTU}",
+                path.display()
+            )),
+        }
+    }
+}
+
+/// The MTU in a file written by `tabby agent` or calico-node: `Ok(None)`
+/// when there is no file, `Err` (what is wrong with it) when it cannot be
+/// read or does not hold an MTU.
+pub fn read_mtu_file(path: &Path) -> Result<Option<u32>, String> {
+    match std::fs::read(path) {
+        Ok(bytes) => parse_mtu_text(&bytes).map(Some),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
+        Err(e) => Err(format!("cannot be read: {e}")),
+    }
+}
+
+/// The MTU an MTU file holds: decimal digits in 68..65535, white space
+/// around them allowed.
+pub fn parse_mtu_text(bytes: &[u8]) -> Result<u32, String> {
+    let text = String::from_utf8_lossy(bytes);
+    let t = text.trim();
+    match t.parse::<u32>() {
+        Ok(m @ 68..=65535) => Ok(m),
+        _ => {
+            let shown: String = t.chars().take(32).collect();
+            Err(format!("holds {shown:?}, not an MTU (68..65535)"))
+        }
     }
 }
 
@@ -510,6 +586,7 @@ mod tests {
             .expect("valid");
         assert_eq!(c.cni_version, CniVersion::V1_0_0);
         assert_eq!(c.mtu, DEFAULT_MTU);
+        assert_eq!(c.mtu_file.as_deref(), Some(Path::new(DEFAULT_MTU_FILE)));
         assert_eq!(c.num_queues, DEFAULT_VETH_QUEUES);
         assert_eq!(c.ipam, IpamConf::default());
         assert!(c.datastore.is_none() && c.nodename.is_none() && c.prev_result.is_none());
@@ -526,6 +603,7 @@ mod tests {
         }))
         .expect("valid");
         assert_eq!(c.mtu, 1440);
+        assert_eq!(c.mtu_file, None);
         assert_eq!(c.num_queues, 4);
         assert_eq!(c.nodename.as_deref(), Some("node-1"));
         assert!(c.ipam.assign_ipv6);
@@ -544,6 +622,60 @@ mod tests {
         .expect("valid");
         assert_eq!(c.datastore.as_deref(), Some("sqlite:///d.db"));
         assert_eq!(c.nodename.as_deref(), Some("n2"));
+    }
+
+    #[test]
+    fn an_absent_or_zero_mtu_is_read_from_the_mtu_file() {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let file = dir.path().join("mtu");
+        let conf = |mtu: Value| {
+            let mut v = json!({"cniVersion": "1.0.0", "name": "n", "type": "tabby",
+                               "mtuFile": file.display().to_string()});
+            if !mtu.is_null() {
+                v["mtu"] = mtu;
+            }
+            parse(v).expect("valid")
+        };
+        // No file: the default, silently.
+        let mut c = conf(Value::Null);
+        assert_eq!(c.resolve_mtu(), None);
+        assert_eq!(c.mtu, DEFAULT_MTU);
+        // The agent's file, absent mtu or 0.
+        std::fs::write(&file, "1350").expect("write");
+        for mtu in [Value::Null, json!(0)] {
+            let mut c = conf(mtu);
+            assert_eq!(c.resolve_mtu(), None);
+            assert_eq!(c.mtu, 1350);
+        }
+        std::fs::write(&file, " 1410\n").expect("write");
+        let mut c = conf(Value::Null);
+        assert_eq!(c.resolve_mtu(), None);
+        assert_eq!(c.mtu, 1410);
+        // An explicit mtu wins and the file is not read.
+        let mut c = conf(json!(9000));
+        assert_eq!(c.mtu_file, None);
+        assert_eq!(c.resolve_mtu(), None);
+        assert_eq!(c.mtu, 9000);
+        // Garbage or out of range: the default, and a warning naming the file.
+        for garbage in ["", "abc", "1350x", "20", "70000", "-1"] {
+            std::fs::write(&file, garbage).expect("write");
+            let mut c = conf(Value::Null);
+            let w = c.resolve_mtu().expect("a warning");
+            assert_eq!(c.mtu, DEFAULT_MTU, "{garbage:?}");
+            assert!(
+                w.contains(&file.display().to_string())
+                    && w.contains("not an MTU")
+                    && w.starts_with("mtu:"),
+                "{w}"
+            );
+        }
+        // Unreadable (a directory): the default, and a warning.
+        let mut c = parse(json!({"cniVersion": "1.0.0", "name": "n", "type": "tabby",
+                                 "mtuFile": dir.path().display().to_string()}))
+        .expect("valid");
+        let w = c.resolve_mtu().expect("a warning");
+        assert!(w.contains("cannot be read"), "{w}");
+        assert_eq!(c.mtu, DEFAULT_MTU);
     }
 
     #[test]
@@ -584,6 +716,16 @@ mod tests {
                 json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtu": "x"}),
                 ErrorCode::InvalidConfig,
                 "mtu",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtuFile": 5}),
+                ErrorCode::InvalidConfig,
+                "mtuFile",
+            ),
+            (
+                json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "mtuFile": ""}),
+                ErrorCode::InvalidConfig,
+                "mtuFile",
             ),
             (
                 json!({"cniVersion": "1.0.0", "name": "n", "type": "t", "numQueues": 0}),

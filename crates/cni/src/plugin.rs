@@ -130,7 +130,18 @@ where
         return Ok(version_reply(stdin));
     }
     let doc = doc?;
-    let conf = NetConf::parse(&doc)?;
+    let mut conf = NetConf::parse(&doc)?;
+    if matches!(inv.command, Command::Add | Command::Check) {
+        // A bad MTU file must not stop the pod; it is said on stderr (the
+        // plugin's, or the agent's log when its CNI service runs this).
+        if let Some(warning) = conf.resolve_mtu() {
+            eprintln!(
+                "tabby cni {} {}: warning: {warning}",
+                inv.command.as_str(),
+                inv.container_id.as_deref().unwrap_or_default()
+            );
+        }
+    }
     if role == Role::Plugin && !matches!(conf.ipam.kind.as_str(), "tabby-ipam" | "calico-ipam") {
         return Err(CniError::new(
             ErrorCode::UnsupportedField,

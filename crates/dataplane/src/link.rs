@@ -92,6 +92,9 @@ pub struct Link {
     pub mac: Option<MacAddr>,
     /// Administratively up (`IFF_UP`).
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`: up with a carrier, a veth whose
+    /// peer is up too), what Calico's MTU detection asks of an interface.
+    pub running: bool,
     /// `IFLA_LINK`: the link this one is tied to, as the kernel reports it:
     /// a veth's other end (an index in the other end's namespace when the
     /// pair spans two, where the kernel always reports it), a VLAN's or
@@ -199,6 +202,7 @@ fn decode_link(m: &LinkMessage) -> Link {
         mtu: 0,
         mac: None,
         up: m.header.flags.contains(LinkFlags::Up),
+        running: m.header.flags.contains(LinkFlags::Running),
         linked: None,
     };
     for a in &m.attributes {

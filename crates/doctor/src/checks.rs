@@ -13,6 +13,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 
 use ipnet::IpNet;
+use tabby_agent::mtu::{EncapsulationsInUse, HostInterface, IfacePattern, MtuPlan, pod_mtu};
 use tabby_agent::peers::{PeerOrigin, PlanError, SpeakerPlan};
 use tabby_ipam::AffinityState;
 use tabby_model::Node;
@@ -63,7 +64,7 @@ pub fn diagnose(s: &Snapshot) -> Report {
         }
     }
     if let Ok(k) = &s.kernel {
-        mtu(&mut out, k);
+        mtu(&mut out, cluster, k);
         if let Some(c) = cluster {
             nat(&mut out, c, k);
         }
@@ -902,7 +903,22 @@ fn encapsulation(out: &mut Findings, c: &ClusterState, me: &Node, k: &KernelStat
     }
 }
 
-fn mtu(out: &mut Findings, k: &KernelState) {
+/// The pod MTU the agent detects on this node (its function, Calico's
+/// default interface pattern), when the pools are known.
+pub fn detected_mtu(c: &ClusterState, k: &KernelState) -> MtuPlan {
+    let interfaces: Vec<HostInterface> = k
+        .links
+        .iter()
+        .map(|l| HostInterface::new(&l.name, l.mtu, l.running))
+        .collect();
+    pod_mtu(
+        &interfaces,
+        &IfacePattern::default(),
+        EncapsulationsInUse::from_pools(&c.pools),
+    )
+}
+
+fn mtu(out: &mut Findings, cluster: Option<&ClusterState>, k: &KernelState) {
     let pod_mtu = k
         .links
         .iter()
@@ -910,6 +926,26 @@ fn mtu(out: &mut Findings, k: &KernelState) {
         .map(|l| l.mtu)
         .max();
     let Some(pod_mtu) = pod_mtu else { return };
+    // Without an interface matching the pattern the agent falls back to
+    // Felix's 1460: a guess, not a finding (the path check still runs).
+    let detected = cluster
+        .map(|c| detected_mtu(c, k))
+        .filter(|d| d.host_interface.is_some());
+    if let Some(d) = detected.as_ref().filter(|d| pod_mtu > d.pod_mtu) {
+        out.add(Finding::new(
+            Severity::Warning,
+            Check::Mtu,
+            "pod MTU",
+            format!("pods use MTU {pod_mtu} but this node's pod MTU is {d}"),
+            "pod packets larger than the underlay minus the tunnel overhead are fragmented or, with DF set (TCP), dropped unless ICMP 'fragmentation needed' gets back: connections stall",
+            format!(
+                "leave \"mtu\" out of the CNI network configuration (/etc/cni/net.d) or set it to 0, so the plugin uses the MTU tabby agent detects ({}), or set \"mtu\": {}; then recreate the pods",
+                tabby_agent::mtu::DEFAULT_MTU_FILE,
+                d.pod_mtu
+            ),
+        ));
+        return;
+    }
     let egress = k
         .routes
         .iter()
@@ -920,10 +956,18 @@ fn mtu(out: &mut Findings, k: &KernelState) {
         .filter(|d| !d.starts_with("tby"))
         .filter_map(|d| k.link(d))
         .min_by_key(|l| l.mtu);
-    let Some(path) = egress else { return };
+    let Some(path) = egress else {
+        if let Some(d) = detected {
+            out.pass(format!("pod MTU {pod_mtu} fits this node's pod MTU {d}"));
+        }
+        return;
+    };
     if pod_mtu <= path.mtu {
+        let detected = detected
+            .map(|d| format!(" and the detected pod MTU {d}"))
+            .unwrap_or_default();
         out.pass(format!(
-            "pod MTU {pod_mtu} fits the path to other nodes ({} MTU {})",
+            "pod MTU {pod_mtu} fits the path to other nodes ({} MTU {}){detected}",
             path.name, path.mtu
         ));
         return;
@@ -938,8 +982,9 @@ fn mtu(out: &mut Findings, k: &KernelState) {
         ),
         "pod packets larger than the path are fragmented or, with DF set (TCP), dropped unless ICMP 'fragmentation needed' gets back: connections stall (seed 000 set 1370 over ZeroTier)",
         format!(
-            "set \"mtu\": {} in the CNI network configuration (/etc/cni/net.d) and recreate the pods",
-            path.mtu
+            "set \"mtu\": {} in the CNI network configuration (/etc/cni/net.d) and recreate the pods (with \"mtu\" left out the plugin uses what tabby agent detects, {}, which counts only interfaces matching Calico's mtuIfacePattern)",
+            path.mtu,
+            tabby_agent::mtu::DEFAULT_MTU_FILE
         ),
     ));
 }
@@ -1215,6 +1260,7 @@ pub(crate) mod tests {
             kind: None,
             mtu,
             up: true,
+            running: true,
             addresses: addrs.iter().map(|a| net(a)).collect(),
         }
     }
@@ -1713,14 +1759,88 @@ spec: {cidr: 10.244.0.0/16}
 
     #[test]
     fn pods_with_a_larger_mtu_than_the_path() {
+        // The underlay itself is smaller: the detected MTU says so.
         let mut s = healthy();
         kernel(&mut s).links[1].mtu = 1420;
         let f = only(&diagnose(&s), Check::Mtu);
         assert!(
-            f.problem.contains("MTU 1500") && f.problem.contains("eth0 with MTU 1420"),
+            f.problem.contains("pods use MTU 1500")
+                && f.problem
+                    .contains("pod MTU is 1420 (host MTU 1420 from eth0, no encapsulation in use)"),
             "{f:?}"
         );
-        assert!(f.fix.contains("\"mtu\": 1420"), "{f:?}");
+        assert!(
+            f.fix.contains("\"mtu\": 1420") && f.fix.contains("/var/lib/calico/mtu"),
+            "{f:?}"
+        );
+        // A path through an interface the detection does not count (a
+        // ZeroTier-like zt0 at 1370, seed 000): the path check says so.
+        let mut s = healthy();
+        let k = kernel(&mut s);
+        k.links.push(link("zt0", 1370, &["10.9.0.1/24"]));
+        k.routes[2].next_hops[0].device = Some("zt0".into());
+        let f = only(&diagnose(&s), Check::Mtu);
+        assert!(
+            f.problem.contains("MTU 1500") && f.problem.contains("zt0 with MTU 1370"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("\"mtu\": 1370"), "{f:?}");
+    }
+
+    #[test]
+    fn the_mtu_check_expects_what_the_agent_detects() {
+        let vxlan = TWO_NODES.replace(
+            "spec: {cidr: 10.244.0.0/16}",
+            "spec: {cidr: 10.244.0.0/16, vxlanMode: CrossSubnet}",
+        );
+        // Pods at 1500 on a VXLAN node: 50 bytes too many, even while every
+        // route is native (CrossSubnet inside one subnet).
+        let mut s = healthy_with(&vxlan);
+        let f = only(&diagnose(&s), Check::Mtu);
+        assert!(
+            f.problem
+                .contains("pod MTU is 1450 (host MTU 1500 from eth0, minus 50 for VXLAN)"),
+            "{f:?}"
+        );
+        assert!(f.fix.contains("\"mtu\": 1450"), "{f:?}");
+        // What the plugin gets from the agent's file: healthy.
+        kernel(&mut s).links[2].mtu = 1450;
+        let r = diagnose(&s);
+        assert!(r.of(Check::Mtu).is_empty(), "{:?}", r.findings);
+        assert!(
+            r.passed
+                .iter()
+                .any(|p| p.contains("pod MTU 1450 fits the path to other nodes (eth0 MTU 1500) and the detected pod MTU 1450 (host MTU 1500 from eth0, minus 50 for VXLAN)")),
+            "{:?}",
+            r.passed
+        );
+        // The same as the agent's function on the same interfaces.
+        let c = s.cluster.as_ref().expect("cluster");
+        let k = s.kernel.as_ref().expect("kernel");
+        assert_eq!(detected_mtu(c, k).pod_mtu, 1450);
+        // An interface that is down does not count; neither does loopback.
+        let mut s = healthy_with(&vxlan);
+        let k = kernel(&mut s);
+        k.links.push(KernelLink {
+            running: false,
+            ..link("eth1", 1000, &[])
+        });
+        k.links[2].mtu = 1450;
+        assert!(diagnose(&s).of(Check::Mtu).is_empty());
+        // Smaller pods are fine.
+        let mut s = healthy_with(&vxlan);
+        kernel(&mut s).links[2].mtu = 1400;
+        assert!(diagnose(&s).of(Check::Mtu).is_empty());
+        // No interface matching the pattern (a bond): the agent's 1460
+        // fallback is no finding; the path still is.
+        let mut s = healthy();
+        kernel(&mut s).links[1].name = "bond0".into();
+        kernel(&mut s).routes[2].next_hops[0].device = Some("bond0".into());
+        let r = diagnose(&s);
+        assert!(r.of(Check::Mtu).is_empty(), "{:?}", r.findings);
+        kernel(&mut s).links[1].mtu = 1400;
+        let f = only(&diagnose(&s), Check::Mtu);
+        assert!(f.problem.contains("bond0 with MTU 1400"), "{f:?}");
     }
 
     #[test]

@@ -197,6 +197,7 @@ fn kernel() -> Result<KernelState, GatherError> {
             kind: l.kind,
             mtu: l.mtu,
             up: l.up,
+            running: l.running,
         });
     }
     let routes = nl

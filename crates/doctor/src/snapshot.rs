@@ -240,6 +240,8 @@ pub struct KernelLink {
     pub mtu: u32,
     /// Administratively up.
     pub up: bool,
+    /// Operationally up (`IFF_RUNNING`): a candidate of the MTU detection.
+    pub running: bool,
     /// Its addresses with their prefix lengths.
     pub addresses: Vec<IpNet>,
 }

@@ -348,6 +348,8 @@ fn build(state: &mut State, log: &mut dyn Write) -> Result<(), LabError> {
             socket.display().to_string(),
             "--state-dir".to_owned(),
             dir.join(format!("{}-state", n.name)).display().to_string(),
+            "--mtu-file".to_owned(),
+            mtu_file(&dir, &n.name).display().to_string(),
             "--poll-ms".to_owned(),
             "200".to_owned(),
             "--cni-socket".to_owned(),
@@ -559,6 +561,12 @@ fn cni_socket(dir: &std::path::Path, node: &str) -> std::path::PathBuf {
     dir.join(format!("{node}-cni.sock"))
 }
 
+/// The MTU file of `node`'s agent, which its pods read (one per agent:
+/// never the machine's own `/var/lib/calico/mtu`).
+fn mtu_file(dir: &std::path::Path, node: &str) -> std::path::PathBuf {
+    dir.join(format!("{node}-state")).join("mtu")
+}
+
 /// Runs the CNI plugin in `node`'s namespace for the pod namespace `pod_ns`
 /// (through that node's agent's CNI service when it answers);
 /// returns the pod's IPv4 address on ADD.
@@ -572,6 +580,7 @@ fn cni(
     let conf = serde_json::json!({
         "cniVersion": "1.0.0", "name": "k8s-pod-network", "type": "tabby",
         "datastore": state.datastore, "nodename": node,
+        "mtuFile": mtu_file(&state.dir(), node),
         "ipam": {"type": "tabby-ipam"}
     });
     let what = format!("CNI {command} {container_id} on {node}");

@@ -63,6 +63,19 @@ pub struct AgentArgs {
     /// `TABBY_CNI_SOCKET`, else this default.
     #[arg(long, env = "TABBY_CNI_SOCKET", default_value = tabby_cni::service::DEFAULT_SOCKET)]
     cni_socket: String,
+    /// Where the detected pod MTU is written (Calico's file: the CNI
+    /// plugins, tabby's and Calico's, read it when their configuration's
+    /// `mtu` is absent or 0).
+    #[arg(long, env = "TABBY_MTU_FILE", default_value = tabby_agent::mtu::DEFAULT_MTU_FILE)]
+    mtu_file: PathBuf,
+    /// The interfaces whose smallest MTU is the host MTU (a regular
+    /// expression; FelixConfiguration `mtuIfacePattern` and its default).
+    #[arg(
+        long,
+        env = "FELIX_MTUIFACEPATTERN",
+        default_value = tabby_agent::mtu::DEFAULT_IFACE_PATTERN
+    )]
+    mtu_iface_pattern: String,
 }
 
 /// Requests the agent's CNI service runs at once (as `tabby cni serve`).
@@ -157,6 +170,11 @@ pub fn run(datastore: &str, args: AgentArgs) -> anyhow::Result<()> {
         nat: !args.no_nat,
         metrics_listen: args.metrics_listen,
         graceful_restart: !args.no_graceful_restart,
+        mtu_file: args.mtu_file,
+        mtu_iface_pattern: args
+            .mtu_iface_pattern
+            .parse()
+            .map_err(|e: String| anyhow::anyhow!("--mtu-iface-pattern: {e}"))?,
     };
     start_cni_service(&args.cni_socket);
     tabby_agent::daemon::run(options).context("tabby agent")

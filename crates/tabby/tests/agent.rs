@@ -17,7 +17,8 @@ use std::time::Duration;
 
 use serde_json::Value;
 use support::{
-    Segment, TABBY, agent_command, cni_command, cni_conf, node_status, run_with_stdin, wait,
+    Segment, TABBY, agent_command, cni_command, cni_conf, mtu_file, node_status, run_with_stdin,
+    wait,
 };
 use tabby_testbed::{Netns, Process};
 
@@ -124,6 +125,11 @@ impl Node {
         self.agent = Some(self.ns.spawn(&mut cmd).expect("agent"));
     }
 
+    /// The MTU file this node's agent writes (and its pods read).
+    fn mtu_file(&self, cluster: &Cluster) -> PathBuf {
+        mtu_file(&cluster.path(&format!("{}-state", self.name)))
+    }
+
     fn log(&self, cluster: &Cluster) -> String {
         std::fs::read_to_string(cluster.path(&format!("{}.log", self.name))).unwrap_or_default()
     }
@@ -171,7 +177,8 @@ impl Node {
         if v6 {
             ipam["assign_ipv6"] = "true".into();
         }
-        let conf = cni_conf(&cluster.url, &self.name, ipam);
+        let mut conf = cni_conf(&cluster.url, &self.name, ipam);
+        conf["mtuFile"] = self.mtu_file(cluster).display().to_string().into();
         let out = self.cni("ADD", id, &pod, &conf);
         self.last_cni_stderr = String::from_utf8_lossy(&out.stderr).into_owned();
         let result: Value = serde_json::from_slice(&out.stdout).expect("CNI result");
@@ -1745,4 +1752,185 @@ fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
     assert!(nodes[0].pods[0].0.ping(&b[0], 2), "v4 natively");
     let ipam = cluster.tabby(&["ipam", "check"], "");
     assert!(ipam.contains("Found 0 problems."), "{ipam}");
+}
+
+/// The MTU of `dev` in `ns`, read back from the kernel (`ip -d -j link`).
+fn link_mtu(ns: &Netns, dev: &str) -> Option<u64> {
+    let out = ns.ip_stdout(["-d", "-j", "link", "show", dev]).ok()?;
+    let v: Value = serde_json::from_str(&out).ok()?;
+    v[0]["mtu"].as_u64()
+}
+
+/// The host end (`tby…`) of the pod veth whose address is `addr`.
+fn host_veth(node: &Node, addr: &str) -> String {
+    let route = node
+        .ns
+        .ip_stdout(["route", "show", addr])
+        .expect("pod route");
+    route
+        .split_whitespace()
+        .skip_while(|w| *w != "dev")
+        .nth(1)
+        .filter(|d| d.starts_with("tby"))
+        .unwrap_or_else(|| panic!("no pod veth in {route:?}"))
+        .to_owned()
+}
+
+#[test]
+fn the_agent_detects_the_pod_mtu_and_the_plugin_uses_it() {
+    let cluster = Cluster::new();
+    let mut seg = Segment::new("agsw");
+    let pool = |mode: &str| {
+        format!(
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {{name: pods}}\nspec: {{cidr: 10.90.0.0/16, vxlanMode: {mode}}}\n"
+        )
+    };
+    cluster.apply(&pool("Never"));
+    let mut node = Node::new(&cluster, &mut seg, "mtu1", "10.79.0.1");
+    // The underlay (eth0, matching Calico's default pattern) has MTU 1400;
+    // smaller MTUs on interfaces that must not count: one that is down,
+    // one whose name the pattern leaves out.
+    node.ns
+        .ip(["link", "set", "eth0", "mtu", "1400"])
+        .expect("underlay mtu");
+    node.ns
+        .ip([
+            "link", "add", "eth9", "mtu", "1000", "type", "veth", "peer", "name", "x9", "mtu",
+            "1000",
+        ])
+        .expect("down interface");
+    node.ns
+        .ip([
+            "link", "add", "bond7", "mtu", "1100", "type", "veth", "peer", "name", "x7", "mtu",
+            "1100",
+        ])
+        .expect("unmatched interface");
+    for dev in ["bond7", "x7"] {
+        node.ns.ip(["link", "set", dev, "up"]).expect("up");
+    }
+    node.start_agent(&cluster);
+    let file = node.mtu_file(&cluster);
+    let file_holds = |want: &str| {
+        let f = file.clone();
+        let w = want.to_owned();
+        move || std::fs::read_to_string(&f).is_ok_and(|t| t == w)
+    };
+
+    // No encapsulation: the underlay's MTU.
+    wait("the MTU file holds 1400", file_holds("1400"), || {
+        node.log(&cluster)
+    });
+    let log = node.log(&cluster);
+    assert!(
+        log.contains("pod MTU 1400 (host MTU 1400 from eth0, no encapsulation in use)"),
+        "{log}"
+    );
+
+    // A VXLAN pool: 50 bytes less, for the file and vxlan.calico.
+    cluster.apply(&pool("Always"));
+    wait(
+        "the MTU file holds 1350 and vxlan.calico has MTU 1350",
+        || file_holds("1350")() && link_mtu(&node.ns, "vxlan.calico") == Some(1350),
+        || {
+            format!(
+                "{:?} {:?}\n{}",
+                std::fs::read_to_string(&file),
+                link_mtu(&node.ns, "vxlan.calico"),
+                node.log(&cluster)
+            )
+        },
+    );
+    let log = node.log(&cluster);
+    assert!(
+        log.contains("pod MTU 1350 (host MTU 1400 from eth0, minus 50 for VXLAN)"),
+        "{log}"
+    );
+
+    // CNI ADD without mtu, through the agent's CNI service: both ends of
+    // the pod's veth get the detected MTU.
+    let addr = node.add_pod(&cluster, "mtu-pod1");
+    let pod = &node.pods[0].0;
+    assert_eq!(link_mtu(pod, "eth0"), Some(1350));
+    let host_end = host_veth(&node, &addr);
+    assert_eq!(link_mtu(&node.ns, &host_end), Some(1350), "{host_end}");
+
+    // The plugin on its own (no service), mtu 0: the same file.
+    let plugin = |id: &str, pod: &Netns, conf: &Value| {
+        run_with_stdin(
+            &mut cni_command(&node.ns, "ADD", id, pod, "off"),
+            conf.to_string().as_bytes(),
+        )
+    };
+    let base = || {
+        let mut c = cni_conf(
+            &cluster.url,
+            &node.name,
+            serde_json::json!({"type": "tabby-ipam"}),
+        );
+        c["mtuFile"] = file.display().to_string().into();
+        c
+    };
+    let pod2 = Netns::new("agpod").expect("pod netns");
+    let mut conf = base();
+    conf["mtu"] = 0.into();
+    let out = plugin("mtu-pod2", &pod2, &conf);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(link_mtu(&pod2, "eth0"), Some(1350));
+
+    // An explicit mtu wins over the file.
+    let pod3 = Netns::new("agpod").expect("pod netns");
+    let mut conf = base();
+    conf["mtu"] = 1300.into();
+    let out = plugin("mtu-pod3", &pod3, &conf);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(link_mtu(&pod3, "eth0"), Some(1300));
+    let r: Value = serde_json::from_slice(&out.stdout).expect("result");
+    let addr3 = r["ips"][0]["address"]
+        .as_str()
+        .and_then(|a| a.split('/').next())
+        .expect("address");
+    assert_eq!(link_mtu(&node.ns, &host_veth(&node, addr3)), Some(1300));
+
+    // A garbage file: the pod is still made, with 1500, and stderr names
+    // the file.
+    let garbage = cluster.path("garbage-mtu");
+    std::fs::write(&garbage, "fifteen hundred").expect("garbage");
+    let pod4 = Netns::new("agpod").expect("pod netns");
+    let mut conf = base();
+    conf["mtuFile"] = garbage.display().to_string().into();
+    let out = plugin("mtu-pod4", &pod4, &conf);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success(), "{out:?}");
+    assert_eq!(link_mtu(&pod4, "eth0"), Some(1500));
+    assert!(
+        stderr.contains(&garbage.display().to_string())
+            && stderr.contains("\"fifteen hundred\", not an MTU")
+            && stderr.contains("using 1500"),
+        "{stderr}"
+    );
+    // Through the agent's service the warning goes to the agent's log.
+    let pod5 = Netns::new("agpod").expect("pod netns");
+    let out = node.cni("ADD", "mtu-pod5", &pod5, &conf);
+    assert!(out.status.success());
+    assert_eq!(link_mtu(&pod5, "eth0"), Some(1500));
+    wait(
+        "the agent's log names the garbage file",
+        || {
+            node.log(&cluster)
+                .contains(&format!("MTU file {} holds", garbage.display()))
+        },
+        || node.log(&cluster),
+    );
+
+    // Back to no encapsulation: the file follows, and the change is logged.
+    cluster.apply(&pool("Never"));
+    wait("the MTU file holds 1400 again", file_holds("1400"), || {
+        node.log(&cluster)
+    });
+    assert_eq!(
+        node.log(&cluster).matches("pod MTU written to").count(),
+        3,
+        "written once per change: {}",
+        node.log(&cluster)
+    );
 }

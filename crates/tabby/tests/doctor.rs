@@ -15,7 +15,8 @@ use std::process::{Command, Output, Stdio};
 
 use serde_json::Value;
 use support::{
-    Segment, TABBY, agent_command, cni_command, cni_conf, node_status, run_with_stdin, wait,
+    Segment, TABBY, agent_command, cni_command, cni_conf, mtu_file, node_status, run_with_stdin,
+    wait,
 };
 use tabby_testbed::{Netns, Process};
 
@@ -113,11 +114,15 @@ impl Node {
     /// Adds a pod through the CNI plugin; returns its IPv4 address.
     fn add_pod(&mut self, cluster: &Cluster, id: &str) -> String {
         let pod = Netns::new("drpod").expect("pod netns");
-        let conf = cni_conf(
+        let mut conf = cni_conf(
             &cluster.url,
             &self.name,
             serde_json::json!({"type": "tabby-ipam"}),
         );
+        conf["mtuFile"] = mtu_file(&cluster.path(&format!("{}-state", self.name)))
+            .display()
+            .to_string()
+            .into();
         let out = run_with_stdin(
             &mut cni_command(&self.ns, "ADD", id, &pod, "off"),
             conf.to_string().as_bytes(),

@@ -63,8 +63,10 @@ pub fn run_with_stdin(cmd: &mut Command, stdin: &[u8]) -> Output {
 }
 
 /// `tabby --datastore URL --log info agent` in `ns` for node `name` at
-/// `ip` (a /24), its control socket `socket`, its state in `state_dir`,
-/// polling every 200 ms, logging to `log`. The caller adds `--cni-socket`.
+/// `ip` (a /24), its control socket `socket`, its state in `state_dir`
+/// (its MTU file too, [`mtu_file`]: never the machine's
+/// `/var/lib/calico/mtu`), polling every 200 ms, logging to `log`. The
+/// caller adds `--cni-socket`.
 pub fn agent_command(
     ns: &Netns,
     url: &str,
@@ -81,10 +83,18 @@ pub fn agent_command(
         .arg(socket)
         .arg("--state-dir")
         .arg(state_dir)
+        .arg("--mtu-file")
+        .arg(mtu_file(state_dir))
         .args(["--poll-ms", "200"])
         .stdout(Stdio::null())
         .stderr(log);
     cmd
+}
+
+/// The MTU file of the agent whose state directory is `state_dir` (what
+/// [`agent_command`] passes as `--mtu-file`; `mtuFile` for the plugin).
+pub fn mtu_file(state_dir: &Path) -> std::path::PathBuf {
+    state_dir.join("mtu")
 }
 
 /// The CNI plugin (`tabby` with `CNI_*` set) in `ns`, for `command` on
