@@ -325,8 +325,8 @@ impl NodeState {
     /// Brings the speaker and the kernel in line with `state`; false when
     /// something should be tried again at the next poll.
     async fn reconcile(&mut self, state: &ClusterState) -> bool {
-        let mut done = self.reconcile_mtu(state).await;
-        done &= self.reconcile_tunnels(state).await;
+        self.reconcile_mtu(state).await;
+        let mut done = self.reconcile_tunnels(state).await;
         match speaker_plan(&state.bgp, &self.settings, self.secrets.as_ref()) {
             Ok(plan) => {
                 self.error = None;
@@ -420,9 +420,11 @@ impl NodeState {
     }
 
     /// Detects the MTUs from the kernel's links and the pools' modes and
-    /// writes the pod MTU to the MTU file when it changed; false when the
-    /// file should be tried again at the next poll.
-    async fn reconcile_mtu(&mut self, state: &ClusterState) -> bool {
+    /// writes the pod MTU to the MTU file when it changed. A failure is
+    /// logged once and tried again at the next round (a datastore change
+    /// or the 30 s resync), not at every poll: an unwritable path must not
+    /// turn every poll into a full reconcile.
+    async fn reconcile_mtu(&mut self, state: &ClusterState) {
         let listed = tokio::task::spawn_blocking(|| {
             Netlink::open().and_then(|mut nl| host_interfaces(&mut nl))
         })
@@ -431,11 +433,11 @@ impl NodeState {
             Ok(Ok(i)) => i,
             Ok(Err(e)) => {
                 self.mtu_problem(Some(format!("MTU detection: netlink: {e}")));
-                return false;
+                return;
             }
             Err(e) => {
                 self.mtu_problem(Some(format!("MTU detection: {e}")));
-                return false;
+                return;
             }
         };
         let plan = pod_mtu(
@@ -459,7 +461,7 @@ impl NodeState {
             self.mtu = Some(plan.clone());
         }
         if self.mtu_written == Some(plan.pod_mtu) {
-            return true;
+            return;
         }
         let path = self.mtu_file.clone();
         let mtu = plan.pod_mtu;
@@ -471,19 +473,14 @@ impl NodeState {
                 }
                 self.mtu_written = Some(mtu);
                 self.mtu_problem(None);
-                true
             }
             Ok(Err(e)) => {
                 self.mtu_problem(Some(format!(
-                    "cannot write the pod MTU to {}: {e}; pods whose CNI configuration has no mtu get 1500",
+                    "cannot write the pod MTU to {}: {e}; pods whose CNI configuration has no mtu get 1500 (set --mtu-file)",
                     self.mtu_file.display()
                 )));
-                false
             }
-            Err(e) => {
-                self.mtu_problem(Some(format!("MTU file: {e}")));
-                false
-            }
+            Err(e) => self.mtu_problem(Some(format!("MTU file: {e}"))),
         }
     }
 

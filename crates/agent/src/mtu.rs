@@ -571,6 +571,9 @@ spec: {cidr: 'fd00:10::/48', vxlanMode: Always}
             vec![std::ffi::OsString::from("mtu")],
             "no temporary left"
         );
+        // A path that cannot be written is an error for the caller to log.
+        let blocked = path.join("mtu");
+        assert!(write_mtu_file(&blocked, 1400).is_err());
         assert_eq!(parse_mtu_file(" 1450\n"), Some(1450));
         assert_eq!(parse_mtu_file("14x0"), None);
     }

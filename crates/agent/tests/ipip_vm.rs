@@ -22,6 +22,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use ipnet::IpNet;
+use tabby_agent::mtu::{EncapsulationsInUse, IfacePattern, host_interfaces, pod_mtu};
 use tabby_agent::tunnels::{
     DeviceState, KernelTunnels, apply_kernel, fib_encapsulation, own_subnets,
 };
@@ -36,6 +37,7 @@ const CHECK: &str = "tabby-guest: check";
 const CHECKS: &[&str] = &[
     "underlay",
     "tunl0",
+    "tunl0-detected-mtu",
     "cross-subnet-routes",
     "same-subnet-native-ping",
     "cross-subnet-ipip-ping",
@@ -291,6 +293,49 @@ fn scenario() {
         );
     }
     check("tunl0");
+
+    // With the detected MTUs (what the running agent passes): the host
+    // MTU from the kernel's links (eth0 at 1400 here) minus 20, and back.
+    let h = &hosts[0];
+    h.ns.ip(["link", "set", "eth0", "mtu", "1400"])
+        .expect("underlay mtu");
+    let plan = |nl: &mut Netlink| {
+        let interfaces = host_interfaces(nl).expect("links");
+        pod_mtu(
+            &interfaces,
+            &IfacePattern::default(),
+            EncapsulationsInUse {
+                ipip: true,
+                ..EncapsulationsInUse::default()
+            },
+        )
+    };
+    let mut nl = netlink(&h.ns);
+    let detected = plan(&mut nl);
+    assert_eq!(
+        (detected.host_interface.as_deref(), detected.pod_mtu),
+        (Some("eth0"), 1380),
+        "{detected}"
+    );
+    let want = KernelTunnels {
+        ipip: Some(Some(h.tunnel)),
+        node_ip: Some(h.underlay),
+        mtu: Some(detected),
+        ..KernelTunnels::default()
+    };
+    assert_eq!(apply_kernel(&mut nl, &want).ipip, DeviceState::Up);
+    let shown = h.ns.ip_stdout(["link", "show", "tunl0"]).expect("tunl0");
+    assert!(shown.contains("mtu 1380"), "{shown}");
+    h.ns.ip(["link", "set", "eth0", "mtu", "1500"])
+        .expect("underlay mtu");
+    let want = KernelTunnels {
+        mtu: Some(plan(&mut nl)),
+        ..want
+    };
+    assert_eq!(apply_kernel(&mut nl, &want).ipip, DeviceState::Up);
+    let shown = h.ns.ip_stdout(["link", "show", "tunl0"]).expect("tunl0");
+    assert!(shown.contains("mtu 1480"), "{shown}");
+    check("tunl0-detected-mtu");
 
     let cross = vec![pool("CrossSubnet")];
     for i in 0..3 {

@@ -1677,6 +1677,13 @@ fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
     ));
     let mut nodes = nodes_on(&cluster, &mut seg, &["v6a", "v6b"]);
     start_dual_stack(&cluster, &mut nodes);
+    // Pods made before the agent's first write would get the plugin's 1500.
+    let file = nodes[0].mtu_file(&cluster);
+    wait(
+        "v6a's MTU file",
+        || std::fs::read_to_string(&file).is_ok_and(|t| t == "1430"),
+        || logs(&cluster, &nodes),
+    );
     let a = nodes[0].add_pod_with(&cluster, "v6p1", true);
     let b = nodes[1].add_pod_with(&cluster, "v6p2", true);
     let b6: std::net::Ipv6Addr = b[1].parse().expect("v6");
@@ -1719,6 +1726,14 @@ fn ipv6_vxlan_carries_pod_traffic_over_vxlan_v6_calico() {
     assert!(
         dev.contains("vxlan id 6096") && dev.contains("dstport 4789"),
         "{dev}"
+    );
+    // The detected MTU: eth0's 1500 minus 70 (VXLAN over IPv6) for the
+    // device and, through the MTU file, for both ends of the pods' veths.
+    assert_eq!(link_mtu(&nodes[0].ns, "vxlan-v6.calico"), Some(1430));
+    assert_eq!(link_mtu(&nodes[0].pods[0].0, "eth0"), Some(1430));
+    assert_eq!(
+        link_mtu(&nodes[0].ns, &host_veth(&nodes[0], &a[0])),
+        Some(1430)
     );
     // The IPv4 pool is not VXLAN: no v4 device, its blocks native via BGP.
     assert!(nodes[0].ns.ip(["link", "show", "vxlan.calico"]).is_err());
