@@ -1948,4 +1948,33 @@ fn the_agent_detects_the_pod_mtu_and_the_plugin_uses_it() {
         "written once per change: {}",
         node.log(&cluster)
     );
+
+    // Another interface pattern (FelixConfiguration mtuIfacePattern):
+    // restarted with `^bond`, the agent takes bond7's 1100.
+    node.agent = None;
+    node.start_agent_with(&cluster, &["--mtu-iface-pattern", "^bond"]);
+    wait("the MTU file holds 1100", file_holds("1100"), || {
+        node.log(&cluster)
+    });
+    assert!(
+        node.log(&cluster)
+            .contains("pod MTU 1100 (host MTU 1100 from bond7"),
+        "{}",
+        node.log(&cluster)
+    );
+    // A pattern that is not a regular expression stops the agent at once,
+    // naming the flag.
+    let out = node
+        .ns
+        .command(TABBY)
+        .args(["--datastore", &cluster.url, "agent", "--nodename", "mtu1"])
+        .args(["--mtu-iface-pattern", "(eth"])
+        .output()
+        .expect("agent");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        !out.status.success()
+            && stderr.contains("--mtu-iface-pattern: \"(eth\" is not a regular expression"),
+        "{stderr}"
+    );
 }
