@@ -61,8 +61,12 @@
 //! - **BFD** (a tabby extension; Calico has no BFD field): BGPPeer
 //!   annotations `tabby.io/bfd: "true"`, `tabby.io/bfd-interval-ms`
 //!   (default 300) and `tabby.io/bfd-multiplier` (default 3) turn on BFD
-//!   for that peer's sessions (see [`bfd_annotations`]). Annotations leave
-//!   the manifest valid for Calico, which ignores them.
+//!   for that peer's sessions (see [`bfd_annotations`]). The same
+//!   annotations on BGPConfiguration `default` turn it on for the
+//!   node-to-node mesh, for the mesh peers on one of this node's own
+//!   subnets (BFD here is single hop, RFC 5881: a peer behind a router
+//!   would never answer; a warning counts the ones left out). Annotations
+//!   leave the manifest valid for Calico, which ignores them.
 //!
 //! Not applied yet (a warning says so when set): `localASNumber`,
 //! `reachableBy`, `localWorkloadSelector`, and BGPFilter `interface`
@@ -215,14 +219,26 @@ pub fn bfd_annotations(
     bp: &BgpPeer,
     warnings: &mut Vec<String>,
 ) -> (bool, Option<u32>, Option<u8>) {
-    let name = &bp.metadata.name;
-    let a = &bp.metadata.annotations;
+    bfd_settings(
+        &format!("BGPPeer {}", bp.metadata.name),
+        &bp.metadata.annotations,
+        warnings,
+    )
+}
+
+/// BFD settings from the BFD annotations of the resource `owner` (its kind
+/// and name, for the warnings): (on, interval ms, multiplier).
+fn bfd_settings(
+    owner: &str,
+    a: &BTreeMap<String, String>,
+    warnings: &mut Vec<String>,
+) -> (bool, Option<u32>, Option<u8>) {
     let on = match a.get(BFD_ANNOTATION).map(|v| v.trim()) {
         None | Some("false") => false,
         Some("true") => true,
         Some(other) => {
             warnings.push(format!(
-                "BGPPeer {name}: annotation {BFD_ANNOTATION}: {other:?} is not \"true\" or \"false\"; BFD stays off"
+                "{owner}: annotation {BFD_ANNOTATION}: {other:?} is not \"true\" or \"false\"; BFD stays off"
             ));
             false
         }
@@ -232,7 +248,7 @@ pub fn bfd_annotations(
             Ok(ms) if ms >= 1 => Some(ms),
             _ => {
                 warnings.push(format!(
-                    "BGPPeer {name}: annotation {BFD_INTERVAL_ANNOTATION}: {v:?} is not a number of milliseconds (1 or more); 300 is used"
+                    "{owner}: annotation {BFD_INTERVAL_ANNOTATION}: {v:?} is not a number of milliseconds (1 or more); 300 is used"
                 ));
                 None
             }
@@ -243,7 +259,7 @@ pub fn bfd_annotations(
             Ok(m) if m >= 1 => Some(m),
             _ => {
                 warnings.push(format!(
-                    "BGPPeer {name}: annotation {BFD_MULTIPLIER_ANNOTATION}: {v:?} is not a multiplier (1..=255); 3 is used"
+                    "{owner}: annotation {BFD_MULTIPLIER_ANNOTATION}: {v:?} is not a multiplier (1..=255); 3 is used"
                 ));
                 None
             }
@@ -610,6 +626,17 @@ pub fn speaker_plan(
                     &mut warnings,
                 )
             });
+        let no_annotations = BTreeMap::new();
+        let (mesh_bfd, mesh_bfd_interval, mesh_bfd_multiplier) = bfd_settings(
+            &format!("BGPConfiguration {DEFAULT_BGP_CONFIGURATION}"),
+            res.configurations
+                .iter()
+                .find(|c| c.metadata.name == DEFAULT_BGP_CONFIGURATION)
+                .map_or(&no_annotations, |c| &c.metadata.annotations),
+            &mut warnings,
+        );
+        let my_subnets = crate::tunnels::own_subnets(me);
+        let mut beyond_bfd = 0;
         if let Some(password) = password {
             let mut others: Vec<&Node> = res
                 .nodes
@@ -631,9 +658,23 @@ pub fn speaker_plan(
                     p.password = password.clone();
                     p.multihop = (p.as_number != my_as).then_some(64);
                     p.graceful_restart = mesh_restart.clone();
+                    if mesh_bfd {
+                        if my_subnets.iter().any(|net| net.contains(&addr)) {
+                            p.bfd = true;
+                            p.bfd_interval_ms = mesh_bfd_interval;
+                            p.bfd_multiplier = mesh_bfd_multiplier;
+                        } else {
+                            beyond_bfd += 1;
+                        }
+                    }
                     out.push((p, PeerOrigin::Mesh));
                 }
             }
+        }
+        if beyond_bfd > 0 {
+            warnings.push(format!(
+                "BGPConfiguration {DEFAULT_BGP_CONFIGURATION}: annotation {BFD_ANNOTATION}: {beyond_bfd} mesh peer(s) are not on this node's subnets and run without BFD (single hop only)"
+            ));
         }
     }
 
@@ -1247,6 +1288,46 @@ mod tests {
         }
         BgpdConfig::parse(&serde_json::to_string(&p.config).expect("json"), "plan")
             .expect("speaker accepts the plan");
+    }
+
+    #[test]
+    fn bfd_on_the_mesh_comes_from_the_default_bgpconfiguration_for_peers_on_own_subnets() {
+        let conf = "---\napiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"150\"}\nspec: {}\n";
+        let nodes = node("a", "10.0.0.1/24", "")
+            + &node("b", "10.0.0.2/24", "")
+            + &node("c", "10.9.0.3/24", "");
+        let p = plan(&resources(&(conf.to_owned() + &nodes)), "a");
+        let b = peer(&p, "10.0.0.2");
+        assert!(b.bfd, "same subnet: BFD on");
+        assert_eq!(b.bfd_interval_ms, Some(150));
+        assert_eq!(b.bfd_multiplier, None, "default multiplier");
+        let c = peer(&p, "10.9.0.3");
+        assert!(!c.bfd, "behind a router: no single-hop BFD");
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("BGPConfiguration default")
+                    && w.contains("1 mesh peer(s) are not on this node's subnets")),
+            "{:?}",
+            p.warnings
+        );
+        BgpdConfig::parse(&serde_json::to_string(&p.config).expect("json"), "plan")
+            .expect("speaker accepts the plan");
+        // Without the annotation the mesh has no BFD and no warning.
+        let plain = plan(&resources(&nodes), "a");
+        assert!(!peer(&plain, "10.0.0.2").bfd);
+        assert!(plain.warnings.is_empty(), "{:?}", plain.warnings);
+        // A bad value is named, BFD stays off.
+        let bad = conf.replace("\"true\"", "\"on\"");
+        let p = plan(&resources(&(bad + &nodes)), "a");
+        assert!(!peer(&p, "10.0.0.2").bfd);
+        assert!(
+            p.warnings
+                .iter()
+                .any(|w| w.contains("BGPConfiguration default: annotation tabby.io/bfd: \"on\"")),
+            "{:?}",
+            p.warnings
+        );
     }
 
     #[test]

@@ -1045,15 +1045,39 @@ fn agent_restart_with_graceful_restart_loses_no_ping() {
 
 #[test]
 fn bfd_from_a_bgppeer_annotation_closes_the_session_when_the_link_dies() {
+    bfd_closes_the_session_when_the_link_dies(
+        "agsw",
+        concat!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false}\n---\n",
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/16}\n---\n",
+            "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: nodes\n",
+            "  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"3\"}\n",
+            "spec: {nodeSelector: all(), peerSelector: all()}\n",
+        ),
+    );
+}
+
+#[test]
+fn bfd_on_the_mesh_from_the_default_bgpconfiguration_closes_the_session_when_the_link_dies() {
+    bfd_closes_the_session_when_the_link_dies(
+        "agmb",
+        concat!(
+            "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata:\n  name: default\n",
+            "  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"3\"}\n",
+            "spec: {}\n---\n",
+            "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/16}\n",
+        ),
+    );
+}
+
+/// Two agents on one segment whose sessions `manifest` gives BFD at 100 ms
+/// x 3: the generated speaker configuration carries it, and when b's port
+/// goes down a's session is closed by BFD (the 90 s hold time alone would
+/// keep it).
+fn bfd_closes_the_session_when_the_link_dies(segment: &str, manifest: &str) {
     let cluster = Cluster::new();
-    let mut seg = Segment::new("agsw");
-    cluster.apply(concat!(
-        "apiVersion: projectcalico.org/v3\nkind: BGPConfiguration\nmetadata: {name: default}\nspec: {nodeToNodeMeshEnabled: false}\n---\n",
-        "apiVersion: projectcalico.org/v3\nkind: IPPool\nmetadata: {name: pods}\nspec: {cidr: 10.88.0.0/16}\n---\n",
-        "apiVersion: projectcalico.org/v3\nkind: BGPPeer\nmetadata:\n  name: nodes\n",
-        "  annotations: {tabby.io/bfd: \"true\", tabby.io/bfd-interval-ms: \"100\", tabby.io/bfd-multiplier: \"3\"}\n",
-        "spec: {nodeSelector: all(), peerSelector: all()}\n",
-    ));
+    let mut seg = Segment::new(segment);
+    cluster.apply(manifest);
     let mut nodes = nodes_on(&cluster, &mut seg, &["a", "b"]);
     for n in &mut nodes {
         n.start_agent(&cluster);
