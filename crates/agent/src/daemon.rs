@@ -1,11 +1,13 @@
 //! `tabby agent`: the node daemon's loop.
 //!
 //! Start-up: connect to the datastore, find the node's address, register
-//! the Node resource, turn on forwarding. Then, each time the datastore's
-//! revision moves (polled; SQLite and etcd both give one) and every 30 s
-//! regardless:
+//! the Node resource, turn on forwarding. Then, each time something the
+//! node's routing reads changes and every 30 s regardless:
 //!
-//! 1. read the BGP resources, the pools and the IPAM blocks and affinities;
+//! 1. read the BGP resources, the pools and the IPAM blocks and affinities
+//!    (with etcd from a [`ClusterMirror`] kept current by one watch, so a
+//!    change costs one event, not a new listing; with SQLite by polling the
+//!    revision and reading again when it moves);
 //! 2. compute the speaker configuration ([`crate::peers::speaker_plan`])
 //!    and the exports ([`crate::exports::node_exports`]), both pure;
 //! 3. if the configuration changed, write it to `<state dir>/bgpd.json`
@@ -57,6 +59,7 @@ use tokio::task::JoinHandle;
 
 use crate::AgentError;
 use crate::exports::{NodeExports, node_exports};
+use crate::mirror::ClusterMirror;
 use crate::mtu::{
     EncapsulationsInUse, IfacePattern, MtuPlan, host_interfaces, pod_mtu, write_mtu_file,
 };
@@ -237,16 +240,38 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
             node.counters.clone(),
         ));
     }
+    // With etcd the cluster state is mirrored (listed once, then followed
+    // by one watch); with SQLite the revision is polled and everything is
+    // re-read when it moves (see `mirror`).
+    let mirrored = ds.backend() == "etcd";
+    let mut mirror: Option<ClusterMirror> = None;
     let mut last_revision = -1;
+    // Something to apply (a change, or a round that asked to be retried).
+    let mut pending = true;
     let mut last_full = Instant::now();
     let mut speaker_retry = Instant::now();
     loop {
-        let revision = ds.revision().await.unwrap_or(-1);
+        if mirrored {
+            if let Some(m) = mirror.as_mut() {
+                match m.catch_up() {
+                    Ok(changed) => pending |= changed,
+                    Err(e) => {
+                        tracing::warn!("following the datastore: {e}; listing again");
+                        mirror = None;
+                        pending = true;
+                    }
+                }
+            }
+        } else {
+            let revision = ds.revision().await.unwrap_or(-1);
+            pending |= revision != last_revision;
+            last_revision = revision;
+        }
         let due = last_full.elapsed() >= FULL_RESYNC;
         // No speaker (a plan error, or it stopped): try again now and then.
         let speaker_down = node.speaker.as_ref().is_none_or(|s| s.task.is_finished())
             && Instant::now() >= speaker_retry;
-        if revision != last_revision || due || speaker_down {
+        if pending || due || speaker_down {
             if due {
                 last_full = Instant::now();
                 // Re-apply kernel state even if nothing changed here: it
@@ -259,13 +284,8 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
             if speaker_down {
                 speaker_retry = Instant::now() + SPEAKER_RETRY;
             }
-            match read_state(&store, &ds, Some(&options.node)).await {
-                Ok(state) => {
-                    last_revision = revision;
-                    if !node.reconcile(&state).await {
-                        last_revision = -1;
-                    }
-                }
+            match current_state(&store, &ds, &options.node, mirrored, &mut mirror).await {
+                Ok(state) => pending = !node.reconcile(&state).await,
                 Err(e) => tracing::warn!("reading the datastore: {e}"),
             }
         }
@@ -280,6 +300,33 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         stop_speaker(s).await;
     }
     Ok(())
+}
+
+/// The cluster state: from the mirror when `mirrored` (opened first if
+/// there is none), else read afresh.
+async fn current_state(
+    store: &ResourceStore,
+    ds: &Datastore,
+    node: &str,
+    mirrored: bool,
+    mirror: &mut Option<ClusterMirror>,
+) -> Result<ClusterState, AgentError> {
+    if !mirrored {
+        return read_state(store, ds, Some(node)).await;
+    }
+    let m = match mirror {
+        Some(m) => m,
+        None => {
+            let m = ClusterMirror::open(ds, node).await?;
+            tracing::info!(
+                keys = m.len(),
+                revision = m.revision(),
+                "following the datastore with a watch"
+            );
+            mirror.insert(m)
+        }
+    };
+    m.state()
 }
 
 /// How often everything is re-read and re-applied even without changes.

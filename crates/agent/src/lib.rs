@@ -14,6 +14,7 @@
 
 pub mod daemon;
 pub mod exports;
+pub mod mirror;
 pub mod mtu;
 pub mod peers;
 pub mod registration;
@@ -57,6 +58,10 @@ pub enum AgentError {
     /// A tunnel address or device could not be set up.
     #[error("tunnel: {0}")]
     Tunnel(String),
+    /// The datastore watch the agent follows ([`mirror::ClusterMirror`])
+    /// stopped; the agent lists again.
+    #[error("the datastore watch stopped")]
+    WatchStopped,
     /// The runtime or a signal handler could not start.
     #[error("runtime: {0}")]
     Runtime(std::io::Error),

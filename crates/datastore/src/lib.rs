@@ -527,6 +527,17 @@ impl Watch {
         self.rx.recv().await
     }
 
+    /// The next event if one has arrived already: `Ok(None)` when none is
+    /// waiting, `Err(())` once the watch has stopped for good.
+    #[allow(clippy::result_unit_err)]
+    pub fn try_next(&mut self) -> std::result::Result<Option<Result<WatchEvent>>, ()> {
+        match self.rx.try_recv() {
+            Ok(ev) => Ok(Some(ev)),
+            Err(tokio::sync::mpsc::error::TryRecvError::Empty) => Ok(None),
+            Err(tokio::sync::mpsc::error::TryRecvError::Disconnected) => Err(()),
+        }
+    }
+
     /// The next event, or `None` if none arrives within `timeout`.
     pub async fn next_timeout(&mut self, timeout: Duration) -> Option<Result<WatchEvent>> {
         tokio::time::timeout(timeout, self.rx.recv())

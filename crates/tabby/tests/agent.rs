@@ -917,6 +917,16 @@ fn agents_share_an_etcd_datastore() {
     assert!(nodes[1].pods[0].0.ping(&p1, 2), "{p2} -> {p1}");
     let got = cluster.tabby(&["get", "nodes", "-o", "json"], "");
     assert!(got.contains("10.79.0.2/24"), "{got}");
+    // With etcd the agents follow the datastore with a watch (e2 saw its
+    // own new block through it, or e1 would have no route to it).
+    for n in &nodes {
+        assert!(
+            n.log(&cluster)
+                .contains("following the datastore with a watch"),
+            "{}",
+            n.log(&cluster)
+        );
+    }
 }
 
 /// Echo counts from ping's summary line (`N packets transmitted, M received`).
