@@ -418,6 +418,9 @@ impl StoreCache {
     }
 }
 
+/// How often the CNI service checkpoints a SQLite store's WAL.
+const SERVICE_CHECKPOINT_EVERY: std::time::Duration = std::time::Duration::from_millis(250);
+
 /// The backend that does the real work on this node.
 #[derive(Debug)]
 pub struct NodeBackend {
@@ -513,6 +516,13 @@ impl NodeBackend {
             .map_err(|e| datastore_error(e, "connect"))?;
         self.store = Some(store.clone());
         if let Some(cache) = &self.cache {
+            // The service keeps the store: its WAL checkpoints (a copy and
+            // an fsync every few ADDs) go to a thread of their own instead
+            // of landing on an ADD. If that thread cannot start, commits
+            // keep checkpointing as they go.
+            if let Err(e) = store.checkpoint_in_background(SERVICE_CHECKPOINT_EVERY) {
+                eprintln!("tabby cni: datastore {}: {e}", self.url);
+            }
             cache.insert(&self.url, store.clone());
         }
         crate::trace::mark("ds-open");

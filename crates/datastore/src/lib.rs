@@ -413,6 +413,16 @@ impl Datastore {
         }
     }
 
+    /// SQLite: moves WAL checkpoints off the commit path, onto a thread
+    /// of their own (see [`SqliteStore::checkpoint_in_background`]); etcd:
+    /// nothing to do.
+    pub fn checkpoint_in_background(&self, every: std::time::Duration) -> Result<()> {
+        match self {
+            Datastore::Sqlite(s) => s.checkpoint_in_background(every),
+            Datastore::Etcd(_) => Ok(()),
+        }
+    }
+
     /// `sqlite` or `etcd`.
     pub fn backend(&self) -> &'static str {
         match self {

@@ -115,6 +115,46 @@ impl SqliteStore {
         &self.path
     }
 
+    /// For a long-running process that commits on a latency-critical path
+    /// (the CNI service): this connection stops checkpointing the WAL as it
+    /// commits, and a thread of its own checkpoints it every `every`
+    /// (`PASSIVE`: never blocking a reader or a writer) through a second
+    /// connection, so the checkpoint's copy and `fsync` (about a
+    /// millisecond, every few commits) leave the commit path. The thread
+    /// ends once every clone of this store is dropped.
+    pub fn checkpoint_in_background(&self, every: Duration) -> Result<()> {
+        let checkpointer = open_connection(&self.path)?;
+        {
+            let conn = self.conn.lock().map_err(|_| DatastoreError::Backend {
+                backend: "sqlite",
+                reason: "connection mutex poisoned".into(),
+            })?;
+            conn.execute_batch("PRAGMA wal_autocheckpoint=0;")
+                .map_err(err)?;
+        }
+        let owner = Arc::downgrade(&self.conn);
+        let path = self.path.clone();
+        std::thread::Builder::new()
+            .name("tabby-sqlite-checkpoint".into())
+            .spawn(move || {
+                while owner.strong_count() > 0 {
+                    std::thread::sleep(every);
+                    let done: rusqlite::Result<(i64, i64, i64)> =
+                        checkpointer.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        });
+                    if let Err(e) = done {
+                        tracing::warn!("sqlite {}: background checkpoint: {e}", path.display());
+                    }
+                }
+            })
+            .map_err(|e| DatastoreError::Backend {
+                backend: "sqlite",
+                reason: format!("cannot start the checkpoint thread: {e}"),
+            })?;
+        Ok(())
+    }
+
     async fn with_conn<T: Send + 'static>(
         &self,
         f: impl FnOnce(&mut Connection) -> Result<T> + Send + 'static,

@@ -366,3 +366,49 @@ async fn sqlite_two_handles_share_one_file() {
     let mut w = a.watch("/", r).await.expect("watch");
     assert_eq!(next(&mut w).await.revision(), r);
 }
+
+/// `checkpoint_in_background`: commits no longer copy the WAL into the
+/// database file (it does not grow while the writes run, although they are
+/// far past the 128-page autocheckpoint), and the checkpoint thread does
+/// it a moment later (the file grows to hold the data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sqlite_checkpoints_in_the_background() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("c.db");
+    let ds = Datastore::connect(&format!("sqlite://{}", file.display()))
+        .await
+        .expect("open");
+    ds.checkpoint_in_background(Duration::from_secs(4))
+        .expect("checkpoint thread");
+    let size = || std::fs::metadata(&file).expect("db file").len();
+    let before = size();
+    let value = "x".repeat(2000);
+    for i in 0..400 {
+        ds.put(&format!("/ckpt/{i:04}"), value.clone())
+            .await
+            .expect("put");
+    }
+    let wal = std::fs::metadata(dir.path().join("c.db-wal"))
+        .expect("wal")
+        .len();
+    assert!(wal > 128 * 4096, "only {wal} bytes of WAL written");
+    assert_eq!(
+        size(),
+        before,
+        "a commit checkpointed the WAL into the database file"
+    );
+    let mut grown = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(250)).await;
+        if size() > before + 400 * 2000 {
+            grown = true;
+            break;
+        }
+    }
+    assert!(grown, "no background checkpoint: {} bytes", size());
+    assert_eq!(
+        ds.list("/ckpt/").await.expect("list").items.len(),
+        400,
+        "data lost"
+    );
+}
