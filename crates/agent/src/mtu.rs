@@ -54,7 +54,7 @@ const POD_VETH_PREFIX: &str = "tby";
 /// (`mtuIfacePattern`, a regular expression matched anywhere in the name
 /// unless anchored, as Go's `regexp.MatchString`).
 #[derive(Debug, Clone)]
-pub struct IfacePattern(regex::Regex);
+pub struct IfacePattern(regex_lite::Regex);
 
 impl IfacePattern {
     /// True when `name` matches.
@@ -71,7 +71,7 @@ impl IfacePattern {
 impl Default for IfacePattern {
     fn default() -> Self {
         IfacePattern(
-            regex::Regex::new(DEFAULT_IFACE_PATTERN)
+            regex_lite::Regex::new(DEFAULT_IFACE_PATTERN)
                 .expect("DEFAULT_IFACE_PATTERN is a valid expression (unit-tested)"),
         )
     }
@@ -81,7 +81,7 @@ impl FromStr for IfacePattern {
     type Err = String;
 
     fn from_str(s: &str) -> Result<Self, String> {
-        regex::Regex::new(s)
+        regex_lite::Regex::new(s)
             .map(IfacePattern)
             .map_err(|e| format!("{s:?} is not a regular expression: {e}"))
     }
