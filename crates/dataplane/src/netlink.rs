@@ -257,18 +257,7 @@ impl Netlink {
         flags: u16,
         body: &dyn Emitable,
     ) -> Result<Result<(), KernelError>> {
-        let seq = self.next_seq();
-        self.tx.clear();
-        Self::push(&mut self.tx, kind, flags | NLM_F_ACK, seq, body);
-        self.send_tx()?;
-        loop {
-            self.recv().map_err(Error::Socket)?;
-            for m in split(&self.rx)? {
-                if m.seq == seq && m.kind == NLMSG_ERROR {
-                    return decode_error(m.flags, m.payload);
-                }
-            }
-        }
+        Ok(self.exchange(kind, flags, body, None)?.map(|_| ()))
     }
 
     /// Like [`Netlink::request`], with `NLM_F_ECHO`: also returns the last
@@ -282,15 +271,22 @@ impl Netlink {
         body: &dyn Emitable,
         echo: u16,
     ) -> Result<Result<Option<Vec<u8>>, KernelError>> {
+        self.exchange(kind, flags | NLM_F_ECHO, body, Some(echo))
+    }
+
+    /// Sends one request with `NLM_F_ACK`, keeps the last message of type
+    /// `echo` (if any) that precedes the answer, and returns it with the
+    /// answer.
+    fn exchange(
+        &mut self,
+        kind: u16,
+        flags: u16,
+        body: &dyn Emitable,
+        echo: Option<u16>,
+    ) -> Result<Result<Option<Vec<u8>>, KernelError>> {
         let seq = self.next_seq();
         self.tx.clear();
-        Self::push(
-            &mut self.tx,
-            kind,
-            flags | NLM_F_ACK | NLM_F_ECHO,
-            seq,
-            body,
-        );
+        Self::push(&mut self.tx, kind, flags | NLM_F_ACK, seq, body);
         self.send_tx()?;
         let mut echoed = None;
         loop {
@@ -302,7 +298,7 @@ impl Netlink {
                 if m.kind == NLMSG_ERROR {
                     return Ok(decode_error(m.flags, m.payload)?.map(|()| echoed));
                 }
-                if m.kind == echo {
+                if Some(m.kind) == echo {
                     echoed = Some(m.payload.to_vec());
                 }
             }

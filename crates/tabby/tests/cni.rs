@@ -264,15 +264,20 @@ impl Node {
     }
 }
 
-fn run_with_stdin(mut cmd: Command, stdin: &Value) -> Call {
-    let mut child = cmd.spawn().expect("spawn plugin");
+/// Runs `cmd` (stdin, stdout and stderr piped) to its end with `stdin`.
+fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> std::process::Output {
+    let mut child = cmd.spawn().expect("spawn");
     child
         .stdin
         .take()
         .expect("stdin")
-        .write_all(stdin.to_string().as_bytes())
+        .write_all(stdin)
         .expect("write stdin");
-    let out = child.wait_with_output().expect("plugin output");
+    child.wait_with_output().expect("output")
+}
+
+fn run_with_stdin(mut cmd: Command, stdin: &Value) -> Call {
+    let out = output_with_stdin(&mut cmd, stdin.to_string().as_bytes());
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     Call {
         code: out.status.code().unwrap_or(-1),
@@ -572,14 +577,7 @@ fn bad_input_gets_the_right_error_code_and_allocates_nothing() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(b"{broken")
-        .expect("write");
-    let out = child.wait_with_output().expect("output");
+    let out = output_with_stdin(&mut cmd, b"{broken");
     let v: Value = serde_json::from_slice(&out.stdout).expect("error json");
     assert_eq!(v["code"], 6, "{v}");
     // Invalid fields: code 7 naming them; unsupported version: code 1.
@@ -1134,14 +1132,7 @@ fn tabby_in(node: &Node, args: &[&str], stdin: &str) -> String {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().expect("spawn tabby");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin.as_bytes())
-        .expect("write stdin");
-    let out = child.wait_with_output().expect("tabby output");
+    let out = output_with_stdin(&mut cmd, stdin.as_bytes());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),
