@@ -65,7 +65,7 @@ use crate::mtu::{
 };
 use crate::peers::{BgpResources, NoSecrets, PlanSettings, SecretSource, SecretsDir, speaker_plan};
 use crate::registration::{AutodetectMethod, Registration, autodetect, register};
-use crate::status::{AgentCounters, render_metrics, session_rows};
+use crate::status::{AgentCounters, NODE_REPORT_FILE, NodeReport, render_metrics, session_rows};
 use crate::tunnels::{
     DeviceState, KernelTunnels, KernelTunnelsOutcome, TunnelKind, apply_kernel,
     ensure_tunnel_addresses, fib_encapsulation, own_subnets, tunnel_pools, vxlan_plan,
@@ -227,6 +227,8 @@ async fn serve(options: AgentOptions) -> Result<(), AgentError> {
         mtu_pattern: options.mtu_iface_pattern.clone(),
         mtu: None,
         mtu_written: None,
+        report_path: options.state_dir.join(NODE_REPORT_FILE),
+        report: None,
         mtu_error: None,
     };
     if let Some(addr) = options.metrics_listen {
@@ -366,6 +368,10 @@ struct NodeState {
     mtu_written: Option<u32>,
     /// The last MTU error logged.
     mtu_error: Option<String>,
+    /// Where the node report for `tabby node status` goes.
+    report_path: PathBuf,
+    /// The report last written.
+    report: Option<NodeReport>,
 }
 
 impl NodeState {
@@ -443,7 +449,48 @@ impl NodeState {
                 }
             }
         }
+        self.write_report().await;
         done
+    }
+
+    /// Writes the node report for `tabby node status` when it changed.
+    async fn write_report(&mut self) {
+        let announced = self
+            .counters
+            .lock()
+            .map(|c| c.announced_prefixes)
+            .unwrap_or_default();
+        let report = NodeReport {
+            ipip: self.tunnel_outcome.ipip.as_str().to_owned(),
+            vxlan: self.tunnel_outcome.vxlan.as_str().to_owned(),
+            vxlan_v6: self.tunnel_outcome.vxlan_v6.as_str().to_owned(),
+            vxlan_routes: self.tunnel_outcome.vxlan_routes as u64,
+            pod_mtu: self.mtu.as_ref().map(ToString::to_string),
+            announced_prefixes: announced,
+            warnings: self.warnings.clone(),
+            error: self.error.clone(),
+        };
+        if self.report.as_ref() == Some(&report) {
+            return;
+        }
+        let path = self.report_path.clone();
+        let body = match serde_json::to_vec_pretty(&report) {
+            Ok(b) => b,
+            Err(e) => {
+                tracing::warn!("node report: {e}");
+                return;
+            }
+        };
+        let written = tokio::task::spawn_blocking(move || {
+            let tmp = path.with_extension("json.tmp");
+            std::fs::write(&tmp, body).and_then(|()| std::fs::rename(&tmp, &path))
+        })
+        .await;
+        match written {
+            Ok(Ok(())) => self.report = Some(report),
+            Ok(Err(e)) => tracing::warn!("node report {}: {e}", self.report_path.display()),
+            Err(e) => tracing::warn!("node report: {e}"),
+        }
     }
 }
 

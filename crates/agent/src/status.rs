@@ -134,6 +134,35 @@ pub fn render_table(rows: &[SessionRow]) -> String {
 mod tests {
     use super::*;
 
+    #[test]
+    fn the_node_report_reads_as_a_table_and_round_trips() {
+        let r = NodeReport {
+            ipip: "off".into(),
+            vxlan: "up".into(),
+            vxlan_v6: "kernel-lacks".into(),
+            vxlan_routes: 3,
+            pod_mtu: Some("1450 (host MTU 1500 from eth0, minus 50 for VXLAN)".into()),
+            announced_prefixes: 2,
+            warnings: vec!["BGPPeer x: skipped".into()],
+            error: None,
+        };
+        let t = render_node_report(&r);
+        for line in [
+            "  tunl0            off\n",
+            "  vxlan.calico     up (3 routes)\n",
+            "  vxlan-v6.calico  kernel-lacks\n",
+            "  pod MTU          1450 (host MTU 1500 from eth0, minus 50 for VXLAN)\n",
+            "  announced        2 prefixes\n",
+            "  warning          BGPPeer x: skipped\n",
+        ] {
+            assert!(t.contains(line), "{line:?} in {t}");
+        }
+        assert!(!t.contains("error"), "{t}");
+        let json = serde_json::to_string(&r).expect("json");
+        assert!(json.contains("\"vxlanV6\":\"kernel-lacks\""), "{json}");
+        assert_eq!(serde_json::from_str::<NodeReport>(&json).expect("back"), r);
+    }
+
     fn neighbor(addr: &str, state: &str, desc: &str, rr: bool) -> NeighborStatus {
         serde_json::from_value(serde_json::json!({
             "address": addr, "port": 179, "asNumber": 64512, "sessionType": "iBGP",
@@ -194,6 +223,89 @@ fn label_value(v: &str) -> String {
     v.replace('\\', "\\\\")
         .replace('"', "\\\"")
         .replace('\n', "\\n")
+}
+
+/// What `tabby node status` shows besides the sessions: the agent writes
+/// it to `<state dir>/status.json` after each reconcile (when it changed),
+/// and that file is also the stable JSON form for scripts.
+#[derive(Debug, Clone, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeReport {
+    /// `tunl0`: `off`, `pending`, `up`, `kernel-lacks`, `failed`.
+    pub ipip: String,
+    /// `vxlan.calico`, same states.
+    pub vxlan: String,
+    /// `vxlan-v6.calico`, same states.
+    pub vxlan_v6: String,
+    /// Routes the agent holds toward VXLAN pools' remote blocks.
+    pub vxlan_routes: u64,
+    /// The detected pod MTU and where it comes from
+    /// (`1450 (host MTU 1500 from eth0, minus 50 for VXLAN)`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pod_mtu: Option<String>,
+    /// Prefixes the node announces.
+    pub announced_prefixes: u64,
+    /// Warnings of the last plan (unsupported fields, skipped peers).
+    #[serde(default)]
+    pub warnings: Vec<String>,
+    /// Why there is no speaker configuration, if there is none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// The name of the report file in the agent's state directory.
+pub const NODE_REPORT_FILE: &str = "status.json";
+
+/// The node report as text, after the sessions table.
+pub fn render_node_report(r: &NodeReport) -> String {
+    let mut out = String::from(
+        "Node
+",
+    );
+    let routes = if r.vxlan == "up" {
+        format!(" ({} routes)", r.vxlan_routes)
+    } else {
+        String::new()
+    };
+    out.push_str(&format!(
+        "  tunl0            {}
+",
+        r.ipip
+    ));
+    out.push_str(&format!(
+        "  vxlan.calico     {}{routes}
+",
+        r.vxlan
+    ));
+    out.push_str(&format!(
+        "  vxlan-v6.calico  {}
+",
+        r.vxlan_v6
+    ));
+    if let Some(m) = &r.pod_mtu {
+        out.push_str(&format!(
+            "  pod MTU          {m}
+"
+        ));
+    }
+    out.push_str(&format!(
+        "  announced        {} prefixes
+",
+        r.announced_prefixes
+    ));
+    if let Some(e) = &r.error {
+        out.push_str(&format!(
+            "  error            {e}
+"
+        ));
+    }
+    for w in &r.warnings {
+        out.push_str(&format!(
+            "  warning          {w}
+"
+        ));
+    }
+    out
 }
 
 /// The Prometheus text exposition of the agent's state.

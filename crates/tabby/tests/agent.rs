@@ -1317,6 +1317,31 @@ fn vxlan_always_and_cross_subnet_across_two_subnets() {
     );
     let after = vxlan_tx(&nodes[0]);
     assert!(after >= before + 6, "vxlan.calico tx {before} -> {after}");
+    // `tabby node status` shows the tunnels and the pod MTU after the
+    // sessions (from the report in the agent's state directory).
+    let table = || {
+        let out = std::process::Command::new(TABBY)
+            .args(["node", "status", "--socket"])
+            .arg(&nodes[0].socket)
+            .arg("--state-dir")
+            .arg(cluster.path("vxa-state"))
+            .output()
+            .expect("tabby node status");
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    wait(
+        "vxa's node status to show vxlan.calico up with 2 routes",
+        || table().contains("vxlan.calico     up (2 routes)"),
+        table,
+    );
+    let t = table();
+    assert!(t.contains("IPv4/IPv6 BGP status"), "{t}");
+    assert!(t.contains("tunl0            off"), "{t}");
+    assert!(
+        t.contains("pod MTU          1450 (host MTU 1500 from eth0, minus 50 for VXLAN)"),
+        "{t}"
+    );
 
     // CrossSubnet: native inside 10.79.1.0/24 (a <-> b), VXLAN to c.
     cluster.apply(&pool("CrossSubnet"));
