@@ -361,7 +361,7 @@ echo "== agent: three nodes (namespaces on one bridge) each running tabby agent;
       && ip -n "${NODES[0]}" route show proto tabby | grep -c via | grep -q 2 && break
     sleep 0.2
   done
-  echo "-- tabby node status (node1)"; $TABBY node status --socket "$DIR/node1.sock"
+  echo "-- tabby node status (node1)"; $TABBY node status --socket "$DIR/node1.sock" --state-dir "$DIR/node1"
   echo "-- node1's kernel routes (proto tabby): its block blackholed, the others' via their node"
   ip -n "${NODES[0]}" route show proto tabby
   echo "-- pod on node1 pings the pods on node2 (${ADDRS[1]}) and node3 (${ADDRS[2]})"
@@ -437,6 +437,8 @@ echo "== vxlan: three agents on two subnets (a router between, no pod routes on 
   ip -n "${NODES[0]}" -o link show vxlan.calico | grep -o 'vxlan.calico: .* mtu [0-9]*' | sed -E 's/:.* mtu/ mtu/; s/^/   /'
   ip -n "${PODS[0]}" -o link show eth0 | grep -o 'mtu [0-9]*' | sed 's/^/   pod eth0 /'
   ip -n "${NODES[0]}" -o link show | grep -o 'tby[0-9a-f]*@[^:]*: .* mtu [0-9]*' | sed -E 's/@[^:]*:.* mtu/ mtu/; s/^/   host end /'
+  echo "-- tabby node status on vx1: the sessions, then the tunnels and the pod MTU"
+  $TABBY node status --socket "$D/vx1.sock" --state-dir "$D/vx1"
   echo "-- tabby doctor on vx1 (its MTU check expects what the agent detects)"
   ip netns exec "${NODES[0]}" "$TABBY" --datastore "$DS" doctor --nodename vx1 --socket "$D/vx1.sock" \
     && echo "exit 0" || echo "exit $?"
