@@ -160,6 +160,25 @@ impl Trace {
         self.step(stage, StepStatus::Problem, f.problem.clone());
         self.findings.push(f);
     }
+
+    /// The problem of a route that the BGPFilter `by` rejects at `stage`
+    /// (`import`, `export`): `what` says what happens to the route (it
+    /// comes first so that it may borrow `by`), `rules`
+    /// which rule lists to change (` (importV4/importV6)`, or empty).
+    fn filtered(&mut self, stage: &str, what: String, by: String, rules: &str) {
+        let fix = format!("change the rule{rules} in {by} or remove the filter from the BGPPeer");
+        self.problem(
+            stage,
+            Finding::new(
+                Severity::Error,
+                Check::RouteFiltered,
+                by,
+                what,
+                "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
+                fix,
+            ),
+        );
+    }
 }
 
 pub(crate) fn to_prefix(net: &IpNet) -> Option<tabby_bgp::Prefix> {
@@ -975,16 +994,11 @@ fn sessions_steps(
                     true,
                 )
                 .unwrap_or_else(|| "an export filter".to_owned());
-                t.problem(
+                t.filtered(
                     "export",
-                    Finding::new(
-                        Severity::Error,
-                        Check::RouteFiltered,
-                        by.clone(),
-                        format!("node {holder} does not send {expected} to this node: {by} rejects it on export"),
-                        "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
-                        format!("change the rule (exportV4/exportV6) in {by} or remove the filter from the BGPPeer"),
-                    ),
+                    format!("node {holder} does not send {expected} to this node: {by} rejects it on export"),
+                    by,
+                    " (exportV4/exportV6)",
                 );
                 return Vec::new();
             }
@@ -1004,16 +1018,11 @@ fn sessions_steps(
                 false,
             )
             .unwrap_or_else(|| "an import filter".to_owned());
-            t.problem(
+            t.filtered(
                 "import",
-                Finding::new(
-                    Severity::Error,
-                    Check::RouteFiltered,
-                    by.clone(),
-                    format!("this node drops {expected} from node {holder}: {by} rejects it on import"),
-                    "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
-                    format!("change the rule (importV4/importV6) in {by} or remove the filter from the BGPPeer"),
-                ),
+                format!("this node drops {expected} from node {holder}: {by} rejects it on import"),
+                by,
+                " (importV4/importV6)",
             );
             return Vec::new();
         }
@@ -1151,16 +1160,11 @@ fn sessions_steps(
             )
         })
         .unwrap_or_else(|| "an import filter".to_owned());
-        t.problem(
+        t.filtered(
             "import",
-            Finding::new(
-                Severity::Error,
-                Check::RouteFiltered,
-                by.clone(),
-                format!("this node drops {expected} from its routers: {by} rejects it on import"),
-                "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
-                format!("change the rule (importV4/importV6) in {by} or remove the filter from the BGPPeer"),
-            ),
+            format!("this node drops {expected} from its routers: {by} rejects it on import"),
+            by,
+            " (importV4/importV6)",
         );
         return Vec::new();
     }
@@ -1194,16 +1198,11 @@ fn sessions_steps(
                 rejecting_filter(c, &names, prefix, RouteSource::Local, PeerType::Ibgp, true)
             })
             .unwrap_or_else(|| "an export filter".to_owned());
-        t.problem(
+        t.filtered(
             "export",
-            Finding::new(
-                Severity::Error,
-                Check::RouteFiltered,
-                by.clone(),
-                format!("node {holder} sends {expected} to none of its routers: {by} rejects it"),
-                "the first matching BGPFilter rule decides; a Reject rule matches this prefix",
-                format!("change the rule in {by} or remove the filter from the BGPPeer"),
-            ),
+            format!("node {holder} sends {expected} to none of its routers: {by} rejects it"),
+            by,
+            "",
         );
         return Vec::new();
     }

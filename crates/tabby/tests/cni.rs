@@ -8,6 +8,10 @@
 //! Runs as root. Addresses: pools 10.96.0.0/16 and fd00:96::/48, node
 //! uplinks 10.97.0.0/24; all inside the test's namespaces.
 
+// The shared harness; this file uses only its process helpers.
+#[allow(dead_code)]
+mod support;
+
 use std::collections::BTreeSet;
 use std::io::Write;
 use std::net::IpAddr;
@@ -20,7 +24,7 @@ use tabby_datastore::Datastore;
 use tabby_model::Resource;
 use tabby_testbed::{Netns, Process, wait_until};
 
-const TABBY: &str = env!("CARGO_BIN_EXE_tabby");
+use support::TABBY;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -264,20 +268,8 @@ impl Node {
     }
 }
 
-/// Runs `cmd` (stdin, stdout and stderr piped) to its end with `stdin`.
-fn output_with_stdin(cmd: &mut Command, stdin: &[u8]) -> std::process::Output {
-    let mut child = cmd.spawn().expect("spawn");
-    child
-        .stdin
-        .take()
-        .expect("stdin")
-        .write_all(stdin)
-        .expect("write stdin");
-    child.wait_with_output().expect("output")
-}
-
 fn run_with_stdin(mut cmd: Command, stdin: &Value) -> Call {
-    let out = output_with_stdin(&mut cmd, stdin.to_string().as_bytes());
+    let out = support::run_with_stdin(&mut cmd, stdin.to_string().as_bytes());
     let raw = String::from_utf8_lossy(&out.stdout).into_owned();
     Call {
         code: out.status.code().unwrap_or(-1),
@@ -577,7 +569,7 @@ fn bad_input_gets_the_right_error_code_and_allocates_nothing() {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = output_with_stdin(&mut cmd, b"{broken");
+    let out = support::run_with_stdin(&mut cmd, b"{broken");
     let v: Value = serde_json::from_slice(&out.stdout).expect("error json");
     assert_eq!(v["code"], 6, "{v}");
     // Invalid fields: code 7 naming them; unsupported version: code 1.
@@ -1132,7 +1124,7 @@ fn tabby_in(node: &Node, args: &[&str], stdin: &str) -> String {
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let out = output_with_stdin(&mut cmd, stdin.as_bytes());
+    let out = support::run_with_stdin(&mut cmd, stdin.as_bytes());
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     assert!(
         out.status.success(),

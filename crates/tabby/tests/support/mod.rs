@@ -1,5 +1,5 @@
 //! The harness the namespace tests of `tabby agent` share (`agent.rs`,
-//! `doctor.rs`): an L2 segment of node namespaces, the agent's command
+//! `doctor.rs`; `cni.rs` uses its process helpers): an L2 segment of node namespaces, the agent's command
 //! line, the CNI plugin's environment, `tabby node status` and waiting
 //! with context. Each test file keeps its own `Cluster`/`Node` on top.
 
