@@ -234,6 +234,27 @@ pub(crate) fn rejecting_filter(
 }
 
 /// True when `rules` (a peer's import or export list) reject `prefix`.
+/// True when `peers` is not empty and the policy `rules_of` picks (import
+/// or export) of every one of them, on a node in AS `local_as`, rejects
+/// `prefix` from `source`.
+fn every_policy_rejects(
+    peers: &[&PeerConfig],
+    local_as: u32,
+    prefix: tabby_bgp::Prefix,
+    source: RouteSource,
+    rules_of: impl Fn(&PeerConfig) -> &[tabby_bgp::policy::Rule],
+) -> bool {
+    !peers.is_empty()
+        && peers.iter().all(|p| {
+            let peer_type = if p.as_number != local_as {
+                PeerType::Ebgp
+            } else {
+                PeerType::Ibgp
+            };
+            rejects(rules_of(p), prefix, source, peer_type)
+        })
+}
+
 pub(crate) fn rejects(
     rules: &[tabby_bgp::policy::Rule],
     prefix: tabby_bgp::Prefix,
@@ -1123,20 +1144,9 @@ fn sessions_steps(
         .iter()
         .filter(|p| p.address.is_ipv4() == v4 && ours.iter().any(|(a, _)| *a == p.address))
         .collect();
-    if !imports.is_empty()
-        && imports.iter().all(|p| {
-            rejects(
-                &p.import,
-                prefix,
-                RouteSource::RemotePeers,
-                if p.as_number != my_as {
-                    PeerType::Ebgp
-                } else {
-                    PeerType::Ibgp
-                },
-            )
-        })
-    {
+    if every_policy_rejects(&imports, my_as, prefix, RouteSource::RemotePeers, |p| {
+        &p.import
+    }) {
         let names: Vec<String> = imports
             .iter()
             .flat_map(|p| bgppeers_toward(c, me, p.address))
@@ -1175,20 +1185,7 @@ fn sessions_steps(
         .iter()
         .filter(|p| p.address.is_ipv4() == v4 && theirs.iter().any(|(a, _)| *a == p.address))
         .collect();
-    let all_rejected = !toward.is_empty()
-        && toward.iter().all(|p| {
-            rejects(
-                &p.export,
-                prefix,
-                RouteSource::Local,
-                if p.as_number != h_as {
-                    PeerType::Ebgp
-                } else {
-                    PeerType::Ibgp
-                },
-            )
-        });
-    if all_rejected {
+    if every_policy_rejects(&toward, h_as, prefix, RouteSource::Local, |p| &p.export) {
         let names: Vec<String> = toward
             .iter()
             .flat_map(|p| bgppeers_toward(c, h, p.address))
